@@ -1,0 +1,76 @@
+//! What goes through a shard's Raft log (`Request`) and what applying it
+//! answers (`Response`). Encoded with bincode inside openraft entries.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one logical client write for exactly-once application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client_id: u64,
+    pub seq: u64,
+    /// Every seq below this has been answered; its result may be forgotten.
+    pub first_incomplete: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Set `key` to `new` (None: delete) iff its value equals `expected`
+    /// (None: absent).
+    Cas {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    /// Atomic puts (Some) and deletes (None).
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+}
+
+impl WriteOp {
+    /// Every key the operation touches.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Cas { key, .. } => {
+                vec![key.as_slice()]
+            }
+            WriteOp::Batch(m) => m.iter().map(|(k, _)| k.as_slice()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub write_id: Option<WriteId>,
+    pub op: WriteOp,
+}
+
+/// Why the state machine refused to apply a write (nothing was changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// A key is outside the shard's range at apply time (the shard split).
+    KeyOutOfRange { key: Vec<u8> },
+    /// A retry of a write whose answer the client already acknowledged.
+    StaleSequence { seq: u64, first_incomplete: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Membership changes and blank entries.
+    None,
+    Put,
+    Delete {
+        existed: bool,
+    },
+    Cas {
+        succeeded: bool,
+        previous: Option<Vec<u8>>,
+    },
+    Batch,
+    Rejected(Rejection),
+}

@@ -1,0 +1,188 @@
+//! Node configuration: defaults, overridden by an optional TOML file,
+//! overridden by command-line flags (see `main.rs`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::NodeError;
+
+/// Limits on request sizes, enforced with `InvalidArgument`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_batch_mutations: usize,
+    pub max_scan_limit: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_key_bytes: 4096, max_value_bytes: 1024 * 1024, max_batch_mutations: 10_000, max_scan_limit: 1000 }
+    }
+}
+
+/// Raft timing and log-compaction knobs, shared by every shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log after a snapshot, for slow followers.
+    pub keep_entries_after_snapshot: u64,
+    pub max_entries_per_append: u64,
+    /// How long a write may wait for commit before `Unavailable`.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1000,
+            max_entries_per_append: 64,
+            write_timeout_ms: 5000,
+        }
+    }
+}
+
+impl RaftTuning {
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn to_openraft(&self) -> Result<openraft::Config, NodeError> {
+        let c = openraft::Config {
+            cluster_name: "atoll".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            max_payload_entries: self.max_entries_per_append,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        };
+        c.validate().map_err(|e| NodeError::Config(format!("raft settings: {e}")))
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id, unique in the cluster, > 0.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds to.
+    pub listen: String,
+    /// Address other nodes and clients use to reach this node
+    /// (defaults to `listen`).
+    pub advertise: Option<String>,
+    /// `id=host:port` of every initial voter. On the first start of a node
+    /// listed here, the node creates the first shard and bootstraps Raft.
+    pub initial_cluster: Vec<String>,
+    pub limits: Limits,
+    pub raft: RaftTuning,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            data_dir: PathBuf::from("atoll-data"),
+            listen: "127.0.0.1:7101".into(),
+            advertise: None,
+            initial_cluster: Vec::new(),
+            limits: Limits::default(),
+            raft: RaftTuning::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
+    }
+
+    /// Loads a TOML config file.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| NodeError::Config(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parses `initial_cluster` into `(id, addr)` pairs.
+    pub fn initial_members(&self) -> Result<Vec<(u64, String)>, NodeError> {
+        parse_members(&self.initial_cluster)
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        if self.id == 0 {
+            return Err(NodeError::Config("node id must be > 0".into()));
+        }
+        let members = self.initial_members()?;
+        if !members.is_empty() && !members.iter().any(|(id, _)| *id == self.id) {
+            return Err(NodeError::Config(format!(
+                "initial cluster {:?} does not list this node's id {}",
+                self.initial_cluster, self.id
+            )));
+        }
+        self.raft.to_openraft()?;
+        Ok(())
+    }
+}
+
+/// Parses `["1=127.0.0.1:7101", ...]` (comma-separated items are accepted too).
+pub fn parse_members(items: &[String]) -> Result<Vec<(u64, String)>, NodeError> {
+    let mut out = Vec::new();
+    for item in items.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| NodeError::Config(format!("member {item:?} is not of the form ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| NodeError::Config(format!("member {item:?}: {id:?} is not a node id")))?;
+        if id == 0 || addr.trim().is_empty() {
+            return Err(NodeError::Config(format!("member {item:?}: id must be > 0 and address non-empty")));
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(NodeError::Config(format!("member id {id} is listed twice")));
+        }
+        out.push((id, addr.trim().to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_reject_garbage() {
+        let m = parse_members(&["1=a:1, 2=b:2".into(), "3=c:3".into()]).unwrap();
+        assert_eq!(m, vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]);
+        assert!(parse_members(&["x=a:1".into()]).is_err());
+        assert!(parse_members(&["1=a:1,1=b:2".into()]).is_err());
+        assert!(parse_members(&["1a:1".into()]).is_err());
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("id = 2\nlisten = \"0.0.0.0:1\"\n[raft]\nheartbeat_ms = 50\n").unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.raft.heartbeat_ms, 50);
+        assert_eq!(c.limits.max_key_bytes, 4096);
+        assert!(toml::from_str::<Config>("idd = 2").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! `atoll-node`: run one Atoll node.
+//!
+//! With no flags it starts a single-node cluster on 127.0.0.1:7101 with its
+//! data under ./atoll-data. See `atoll-node --help` and the README.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use atoll_node::config::Config;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "atoll-node", version, about = "Run one node of an Atoll cluster")]
+struct Args {
+    /// TOML config file; flags override its values.
+    #[arg(long, short = 'c', env = "ATOLL_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (> 0, unique in the cluster). Default 1.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Data directory. Default ./atoll-data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on. Default 127.0.0.1:7101.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address other nodes and clients use for this node. Default: --listen.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Initial voters, `ID=HOST:PORT,...`. On the first start, every listed
+    /// node bootstraps the cluster together. Omit it to join an existing
+    /// cluster later (atollctl add-learner). Default, when neither this nor
+    /// a config file is given: a single-node cluster of this node.
+    #[arg(long, value_delimiter = ',')]
+    initial_cluster: Option<Vec<String>>,
+    /// Do not bootstrap anything; wait to be added to a cluster.
+    #[arg(long, conflicts_with = "initial_cluster")]
+    join: bool,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let from_file = self.config.is_some();
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(id) = self.id {
+            c.id = id;
+        }
+        if let Some(d) = self.data_dir {
+            c.data_dir = d;
+        }
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(a) = self.advertise {
+            c.advertise = Some(a);
+        }
+        if let Some(ic) = self.initial_cluster {
+            c.initial_cluster = ic;
+        } else if self.join {
+            c.initial_cluster.clear();
+        } else if !from_file && c.initial_cluster.is_empty() {
+            c.initial_cluster = vec![format!("{}={}", c.id, c.advertise_addr())];
+        }
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let config = Args::parse().into_config()?;
+    let node = atoll_node::start(config).await.context("cannot start node")?;
+    eprintln!("atoll-node {} listening on {}", node.id(), node.local_addr());
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await.context("shutdown")?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

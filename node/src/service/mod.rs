@@ -1,0 +1,37 @@
+//! gRPC services of a node, all on one tonic server: [`kv`] (client API),
+//! [`raft`] (shard-tagged openraft RPCs) and [`admin`] (operators).
+
+pub mod admin;
+pub mod kv;
+pub mod raft;
+pub mod validate;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::KvError;
+use crate::raft::peer_pool::PeerPool;
+use crate::shard::{Replica, ShardHost};
+use crate::storage::engine::SharedEngine;
+
+/// What every service handler sees.
+pub struct NodeCtx {
+    pub config: Config,
+    pub engine: SharedEngine,
+    pub host: ShardHost,
+    pub peers: PeerPool,
+}
+
+impl NodeCtx {
+    pub fn node_id(&self) -> u64 {
+        self.config.id
+    }
+
+    pub fn host_engine(&self) -> &SharedEngine {
+        &self.engine
+    }
+
+    pub fn replica(&self, shard: u64) -> Result<Arc<Replica>, KvError> {
+        self.host.get(shard).ok_or(KvError::ShardNotFound(shard))
+    }
+}

@@ -1,0 +1,120 @@
+//! All shard replicas of this node, by shard id. Replicas are created when
+//! the cluster is bootstrapped, when a shard is added to this node, and
+//! re-opened from the engine on restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Mutex;
+
+use super::meta::ShardMeta;
+use super::replica::{Replica, ReplicaDeps};
+use crate::codec;
+use crate::error::NodeError;
+use crate::raft::type_config::NodeId;
+use crate::storage::engine::WriteBatch;
+use crate::storage::keys::{self, ShardId, SmMeta};
+
+pub struct ShardHost {
+    deps: ReplicaDeps,
+    replicas: RwLock<BTreeMap<ShardId, Arc<Replica>>>,
+    /// Serialises creation so two callers cannot open one shard twice.
+    create_lock: Mutex<()>,
+}
+
+impl ShardHost {
+    /// Opens every shard whose descriptor is in the engine.
+    pub async fn open(deps: ReplicaDeps) -> Result<Self, NodeError> {
+        let host = Self { deps, replicas: RwLock::new(BTreeMap::new()), create_lock: Mutex::new(()) };
+        let (lo, hi) = keys::all_sm_meta();
+        for (k, v) in host.deps.engine.scan(&lo, &hi, usize::MAX)? {
+            match keys::parse_sm_meta(&k) {
+                Some((_, tag)) if tag == SmMeta::Shard as u8 => {}
+                _ => continue,
+            }
+            let meta: ShardMeta = codec::decode("shard descriptor", &v)
+                .map_err(|e| NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string())))?;
+            let replica = Replica::open(&host.deps, meta).await?;
+            host.insert(Arc::new(replica));
+        }
+        Ok(host)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.deps.node_id
+    }
+
+    fn insert(&self, r: Arc<Replica>) {
+        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(r.id, r);
+    }
+
+    pub fn get(&self, id: ShardId) -> Option<Arc<Replica>> {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// Creates an empty replica of `meta.id` (idempotent: an existing
+    /// replica is returned as is). The descriptor is made durable first so
+    /// the replica is re-opened after a restart.
+    pub async fn create(&self, meta: ShardMeta) -> Result<Arc<Replica>, NodeError> {
+        let _guard = self.create_lock.lock().await;
+        if let Some(r) = self.get(meta.id) {
+            return Ok(r);
+        }
+        if let Some(other) = self.all().into_iter().find(|r| overlaps(&r.meta(), &meta)) {
+            return Err(NodeError::Config(format!(
+                "shard {} overlaps shard {} already hosted on this node",
+                meta.id, other.id
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        let bytes = codec::encode("shard descriptor", &meta)
+            .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
+        batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);
+        self.deps.engine.write(batch)?;
+        self.deps.flusher.flush().await?;
+        let replica = Arc::new(Replica::open(&self.deps, meta).await?);
+        self.insert(replica.clone());
+        Ok(replica)
+    }
+
+    /// Stops every replica's Raft.
+    pub async fn shutdown(&self) {
+        for r in self.all() {
+            if let Err(e) = r.raft.shutdown().await {
+                tracing::warn!(shard = r.id, "raft shutdown: {e}");
+            }
+        }
+    }
+}
+
+fn overlaps(a: &ShardMeta, b: &ShardMeta) -> bool {
+    let a_before_b = a.end.as_deref().is_some_and(|e| e <= b.start.as_slice());
+    let b_before_a = b.end.as_deref().is_some_and(|e| e <= a.start.as_slice());
+    !(a_before_b || b_before_a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::meta::Epoch;
+
+    fn m(start: &[u8], end: Option<&[u8]>) -> ShardMeta {
+        ShardMeta { id: 1, start: start.to_vec(), end: end.map(<[u8]>::to_vec), epoch: Epoch::default() }
+    }
+
+    #[test]
+    fn overlap_is_half_open() {
+        assert!(!overlaps(&m(b"a", Some(b"c")), &m(b"c", None)));
+        assert!(overlaps(&m(b"a", Some(b"d")), &m(b"c", None)));
+        assert!(overlaps(&m(b"", None), &m(b"x", Some(b"y"))));
+        assert!(!overlaps(&m(b"x", Some(b"y")), &m(b"a", Some(b"x"))));
+    }
+}

@@ -1,0 +1,11 @@
+//! Shards on a node: [`meta`] (range + epoch), [`replica`] (one shard's
+//! Raft group member with its storage) and [`host`] (all replicas of the
+//! node, by shard id).
+
+pub mod host;
+pub mod meta;
+pub mod replica;
+
+pub use host::ShardHost;
+pub use meta::{Epoch, ShardMeta};
+pub use replica::Replica;

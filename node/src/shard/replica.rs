@@ -1,0 +1,106 @@
+//! One shard replica: its Raft instance over the shared engine, and the
+//! shard's range/epoch as the state machine last applied it.
+
+use std::sync::{Arc, RwLock};
+
+use atoll_proto as pb;
+use openraft::ServerState;
+
+use super::meta::ShardMeta;
+use crate::error::NodeError;
+use crate::raft::network::ShardNetwork;
+use crate::raft::peer_pool::PeerPool;
+use crate::raft::type_config::{NodeId, Raft};
+use crate::state_machine::{self, dedup, SharedMeta, StateMachine};
+use crate::storage::engine::SharedEngine;
+use crate::storage::keys::ShardId;
+use crate::storage::{Flusher, LogStore};
+
+pub struct Replica {
+    pub id: ShardId,
+    pub raft: Raft,
+    meta: SharedMeta,
+}
+
+/// What a replica needs from its node.
+#[derive(Clone)]
+pub struct ReplicaDeps {
+    pub node_id: NodeId,
+    pub engine: SharedEngine,
+    pub flusher: Flusher,
+    pub peers: PeerPool,
+    pub raft_config: Arc<openraft::Config>,
+}
+
+impl Replica {
+    /// Opens the replica of shard `meta.id` from what the engine holds.
+    pub async fn open(deps: &ReplicaDeps, meta: ShardMeta) -> Result<Self, NodeError> {
+        let id = meta.id;
+        let meta: SharedMeta = Arc::new(RwLock::new(meta));
+        let log = LogStore::new(id, deps.engine.clone(), deps.flusher.clone());
+        let sm = StateMachine::open(
+            id,
+            deps.engine.clone(),
+            deps.flusher.clone(),
+            meta.clone(),
+            dedup::DEFAULT_MAX_SESSIONS,
+        )?;
+        let network = ShardNetwork::new(id, deps.peers.clone());
+        let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
+        Ok(Self { id, raft, meta })
+    }
+
+    /// The shard's range and epoch as last applied.
+    pub fn meta(&self) -> ShardMeta {
+        state_machine::read_meta(&self.meta)
+    }
+
+    /// The wire descriptor: range, epoch, replicas and leader hint.
+    pub fn descriptor(&self) -> pb::ShardDescriptor {
+        let meta = self.meta();
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let replicas = membership
+            .nodes()
+            .map(|(id, node)| pb::Replica { node_id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        pb::ShardDescriptor {
+            id: meta.id,
+            start: meta.start,
+            end: meta.end.unwrap_or_default(),
+            epoch: Some(pb::Epoch { version: meta.epoch.version, conf_ver: meta.epoch.conf_ver }),
+            replicas,
+            leader_id: m.current_leader,
+        }
+    }
+
+    /// Address of a member node of this shard, if known.
+    pub fn member_addr(&self, node: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    pub fn status(&self) -> pb::ShardStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        pb::ShardStatus {
+            shard: Some(self.descriptor()),
+            role: role.to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        }
+    }
+}

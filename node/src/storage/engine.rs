@@ -1,0 +1,76 @@
+//! The storage-engine seam: everything durable goes through [`Engine`].
+
+use std::sync::Arc;
+
+/// Errors from the storage engine. Any of these means the node cannot trust
+/// its disk; callers surface them, never ignore them.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("corrupt data in storage: {0}")]
+    Corrupt(String),
+}
+
+impl From<EngineError> for std::io::Error {
+    fn from(e: EngineError) -> Self {
+        std::io::Error::other(e.to_string())
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// A set of writes applied atomically: after a crash either all of them are
+/// visible or none.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::Put(key.into(), value.into()));
+    }
+
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::Delete(key.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key-value pair as stored.
+pub type Kv = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value store with atomic batches and an explicit flush.
+///
+/// Writes are visible to readers as soon as `write` returns; they are
+/// durable only after a later `flush` returns.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// Entries with `start <= key < end`, ascending, at most `limit`
+    /// (`usize::MAX` for all).
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError>;
+
+    /// The entry with the greatest key in `[start, end)`.
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError>;
+
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
+
+    /// Makes every write that returned before this call durable.
+    fn flush(&self) -> Result<(), EngineError>;
+}
+
+pub type SharedEngine = Arc<dyn Engine>;

@@ -1,0 +1,151 @@
+//! Layout of the node's single ordered key space.
+//!
+//! ```text
+//! 0x00 name                      node meta (node id, ...)
+//! 0x01 shard(8) index(8)         raft log entry           (big-endian)
+//! 0x02 shard(8) tag              raft meta: vote, committed, purged
+//! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot
+//! 0x04 shard(8) client(8)        dedup session of one client
+//! 0x10 user-key                  user data (shards on a node never overlap)
+//! ```
+//! Every shard-scoped prefix puts the shard id first, so one shard's log or
+//! sessions are one contiguous range.
+
+pub type ShardId = u64;
+
+const NODE_META: u8 = 0x00;
+const LOG: u8 = 0x01;
+const RAFT_META: u8 = 0x02;
+const SM_META: u8 = 0x03;
+const SESSION: u8 = 0x04;
+const DATA: u8 = 0x10;
+
+#[derive(Debug, Clone, Copy)]
+pub enum RaftMeta {
+    Vote = 1,
+    Committed = 2,
+    Purged = 3,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SmMeta {
+    Applied = 1,
+    Membership = 2,
+    Shard = 3,
+    Snapshot = 4,
+}
+
+fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(tag);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k
+}
+
+pub fn node_meta(name: &str) -> Vec<u8> {
+    let mut k = vec![NODE_META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn log(shard: ShardId, index: u64) -> Vec<u8> {
+    let mut k = shard_prefix(LOG, shard);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// `[log(shard, from), end of the shard's log)`.
+pub fn log_range_from(shard: ShardId, from: u64) -> (Vec<u8>, Vec<u8>) {
+    (log(shard, from), shard_prefix(LOG, shard + 1))
+}
+
+/// Decodes the index of a key made by [`log`].
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(9..17)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+pub fn raft_meta(shard: ShardId, which: RaftMeta) -> Vec<u8> {
+    let mut k = shard_prefix(RAFT_META, shard);
+    k.push(which as u8);
+    k
+}
+
+pub fn sm_meta(shard: ShardId, which: SmMeta) -> Vec<u8> {
+    let mut k = shard_prefix(SM_META, shard);
+    k.push(which as u8);
+    k
+}
+
+/// The range holding the `Shard` descriptor key of every shard.
+pub fn all_sm_meta() -> (Vec<u8>, Vec<u8>) {
+    (vec![SM_META], vec![SM_META + 1])
+}
+
+/// Decodes `(shard, tag)` from a key made by [`sm_meta`].
+pub fn parse_sm_meta(key: &[u8]) -> Option<(ShardId, u8)> {
+    if key.len() != 10 || key[0] != SM_META {
+        return None;
+    }
+    let bytes: [u8; 8] = key[1..9].try_into().ok()?;
+    Some((u64::from_be_bytes(bytes), key[9]))
+}
+
+pub fn session(shard: ShardId, client: u64) -> Vec<u8> {
+    let mut k = shard_prefix(SESSION, shard);
+    k.extend_from_slice(&client.to_be_bytes());
+    k
+}
+
+pub fn sessions_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    (shard_prefix(SESSION, shard), shard_prefix(SESSION, shard + 1))
+}
+
+pub fn data(user_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user_key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(user_key);
+    k
+}
+
+/// Engine range for user keys in `[start, end)`; `None` end is +infinity.
+pub fn data_range(start: &[u8], end: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+    let hi = match end {
+        Some(e) => data(e),
+        None => vec![DATA + 1],
+    };
+    (data(start), hi)
+}
+
+pub fn user_key(data_key: &[u8]) -> &[u8] {
+    &data_key[1..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_shard_then_index() {
+        assert!(log(1, 255) < log(1, 256));
+        assert!(log(1, u64::MAX) < log(2, 0));
+        let (lo, hi) = log_range_from(1, 5);
+        assert!(lo <= log(1, 5) && log(1, u64::MAX) < hi && log(2, 0) >= hi);
+        assert_eq!(log_index(&log(7, 42)), Some(42));
+    }
+
+    #[test]
+    fn data_range_covers_exactly_the_user_range() {
+        let (lo, hi) = data_range(b"b", Some(b"d"));
+        assert!(data(b"b") >= lo && data(b"c\xff") < hi && data(b"d") >= hi);
+        let (lo, hi) = data_range(b"", None);
+        assert!(data(b"") >= lo && data(&[0xff; 100]) < hi);
+        assert!(session(u64::MAX, u64::MAX) < lo);
+    }
+
+    #[test]
+    fn sm_meta_round_trips() {
+        assert_eq!(parse_sm_meta(&sm_meta(9, SmMeta::Shard)), Some((9, SmMeta::Shard as u8)));
+        assert_eq!(parse_sm_meta(&log(9, 1)), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! Durable state of a node: one ordered key-value engine shared by every
+//! shard replica on the node.
+//!
+//! - [`engine`]: the small engine trait (get, scan, atomic batch, flush) and
+//!   its two implementations, [`SledEngine`] for production and
+//!   [`MemoryEngine`] for simulation (a crash loses exactly what was not
+//!   flushed).
+//! - [`keys`]: how every keyspace (raft log, raft meta, state-machine meta,
+//!   dedup sessions, user data) is laid out in the one ordered key space.
+//! - [`flusher`]: one task that turns many concurrent "make this durable"
+//!   requests into one engine flush.
+//! - [`log_store`]: openraft's `RaftLogStorage` for one shard over the engine.
+
+pub mod engine;
+pub mod flusher;
+pub mod keys;
+pub mod log_store;
+mod memory_engine;
+mod sled_engine;
+
+pub use engine::{Engine, EngineError, WriteBatch};
+pub use flusher::Flusher;
+pub use log_store::LogStore;
+pub use memory_engine::MemoryEngine;
+pub use sled_engine::SledEngine;

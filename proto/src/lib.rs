@@ -1,0 +1,24 @@
+//! atoll-proto: the wire protocol of Atoll.
+//!
+//! `proto/atoll.proto` is compiled at build time (protox, no system `protoc`)
+//! into prost messages plus tonic clients and servers for the three services:
+//! `Kv` (client API), `Raft` (openraft RPCs tagged by shard) and `Admin`
+//! (operator calls). Under `--cfg madsim` the same services are generated
+//! for madsim-tonic, so the simulation runs the real protocol.
+//!
+//! ```
+//! use atoll_proto::{GetRequest, RequestHeader};
+//! let req = GetRequest { header: Some(RequestHeader { shard_id: 1, epoch: None }), key: b"k".to_vec(), consistency: 0 };
+//! assert_eq!(req.header.unwrap().shard_id, 1);
+//! ```
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+tonic::include_proto!("atoll.v1");
+
+pub use error::Kind as ErrorKind;
+
+/// Path aliases for the generated `oneof` module of [`Error`].
+pub mod kinds {
+    pub use super::error::Kind;
+}
