@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let config = Args::parse().into_config()?;
     let node = atoll_node::start(config).await.context("cannot start node")?;

@@ -1,0 +1,197 @@
+//! Integration tests on real `atoll-node` processes over loopback: cluster
+//! formation, replication, kill -9 failover under load, full restart, and
+//! snapshot catch-up after log purge.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll_client::{Client, ClientConfig, Mutation};
+use atoll_proto::kv_client::KvClient;
+use atoll_proto::{GetRequest, ReadConsistency, RequestHeader};
+use support::{Cluster, FAST_SNAPSHOTS};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+async fn client(c: &Cluster) -> Client {
+    let config = ClientConfig { deadline: SECS(20), ..ClientConfig::default() };
+    Client::with_config(c.endpoints(), config).await.expect("client connects")
+}
+
+/// Reads `key` from one node's local state, without going through the leader.
+async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
+    let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
+    let req = GetRequest {
+        header: Some(RequestHeader { shard_id: 1, epoch: None }),
+        key: key.to_vec(),
+        consistency: ReadConsistency::Stale as i32,
+    };
+    kv.get(req).await.ok()?.into_inner().value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_replicate_every_operation() {
+    let cluster = Cluster::start(3, "");
+    cluster.wait_leader(1, SECS(20)).await;
+    let c = client(&cluster).await;
+
+    for i in 0..50 {
+        c.put(format!("key{i:03}"), format!("v{i}")).await.unwrap();
+    }
+    assert_eq!(c.get("key007").await.unwrap(), Some(b"v7".to_vec()));
+    assert_eq!(c.get("missing").await.unwrap(), None);
+    assert!(c.delete("key000").await.unwrap());
+    assert!(!c.delete("key000").await.unwrap());
+    let ok = c.cas("key001", Some(b"v1"), Some(b"swapped")).await.unwrap();
+    assert!(ok.succeeded);
+    let lost = c.cas("key001", Some(b"v1"), Some(b"again")).await.unwrap();
+    assert!(!lost.succeeded);
+    assert_eq!(lost.previous.as_deref(), Some(&b"swapped"[..]));
+    assert!(c.cas("fresh", None, Some(b"1")).await.unwrap().succeeded);
+    c.batch(vec![Mutation::put("b1", "x"), Mutation::put("b2", "y"), Mutation::delete("key002")]).await.unwrap();
+    let scanned = c.scan("key", "key010", 0).await.unwrap();
+    let keys: Vec<String> = scanned.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+    assert_eq!(keys, ["key001", "key003", "key004", "key005", "key006", "key007", "key008", "key009"]);
+    assert_eq!(c.scan("", "", 3).await.unwrap().len(), 3);
+
+    // Every replica converges to the same data.
+    for id in 1..=3 {
+        let addr = cluster.addr(id);
+        cluster
+            .wait_until(&format!("node {id} to apply everything"), SECS(10), || {
+                let addr = addr.clone();
+                async move {
+                    stale_get(&addr, b"b2").await.as_deref() == Some(&b"y"[..])
+                        && stale_get(&addr, b"key002").await.is_none()
+                        && stale_get(&addr, b"key001").await.as_deref() == Some(&b"swapped"[..])
+                }
+            })
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_elects_a_new_one_and_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, "");
+    let old_leader = cluster.wait_leader(1, SECS(20)).await;
+    let c = client(&cluster).await;
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            let mut errors = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (k, v) = (format!("w{w}-{i:05}"), format!("value-{i}"));
+                match c.put(&k, &v).await {
+                    Ok(()) => {
+                        acked.lock().unwrap().insert(k, v);
+                    }
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep(SECS(2)).await;
+    let before_kill = acked.lock().unwrap().len();
+    assert!(before_kill > 0, "no write acknowledged before the kill");
+    cluster.kill9(old_leader);
+    let new_leader = cluster.wait_leader(1, SECS(10)).await;
+    assert_ne!(new_leader, old_leader);
+    // Writes resume on the new leader without operator action.
+    cluster
+        .wait_until("writes to resume after failover", SECS(15), || {
+            let n = acked.lock().unwrap().len();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                n > before_kill + 20
+            }
+        })
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    for (k, v) in &acked {
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_bytes()), "acknowledged write {k} lost");
+    }
+
+    // The killed node comes back and catches up.
+    cluster.restart(old_leader);
+    let (last_key, last_val) = acked.iter().next_back().unwrap();
+    let addr = cluster.addr(old_leader);
+    cluster
+        .wait_until("the old leader to catch up", SECS(20), || {
+            let addr = addr.clone();
+            async move { stale_get(&addr, last_key.as_bytes()).await.as_deref() == Some(last_val.as_bytes()) }
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_after_kill9_keeps_every_acknowledged_key() {
+    let mut cluster = Cluster::start(3, FAST_SNAPSHOTS);
+    cluster.wait_leader(1, SECS(20)).await;
+    let c = client(&cluster).await;
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let (k, v) = (format!("k{i:04}"), format!("v{i}"));
+        c.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    for id in 1..=3 {
+        cluster.kill9(id);
+    }
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    cluster.wait_leader(1, SECS(20)).await;
+    let c = client(&cluster).await;
+    for (k, v) in &acked {
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_bytes()), "{k} lost across restart");
+    }
+    // And the cluster still takes writes.
+    c.put("after-restart", "ok").await.unwrap();
+    assert_eq!(c.get("after-restart").await.unwrap(), Some(b"ok".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_was_down_catches_up_by_snapshot_after_log_purge() {
+    let mut cluster = Cluster::start(3, FAST_SNAPSHOTS);
+    let leader = cluster.wait_leader(1, SECS(20)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let c = client(&cluster).await;
+    c.put("before", "1").await.unwrap();
+    cluster.kill9(follower);
+
+    for i in 0..300 {
+        c.put(format!("k{i:04}"), format!("v{i}")).await.unwrap();
+    }
+    let admin = atoll_client::AdminClient::connect(cluster.addr(leader)).await.unwrap();
+    admin.compact(1).await.unwrap();
+    let status = cluster.status(leader).await.unwrap();
+    let purged = status.shards[0].purged_index;
+    assert!(purged > 100, "leader should have purged its log, purged index {purged}");
+
+    cluster.restart(follower);
+    let addr = cluster.addr(follower);
+    cluster
+        .wait_until("the follower to install a snapshot and catch up", SECS(30), || {
+            let addr = addr.clone();
+            async move { stale_get(&addr, b"k0299").await.as_deref() == Some(&b"v299"[..]) }
+        })
+        .await;
+    let st = cluster.status(follower).await.unwrap();
+    assert!(st.shards[0].snapshot_index >= purged, "follower caught up without a snapshot? {st:?}");
+    assert_eq!(stale_get(&addr, b"before").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(stale_get(&addr, b"k0000").await.as_deref(), Some(&b"v0"[..]));
+}

@@ -1,0 +1,167 @@
+//! Real-process cluster harness for integration tests: spawns `atoll-node`
+//! binaries on loopback ports, each with its own data dir and TOML config,
+//! and can kill -9 / restart them.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use atoll_proto::admin_client::AdminClient;
+use atoll_proto::{StatusRequest, StatusResponse};
+
+pub struct Proc {
+    pub id: u64,
+    pub addr: String,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Proc>,
+}
+
+/// Raft settings that make snapshots and purges happen quickly.
+pub const FAST_SNAPSHOTS: &str = "[raft]\nsnapshot_after_entries = 50\nkeep_entries_after_snapshot = 10\n";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes that bootstrap one cluster together.
+    pub fn start(n: u64, extra_toml: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let initial: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("\"{}={}\"", i + 1, a)).collect();
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let config = dir.path().join(format!("node{id}.toml"));
+            let data = dir.path().join(format!("data{id}"));
+            let toml = format!(
+                "id = {id}\ndata_dir = {data:?}\nlisten = \"{addr}\"\ninitial_cluster = [{}]\n{extra_toml}",
+                initial.join(", ")
+            );
+            std::fs::write(&config, toml).expect("write config");
+            nodes.push(Proc { id, addr: addr.clone(), child: None, config });
+        }
+        let mut c = Cluster { dir, nodes };
+        for id in 1..=n {
+            c.restart(id);
+        }
+        c
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|p| p.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    fn node(&self, id: u64) -> &Proc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Proc {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// SIGKILL: no shutdown path runs, unflushed data is at the OS's mercy.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut child) = self.node_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts a node from its config and data dir.
+    pub fn restart(&mut self, id: u64) {
+        self.kill9(id);
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let p = self.node_mut(id);
+        let child = Command::new(env!("CARGO_BIN_EXE_atoll-node"))
+            .arg("--config")
+            .arg(&p.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn atoll-node");
+        p.child = Some(child);
+    }
+
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        let mut c = AdminClient::connect(format!("http://{}", self.addr(id))).await.ok()?;
+        let r = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {})).await.ok()?;
+        r.ok().map(|r| r.into_inner())
+    }
+
+    /// The node that reports itself leader of `shard`, among running nodes.
+    pub async fn leader(&self, shard: u64) -> Option<u64> {
+        for p in self.nodes.iter().filter(|p| p.child.is_some()) {
+            if let Some(s) = self.status(p.id).await {
+                if s.shards.iter().any(|sh| sh.shard.as_ref().is_some_and(|d| d.id == shard) && sh.role == "leader") {
+                    return Some(p.id);
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn wait_leader(&self, shard: u64, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader(shard).await {
+                return l;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no leader for shard {shard} within {timeout:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `pred` until it holds or `timeout` passes.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut pred: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !pred().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of every node's log, for assertion messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in &self.nodes {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", p.id))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- node {} ---\n", p.id));
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.kill9(id);
+        }
+    }
+}
