@@ -21,9 +21,13 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo clippy under --cfg madsim (simulation build)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+  cargo clippy -p atoll-sim-tests -p atoll-node -p atoll-client --all-targets -- -D warnings
+
 step "unit and integration tests"
 cargo test --workspace
 
-step "simulation tests (madsim, ${SIM_SEEDS:-20} seeds each)"
-MADSIM_TEST_NUM=${SIM_SEEDS:-20} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+step "simulation tests (madsim, ${SIM_SEEDS:-4} seeds each)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo test -p atoll-sim-tests

@@ -20,7 +20,10 @@ pub struct EncodeError {
     pub source: bincode::Error,
 }
 
-pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, EncodeError> {
+pub fn encode<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, EncodeError> {
     bincode::serialize(value).map_err(|source| EncodeError { what, source })
 }
 

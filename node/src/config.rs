@@ -15,12 +15,20 @@ pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_batch_mutations: usize,
+    /// Total key + value bytes of one batch.
+    pub max_batch_bytes: usize,
     pub max_scan_limit: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_key_bytes: 4096, max_value_bytes: 1024 * 1024, max_batch_mutations: 10_000, max_scan_limit: 1000 }
+        Self {
+            max_key_bytes: 4096,
+            max_value_bytes: 1024 * 1024,
+            max_batch_mutations: 10_000,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_scan_limit: 1000,
+        }
     }
 }
 
@@ -72,7 +80,8 @@ impl RaftTuning {
             install_snapshot_timeout: 10_000,
             ..Default::default()
         };
-        c.validate().map_err(|e| NodeError::Config(format!("raft settings: {e}")))
+        c.validate()
+            .map_err(|e| NodeError::Config(format!("raft settings: {e}")))
     }
 }
 
@@ -111,14 +120,18 @@ impl Default for Config {
 
 impl Config {
     pub fn advertise_addr(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
     }
 
     /// Loads a TOML config file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, NodeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| NodeError::Config(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| NodeError::Config(format!("config file {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("config file {}: {e}", path.display())))
     }
 
     /// Parses `initial_cluster` into `(id, addr)` pairs.
@@ -145,16 +158,23 @@ impl Config {
 /// Parses `["1=127.0.0.1:7101", ...]` (comma-separated items are accepted too).
 pub fn parse_members(items: &[String]) -> Result<Vec<(u64, String)>, NodeError> {
     let mut out = Vec::new();
-    for item in items.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, addr) = item
-            .split_once('=')
-            .ok_or_else(|| NodeError::Config(format!("member {item:?} is not of the form ID=HOST:PORT")))?;
+    for item in items
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (id, addr) = item.split_once('=').ok_or_else(|| {
+            NodeError::Config(format!("member {item:?} is not of the form ID=HOST:PORT"))
+        })?;
         let id: u64 = id
             .trim()
             .parse()
             .map_err(|_| NodeError::Config(format!("member {item:?}: {id:?} is not a node id")))?;
         if id == 0 || addr.trim().is_empty() {
-            return Err(NodeError::Config(format!("member {item:?}: id must be > 0 and address non-empty")));
+            return Err(NodeError::Config(format!(
+                "member {item:?}: id must be > 0 and address non-empty"
+            )));
         }
         if out.iter().any(|(i, _)| *i == id) {
             return Err(NodeError::Config(format!("member id {id} is listed twice")));
@@ -171,7 +191,10 @@ mod tests {
     #[test]
     fn members_parse_and_reject_garbage() {
         let m = parse_members(&["1=a:1, 2=b:2".into(), "3=c:3".into()]).unwrap();
-        assert_eq!(m, vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]);
+        assert_eq!(
+            m,
+            vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]
+        );
         assert!(parse_members(&["x=a:1".into()]).is_err());
         assert!(parse_members(&["1=a:1,1=b:2".into()]).is_err());
         assert!(parse_members(&["1a:1".into()]).is_err());
@@ -179,7 +202,8 @@ mod tests {
 
     #[test]
     fn toml_overrides_defaults_and_unknown_keys_fail() {
-        let c: Config = toml::from_str("id = 2\nlisten = \"0.0.0.0:1\"\n[raft]\nheartbeat_ms = 50\n").unwrap();
+        let c: Config =
+            toml::from_str("id = 2\nlisten = \"0.0.0.0:1\"\n[raft]\nheartbeat_ms = 50\n").unwrap();
         assert_eq!(c.id, 2);
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.limits.max_key_bytes, 4096);

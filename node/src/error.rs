@@ -13,7 +13,7 @@ pub enum NodeError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("raft storage: {0}")]
-    Storage(#[from] openraft::StorageError<u64>),
+    Storage(Box<openraft::StorageError<u64>>),
     #[error("raft: {0}")]
     Raft(String),
     #[error("invalid configuration: {0}")]
@@ -22,15 +22,28 @@ pub enum NodeError {
     Server { addr: String, reason: String },
 }
 
+impl From<openraft::StorageError<u64>> for NodeError {
+    fn from(e: openraft::StorageError<u64>) -> Self {
+        NodeError::Storage(Box::new(e))
+    }
+}
+
 /// A request-level error; every variant has a wire twin.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KvError {
     #[error("this node is not the leader of shard {shard}{}", hint(.leader_id, .leader_addr))]
-    NotLeader { shard: u64, leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        shard: u64,
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
     #[error("epoch mismatch: the shard changed (split or membership change); refresh routes")]
     EpochMismatch { current: Vec<pb::ShardDescriptor> },
     #[error("key {} is outside shard {} [{}, {})", show(.key), .shard.id, show(&.shard.start), show_end(&.shard.end))]
-    KeyOutOfRange { key: Vec<u8>, shard: pb::ShardDescriptor },
+    KeyOutOfRange {
+        key: Vec<u8>,
+        shard: Box<pb::ShardDescriptor>,
+    },
     #[error("shard {0} is not hosted on this node")]
     ShardNotFound(u64),
     #[error("unavailable: {0}")]
@@ -52,7 +65,10 @@ pub fn show(key: &[u8]) -> String {
     let short = &key[..key.len().min(64)];
     let mut s = match std::str::from_utf8(short) {
         Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
-        _ => format!("0x{}", short.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        _ => format!(
+            "0x{}",
+            short.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     };
     if key.len() > short.len() {
         s.push_str(&format!("...({} bytes)", key.len()));
@@ -72,20 +88,30 @@ impl KvError {
     pub fn to_proto(&self) -> pb::Error {
         use pb::error::Kind;
         let kind = match self {
-            KvError::NotLeader { shard, leader_id, leader_addr } => Kind::NotLeader(pb::NotLeader {
+            KvError::NotLeader {
+                shard,
+                leader_id,
+                leader_addr,
+            } => Kind::NotLeader(pb::NotLeader {
                 shard_id: *shard,
                 leader_id: *leader_id,
                 leader_addr: leader_addr.clone().unwrap_or_default(),
             }),
-            KvError::EpochMismatch { current } => Kind::EpochMismatch(pb::EpochMismatch { current: current.clone() }),
-            KvError::KeyOutOfRange { key, shard } => {
-                Kind::KeyOutOfRange(pb::KeyOutOfRange { key: key.clone(), shard: Some(shard.clone()) })
-            }
+            KvError::EpochMismatch { current } => Kind::EpochMismatch(pb::EpochMismatch {
+                current: current.clone(),
+            }),
+            KvError::KeyOutOfRange { key, shard } => Kind::KeyOutOfRange(pb::KeyOutOfRange {
+                key: key.clone(),
+                shard: Some((**shard).clone()),
+            }),
             KvError::ShardNotFound(id) => Kind::ShardNotFound(pb::ShardNotFound { shard_id: *id }),
             KvError::Unavailable(_) => Kind::Unavailable(pb::Unavailable {}),
             KvError::InvalidArgument(_) => Kind::InvalidArgument(pb::InvalidArgument {}),
         };
-        pb::Error { message: self.to_string(), kind: Some(kind) }
+        pb::Error {
+            message: self.to_string(),
+            kind: Some(kind),
+        }
     }
 }
 
@@ -95,12 +121,25 @@ mod tests {
 
     #[test]
     fn messages_are_readable_and_kinds_map_one_to_one() {
-        let e = KvError::NotLeader { shard: 3, leader_id: Some(2), leader_addr: Some("127.0.0.1:7102".into()) };
+        let e = KvError::NotLeader {
+            shard: 3,
+            leader_id: Some(2),
+            leader_addr: Some("127.0.0.1:7102".into()),
+        };
         let p = e.to_proto();
-        assert!(p.message.contains("try node 2 at 127.0.0.1:7102"), "{}", p.message);
-        assert!(matches!(p.kind, Some(pb::error::Kind::NotLeader(ref n)) if n.leader_id == Some(2)));
+        assert!(
+            p.message.contains("try node 2 at 127.0.0.1:7102"),
+            "{}",
+            p.message
+        );
+        assert!(
+            matches!(p.kind, Some(pb::error::Kind::NotLeader(ref n)) if n.leader_id == Some(2))
+        );
         let e = KvError::InvalidArgument("key is empty".into());
-        assert!(matches!(e.to_proto().kind, Some(pb::error::Kind::InvalidArgument(_))));
+        assert!(matches!(
+            e.to_proto().kind,
+            Some(pb::error::Kind::InvalidArgument(_))
+        ));
         assert_eq!(show(b"abc"), "\"abc\"");
         assert_eq!(show(&[0, 255]), "0x00ff");
     }

@@ -37,6 +37,8 @@ pub mod raft;
 pub mod server;
 pub mod service;
 pub mod shard;
+#[cfg(madsim)]
+pub mod sim_hooks;
 pub mod state_machine;
 pub mod storage;
 
@@ -87,7 +89,10 @@ impl Node {
         self.flusher.flush().await?;
         match served {
             Ok(r) => r,
-            Err(e) => Err(NodeError::Server { addr: self.addr.to_string(), reason: format!("server task: {e}") }),
+            Err(e) => Err(NodeError::Server {
+                addr: self.addr.to_string(),
+                reason: format!("server task: {e}"),
+            }),
         }
     }
 }
@@ -102,14 +107,25 @@ pub async fn start(config: Config) -> Result<Node, NodeError> {
 /// Checks and opens the data directory.
 #[cfg(not(madsim))]
 pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
-    let bad = |reason: String| NodeError::DataDir { path: dir.display().to_string(), reason };
+    let bad = |reason: String| NodeError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
     if dir.exists() && !dir.is_dir() {
         return Err(bad("exists but is not a directory".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create: {e}")))?;
     let db = dir.join("db");
-    if dir.read_dir().map_err(|e| bad(format!("cannot read: {e}")))?.next().is_some() && !db.exists() {
-        return Err(bad("is not empty and holds no Atoll database; refusing to use it".into()));
+    if dir
+        .read_dir()
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .next()
+        .is_some()
+        && !db.exists()
+    {
+        return Err(bad(
+            "is not empty and holds no Atoll database; refusing to use it".into(),
+        ));
     }
     let engine = storage::SledEngine::open(&db).map_err(|e| bad(e.to_string()))?;
     Ok(Arc::new(engine))
@@ -130,8 +146,18 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         raft_config: Arc::new(config.raft.to_openraft()?),
     };
     let host = ShardHost::open(deps).await?;
-    let ctx = Arc::new(NodeCtx { config, engine, host, peers });
-    tracing::info!(node = ctx.node_id(), shards = ctx.host.all().len(), fresh, "node storage opened");
+    let ctx = Arc::new(NodeCtx {
+        config,
+        engine,
+        host,
+        peers,
+    });
+    tracing::info!(
+        node = ctx.node_id(),
+        shards = ctx.host.all().len(),
+        fresh,
+        "node storage opened"
+    );
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (addr, serving) = server::bind(ctx.clone(), async {
@@ -145,10 +171,20 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         service::admin::bootstrap(&ctx, &members)
             .await
             .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
-        tracing::info!(node = ctx.node_id(), ?members, "bootstrapped the first shard");
+        tracing::info!(
+            node = ctx.node_id(),
+            ?members,
+            "bootstrapped the first shard"
+        );
     }
     tracing::info!(node = ctx.node_id(), %addr, "node serving");
-    Ok(Node { ctx, flusher, addr, stop: Some(stop_tx), server })
+    Ok(Node {
+        ctx,
+        flusher,
+        addr,
+        stop: Some(stop_tx),
+        server,
+    })
 }
 
 /// Records this node's id in the engine, or checks it matches. Returns
@@ -157,11 +193,18 @@ fn claim_engine(config: &Config, engine: &SharedEngine) -> Result<bool, NodeErro
     let key = keys::node_meta("node_id");
     match engine.get(&key)? {
         Some(bytes) => {
-            let owner = bytes.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let owner = bytes
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             if owner != config.id {
                 return Err(NodeError::DataDir {
                     path: config.data_dir.display().to_string(),
-                    reason: format!("belongs to node {owner}, but this node is configured as {}", config.id),
+                    reason: format!(
+                        "belongs to node {owner}, but this node is configured as {}",
+                        config.id
+                    ),
                 });
             }
             Ok(false)

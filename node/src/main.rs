@@ -1,3 +1,4 @@
+#![cfg_attr(madsim, allow(unused))]
 //! `atoll-node`: run one Atoll node.
 //!
 //! With no flags it starts a single-node cluster on 127.0.0.1:7101 with its
@@ -10,7 +11,11 @@ use atoll_node::config::Config;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "atoll-node", version, about = "Run one node of an Atoll cluster")]
+#[command(
+    name = "atoll-node",
+    version,
+    about = "Run one node of an Atoll cluster"
+)]
 struct Args {
     /// TOML config file; flags override its values.
     #[arg(long, short = 'c', env = "ATOLL_CONFIG")]
@@ -68,6 +73,14 @@ impl Args {
     }
 }
 
+/// Under `--cfg madsim` the simulation starts nodes in-process through
+/// `atoll_node::start_with_engine`; the binary itself is not simulated.
+#[cfg(madsim)]
+fn main() {
+    eprintln!("atoll-node is not runnable in a --cfg madsim build");
+}
+
+#[cfg(not(madsim))]
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -78,14 +91,21 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Args::parse().into_config()?;
-    let node = atoll_node::start(config).await.context("cannot start node")?;
-    eprintln!("atoll-node {} listening on {}", node.id(), node.local_addr());
+    let node = atoll_node::start(config)
+        .await
+        .context("cannot start node")?;
+    eprintln!(
+        "atoll-node {} listening on {}",
+        node.id(),
+        node.local_addr()
+    );
     wait_for_signal().await?;
     tracing::info!("shutting down");
     node.shutdown().await.context("shutdown")?;
     Ok(())
 }
 
+#[cfg(not(madsim))]
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;

@@ -17,7 +17,10 @@ use crate::service::raft::RaftService;
 use crate::service::NodeCtx;
 
 fn server_err(addr: &str, e: impl std::fmt::Display) -> NodeError {
-    NodeError::Server { addr: addr.to_string(), reason: e.to_string() }
+    NodeError::Server {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// Binds the listen address (so a bad or busy address fails start-up) and
@@ -74,6 +77,11 @@ async fn serve(
     listen: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = Result<(), NodeError>>), NodeError> {
-    let fut = async move { router.serve_with_shutdown(addr, shutdown).await.map_err(|e| server_err(&listen, e)) };
+    let fut = async move {
+        router
+            .serve_with_shutdown(addr, shutdown)
+            .await
+            .map_err(|e| server_err(&listen, e))
+    };
     Ok((addr, fut))
 }

@@ -16,15 +16,23 @@ use support::{Cluster, FAST_SNAPSHOTS};
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 async fn client(c: &Cluster) -> Client {
-    let config = ClientConfig { deadline: SECS(20), ..ClientConfig::default() };
-    Client::with_config(c.endpoints(), config).await.expect("client connects")
+    let config = ClientConfig {
+        deadline: SECS(20),
+        ..ClientConfig::default()
+    };
+    Client::with_config(c.endpoints(), config)
+        .await
+        .expect("client connects")
 }
 
 /// Reads `key` from one node's local state, without going through the leader.
 async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
     let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
     let req = GetRequest {
-        header: Some(RequestHeader { shard_id: 1, epoch: None }),
+        header: Some(RequestHeader {
+            shard_id: 1,
+            epoch: None,
+        }),
         key: key.to_vec(),
         consistency: ReadConsistency::Stale as i32,
     };
@@ -44,16 +52,31 @@ async fn three_nodes_form_a_cluster_and_replicate_every_operation() {
     assert_eq!(c.get("missing").await.unwrap(), None);
     assert!(c.delete("key000").await.unwrap());
     assert!(!c.delete("key000").await.unwrap());
-    let ok = c.cas("key001", Some(b"v1"), Some(b"swapped")).await.unwrap();
+    let ok = c
+        .cas("key001", Some(b"v1"), Some(b"swapped"))
+        .await
+        .unwrap();
     assert!(ok.succeeded);
     let lost = c.cas("key001", Some(b"v1"), Some(b"again")).await.unwrap();
     assert!(!lost.succeeded);
     assert_eq!(lost.previous.as_deref(), Some(&b"swapped"[..]));
     assert!(c.cas("fresh", None, Some(b"1")).await.unwrap().succeeded);
-    c.batch(vec![Mutation::put("b1", "x"), Mutation::put("b2", "y"), Mutation::delete("key002")]).await.unwrap();
+    c.batch(vec![
+        Mutation::put("b1", "x"),
+        Mutation::put("b2", "y"),
+        Mutation::delete("key002"),
+    ])
+    .await
+    .unwrap();
     let scanned = c.scan("key", "key010", 0).await.unwrap();
-    let keys: Vec<String> = scanned.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
-    assert_eq!(keys, ["key001", "key003", "key004", "key005", "key006", "key007", "key008", "key009"]);
+    let keys: Vec<String> = scanned
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["key001", "key003", "key004", "key005", "key006", "key007", "key008", "key009"]
+    );
     assert_eq!(c.scan("", "", 3).await.unwrap().len(), 3);
 
     // Every replica converges to the same data.
@@ -122,7 +145,11 @@ async fn killing_the_leader_under_load_elects_a_new_one_and_loses_no_acknowledge
 
     let acked = acked.lock().unwrap().clone();
     for (k, v) in &acked {
-        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_bytes()), "acknowledged write {k} lost");
+        assert_eq!(
+            c.get(k).await.unwrap().as_deref(),
+            Some(v.as_bytes()),
+            "acknowledged write {k} lost"
+        );
     }
 
     // The killed node comes back and catches up.
@@ -132,7 +159,9 @@ async fn killing_the_leader_under_load_elects_a_new_one_and_loses_no_acknowledge
     cluster
         .wait_until("the old leader to catch up", SECS(20), || {
             let addr = addr.clone();
-            async move { stale_get(&addr, last_key.as_bytes()).await.as_deref() == Some(last_val.as_bytes()) }
+            async move {
+                stale_get(&addr, last_key.as_bytes()).await.as_deref() == Some(last_val.as_bytes())
+            }
         })
         .await;
 }
@@ -157,7 +186,11 @@ async fn restarting_every_node_after_kill9_keeps_every_acknowledged_key() {
     cluster.wait_leader(1, SECS(20)).await;
     let c = client(&cluster).await;
     for (k, v) in &acked {
-        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v.as_bytes()), "{k} lost across restart");
+        assert_eq!(
+            c.get(k).await.unwrap().as_deref(),
+            Some(v.as_bytes()),
+            "{k} lost across restart"
+        );
     }
     // And the cluster still takes writes.
     c.put("after-restart", "ok").await.unwrap();
@@ -176,22 +209,40 @@ async fn a_follower_that_was_down_catches_up_by_snapshot_after_log_purge() {
     for i in 0..300 {
         c.put(format!("k{i:04}"), format!("v{i}")).await.unwrap();
     }
-    let admin = atoll_client::AdminClient::connect(cluster.addr(leader)).await.unwrap();
+    let admin = atoll_client::AdminClient::connect(cluster.addr(leader))
+        .await
+        .unwrap();
     admin.compact(1).await.unwrap();
     let status = cluster.status(leader).await.unwrap();
     let purged = status.shards[0].purged_index;
-    assert!(purged > 100, "leader should have purged its log, purged index {purged}");
+    assert!(
+        purged > 100,
+        "leader should have purged its log, purged index {purged}"
+    );
 
     cluster.restart(follower);
     let addr = cluster.addr(follower);
     cluster
-        .wait_until("the follower to install a snapshot and catch up", SECS(30), || {
-            let addr = addr.clone();
-            async move { stale_get(&addr, b"k0299").await.as_deref() == Some(&b"v299"[..]) }
-        })
+        .wait_until(
+            "the follower to install a snapshot and catch up",
+            SECS(30),
+            || {
+                let addr = addr.clone();
+                async move { stale_get(&addr, b"k0299").await.as_deref() == Some(&b"v299"[..]) }
+            },
+        )
         .await;
     let st = cluster.status(follower).await.unwrap();
-    assert!(st.shards[0].snapshot_index >= purged, "follower caught up without a snapshot? {st:?}");
-    assert_eq!(stale_get(&addr, b"before").await.as_deref(), Some(&b"1"[..]));
-    assert_eq!(stale_get(&addr, b"k0000").await.as_deref(), Some(&b"v0"[..]));
+    assert!(
+        st.shards[0].snapshot_index >= purged,
+        "follower caught up without a snapshot? {st:?}"
+    );
+    assert_eq!(
+        stale_get(&addr, b"before").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        stale_get(&addr, b"k0000").await.as_deref(),
+        Some(&b"v0"[..])
+    );
 }

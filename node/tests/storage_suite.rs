@@ -1,6 +1,8 @@
 //! openraft's storage test suite against Atoll's log store and state
 //! machine, on both engines.
 
+#![allow(clippy::result_large_err)] // the suite returns openraft's StorageError
+
 use std::sync::{Arc, RwLock};
 
 use atoll_node::raft::type_config::{StorageError, TypeConfig};
@@ -15,7 +17,9 @@ struct Builder {
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>> for Builder {
-    async fn build(&self) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
         let (dir, engine): (Option<tempfile::TempDir>, SharedEngine) = if self.sled {
             let dir = tempfile::tempdir().expect("temp dir");
             let engine = SledEngine::open(&dir.path().join("db")).expect("open sled");

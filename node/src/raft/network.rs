@@ -2,11 +2,13 @@
 //! with the shard id, bincode inside, sent over the node's shared channel to
 //! the peer ([`PeerPool`]).
 
-use openraft::error::{Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -36,7 +38,12 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        PeerClient { shard: self.shard, target, addr: node.addr.clone(), peers: self.peers.clone() }
+        PeerClient {
+            shard: self.shard,
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
     }
 }
 
@@ -58,35 +65,84 @@ enum Rpc {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    fn request(message: RaftMessage, option: &RPCOption) -> tonic::Request<RaftMessage> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(option.hard_ttl());
+        request
+    }
+
+    async fn send(
+        client: &mut RaftClient<tonic::transport::Channel>,
+        rpc: Rpc,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        }
+    }
+
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = codec::encode("raft request", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let channel = self.peers.channel(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let payload = codec::encode("raft request", req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let channel = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut request = tonic::Request::new(RaftMessage { shard_id: self.shard, payload });
-        request.set_timeout(option.hard_ttl());
-        let reply = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
+        let message = RaftMessage {
+            shard_id: self.shard,
+            payload,
         };
+        #[cfg(madsim)]
+        let fate = crate::sim_hooks::rpc_fate();
+        #[cfg(madsim)]
+        {
+            if !fate.delay.is_zero() {
+                tokio::time::sleep(fate.delay).await;
+            }
+            if fate.drop {
+                let lost = std::io::Error::other("simulated message loss");
+                return Err(RPCError::Unreachable(Unreachable::new(&lost)));
+            }
+            if fate.duplicate {
+                // A second delivery of the same message; its answer is ignored.
+                let mut dup = client.clone();
+                let request = Self::request(message.clone(), option);
+                let _ = Self::send(&mut dup, rpc, request).await;
+            }
+        }
+        let reply = Self::send(&mut client, rpc, Self::request(message, option)).await;
         let reply = reply.map_err(|status| match status.code() {
             // The peer does not host this shard (yet): like an unreachable node.
-            tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                RPCError::Unreachable(Unreachable::new(&status))
-            }
+            tonic::Code::NotFound
+            | tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
-        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode("raft response", &reply.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode("raft response", &reply.into_inner().payload)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e))
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                BasicNode::new(&self.addr),
+                e,
+            ))
         })
     }
 }

@@ -35,7 +35,10 @@ impl PeerPool {
             return Ok(ch.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BadAddress { addr: addr.to_string(), reason: e.to_string() })?
+            .map_err(|e| BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let ch = endpoint.connect_lazy();

@@ -26,7 +26,9 @@ pub struct AdminService {
 type Reply = Result<Response<pb::AdminResult>, Status>;
 
 fn done(r: Result<(), KvError>) -> Reply {
-    Ok(Response::new(pb::AdminResult { error: r.err().map(|e| e.to_proto()) }))
+    Ok(Response::new(pb::AdminResult {
+        error: r.err().map(|e| e.to_proto()),
+    }))
 }
 
 fn write_err(shard: u64, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> KvError {
@@ -49,11 +51,16 @@ pub async fn bootstrap(ctx: &NodeCtx, members: &[(u64, String)]) -> Result<(), K
         .create(ShardMeta::whole_keyspace(FIRST_SHARD))
         .await
         .map_err(|e| KvError::Unavailable(e.to_string()))?;
-    let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+    let nodes: BTreeMap<u64, BasicNode> = members
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a)))
+        .collect();
     match replica.raft.initialize(nodes).await {
         Ok(()) => Ok(()),
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-        Err(e) => Err(KvError::Unavailable(format!("initialising the cluster: {e}"))),
+        Err(e) => Err(KvError::Unavailable(format!(
+            "initialising the cluster: {e}"
+        ))),
     }
 }
 
@@ -63,12 +70,21 @@ fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
         id: d.id,
         start: d.start.clone(),
         end: (!d.end.is_empty()).then(|| d.end.clone()),
-        epoch: Epoch { version: epoch.version, conf_ver: epoch.conf_ver },
+        epoch: Epoch {
+            version: epoch.version,
+            conf_ver: epoch.conf_ver,
+        },
     }
 }
 
-async fn remote_admin(ctx: &NodeCtx, addr: &str) -> Result<AdminClient<tonic::transport::Channel>, KvError> {
-    let ch = ctx.peers.channel(addr).map_err(|e| KvError::InvalidArgument(e.to_string()))?;
+async fn remote_admin(
+    ctx: &NodeCtx,
+    addr: &str,
+) -> Result<AdminClient<tonic::transport::Channel>, KvError> {
+    let ch = ctx
+        .peers
+        .channel(addr)
+        .map_err(|e| KvError::InvalidArgument(e.to_string()))?;
     Ok(AdminClient::new(ch))
 }
 
@@ -79,26 +95,44 @@ impl AdminService {
 
     async fn init_cluster(&self, req: pb::InitClusterRequest) -> Result<(), KvError> {
         if req.members.is_empty() {
-            return Err(KvError::InvalidArgument("init needs at least one member".into()));
+            return Err(KvError::InvalidArgument(
+                "init needs at least one member".into(),
+            ));
         }
         let me = self.ctx.node_id();
         if !req.members.iter().any(|m| m.node_id == me) {
-            return Err(KvError::InvalidArgument(format!("the members must include this node (id {me})")));
+            return Err(KvError::InvalidArgument(format!(
+                "the members must include this node (id {me})"
+            )));
         }
-        let members: Vec<(u64, String)> = req.members.iter().map(|m| (m.node_id, m.addr.clone())).collect();
+        let members: Vec<(u64, String)> = req
+            .members
+            .iter()
+            .map(|m| (m.node_id, m.addr.clone()))
+            .collect();
         let desc = pb::ShardDescriptor {
             id: FIRST_SHARD,
-            epoch: Some(pb::Epoch { version: 1, conf_ver: 0 }),
+            epoch: Some(pb::Epoch {
+                version: 1,
+                conf_ver: 0,
+            }),
             ..Default::default()
         };
         for (id, addr) in members.iter().filter(|(id, _)| *id != me) {
             let mut client = remote_admin(&self.ctx, addr).await?;
             let reply = client
-                .create_replica(pb::CreateReplicaRequest { shard: Some(desc.clone()) })
+                .create_replica(pb::CreateReplicaRequest {
+                    shard: Some(desc.clone()),
+                })
                 .await
-                .map_err(|s| KvError::Unavailable(format!("node {id} at {addr}: {}", s.message())))?;
+                .map_err(|s| {
+                    KvError::Unavailable(format!("node {id} at {addr}: {}", s.message()))
+                })?;
             if let Some(e) = reply.into_inner().error {
-                return Err(KvError::Unavailable(format!("node {id} at {addr}: {}", e.message)));
+                return Err(KvError::Unavailable(format!(
+                    "node {id} at {addr}: {}",
+                    e.message
+                )));
             }
         }
         bootstrap(&self.ctx, &members).await
@@ -107,16 +141,30 @@ impl AdminService {
     async fn add_learner(&self, req: pb::AddLearnerRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
         if req.node_id == 0 || req.addr.is_empty() {
-            return Err(KvError::InvalidArgument("add-learner needs a node id > 0 and an address".into()));
+            return Err(KvError::InvalidArgument(
+                "add-learner needs a node id > 0 and an address".into(),
+            ));
         }
         // The new node must host an (empty) replica before Raft talks to it.
         let mut client = remote_admin(&self.ctx, &req.addr).await?;
         let reply = client
-            .create_replica(pb::CreateReplicaRequest { shard: Some(replica.descriptor()) })
+            .create_replica(pb::CreateReplicaRequest {
+                shard: Some(replica.descriptor()),
+            })
             .await
-            .map_err(|s| KvError::Unavailable(format!("node {} at {}: {}", req.node_id, req.addr, s.message())))?;
+            .map_err(|s| {
+                KvError::Unavailable(format!(
+                    "node {} at {}: {}",
+                    req.node_id,
+                    req.addr,
+                    s.message()
+                ))
+            })?;
         if let Some(e) = reply.into_inner().error {
-            return Err(KvError::Unavailable(format!("node {} at {}: {}", req.node_id, req.addr, e.message)));
+            return Err(KvError::Unavailable(format!(
+                "node {} at {}: {}",
+                req.node_id, req.addr, e.message
+            )));
         }
         replica
             .raft
@@ -130,29 +178,57 @@ impl AdminService {
         let replica = self.ctx.replica(req.shard_id)?;
         let voters: BTreeSet<u64> = req.voters.iter().copied().collect();
         if voters.is_empty() {
-            return Err(KvError::InvalidArgument("a shard needs at least one voter".into()));
+            return Err(KvError::InvalidArgument(
+                "a shard needs at least one voter".into(),
+            ));
         }
-        replica.raft.change_membership(voters, false).await.map(|_| ()).map_err(|e| write_err(req.shard_id, e))
+        replica
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| write_err(req.shard_id, e))
     }
 
     async fn create_replica(&self, req: pb::CreateReplicaRequest) -> Result<(), KvError> {
-        let desc = req.shard.ok_or_else(|| KvError::InvalidArgument("create-replica needs a shard".into()))?;
-        self.ctx.host.create(to_meta(&desc)).await.map(|_| ()).map_err(|e| KvError::Unavailable(e.to_string()))
+        let desc = req
+            .shard
+            .ok_or_else(|| KvError::InvalidArgument("create-replica needs a shard".into()))?;
+        self.ctx
+            .host
+            .create(to_meta(&desc))
+            .await
+            .map(|_| ())
+            .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
     async fn compact(&self, req: pb::CompactRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
-        let target = replica.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        let target = replica
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
         let stopped = |e: openraft::error::Fatal<u64>| KvError::Unavailable(e.to_string());
         replica.raft.trigger().snapshot().await.map_err(stopped)?;
         let built = replica
             .raft
             .wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.snapshot.map(|l| l.index).unwrap_or(0) >= target, "snapshot built")
+            .metrics(
+                |m| m.snapshot.map(|l| l.index).unwrap_or(0) >= target,
+                "snapshot built",
+            )
             .await
             .map_err(|e| KvError::Unavailable(format!("snapshot not built: {e}")))?;
         let upto = built.snapshot.map(|l| l.index).unwrap_or(0);
-        replica.raft.trigger().purge_log(upto).await.map_err(stopped)
+        replica
+            .raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .map_err(stopped)
     }
 }
 
@@ -178,7 +254,10 @@ impl Admin for AdminService {
         done(self.compact(r.into_inner()).await)
     }
 
-    async fn status(&self, _r: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _r: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let shards = self.ctx.host.all().iter().map(|r| r.status()).collect();
         Ok(Response::new(pb::StatusResponse {
             node_id: self.ctx.node_id(),

@@ -24,7 +24,11 @@ pub struct KvService {
 type Reply<T> = Result<GrpcResponse<T>, Status>;
 
 fn not_leader(shard: u64, f: &ForwardToLeader<u64, BasicNode>) -> KvError {
-    KvError::NotLeader { shard, leader_id: f.leader_id, leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+    KvError::NotLeader {
+        shard,
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+    }
 }
 
 impl KvService {
@@ -34,13 +38,16 @@ impl KvService {
 
     /// The replica named by the header, after the epoch check.
     fn route(&self, header: Option<&pb::RequestHeader>) -> Result<Arc<Replica>, KvError> {
-        let header = header.ok_or_else(|| KvError::InvalidArgument("request has no header (shard id)".into()))?;
+        let header = header
+            .ok_or_else(|| KvError::InvalidArgument("request has no header (shard id)".into()))?;
         let replica = self.ctx.replica(header.shard_id)?;
         if let Some(epoch) = &header.epoch {
             // Only splits/merges change which keys a shard serves; a stale
             // conf_ver does not make a KV request wrong.
             if epoch.version != replica.meta().epoch.version {
-                return Err(KvError::EpochMismatch { current: vec![replica.descriptor()] });
+                return Err(KvError::EpochMismatch {
+                    current: vec![replica.descriptor()],
+                });
             }
         }
         Ok(replica)
@@ -50,18 +57,45 @@ impl KvService {
         if replica.meta().contains(key) {
             Ok(())
         } else {
-            Err(KvError::KeyOutOfRange { key: key.to_vec(), shard: replica.descriptor() })
+            Err(KvError::KeyOutOfRange {
+                key: key.to_vec(),
+                shard: Box::new(replica.descriptor()),
+            })
         }
     }
 
     /// Proposes a write and waits for it to be applied.
-    async fn write(&self, header: Option<&pb::RequestHeader>, id: Option<pb::WriteId>, op: WriteOp) -> Result<Response, KvError> {
+    async fn write(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        id: Option<pb::WriteId>,
+        op: WriteOp,
+    ) -> Result<Response, KvError> {
         let write_id = validate::write_id(id)?;
         let replica = self.route(header)?;
         for key in op.keys() {
             Self::check_key(&replica, key)?;
         }
-        let req = command::Request { write_id: Some(write_id), op };
+        let req = command::Request {
+            write_id: Some(write_id),
+            op,
+        };
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeCommit)
+            && replica.raft.metrics().borrow().current_leader == Some(self.ctx.node_id())
+        {
+            let fake = match &req.op {
+                WriteOp::Put { .. } => Response::Put,
+                WriteOp::Delete { .. } => Response::Delete { existed: true },
+                WriteOp::Cas { expected, .. } => Response::Cas {
+                    succeeded: true,
+                    previous: expected.clone(),
+                },
+                WriteOp::Batch(_) => Response::Batch,
+            };
+            let _ = replica.raft.client_write_ff(req).await;
+            return Ok(fake);
+        }
         let timeout = self.ctx.config.raft.write_timeout();
         let result = match tokio::time::timeout(timeout, replica.raft.client_write(req)).await {
             Ok(r) => r,
@@ -74,7 +108,7 @@ impl KvService {
         match result {
             Ok(resp) => match resp.data {
                 Response::Rejected(Rejection::KeyOutOfRange { key }) => {
-                    Err(KvError::KeyOutOfRange { key, shard: replica.descriptor() })
+                    Err(KvError::KeyOutOfRange { key, shard: Box::new(replica.descriptor()) })
                 }
                 Response::Rejected(Rejection::StaleSequence { seq, first_incomplete }) => Err(KvError::InvalidArgument(
                     format!("write seq {seq} was already acknowledged (client is past seq {first_incomplete})"),
@@ -92,19 +126,29 @@ impl KvService {
     /// Waits until a read at this replica is linearizable (or allowed to
     /// be stale) and returns the applied index it reflects.
     async fn read_barrier(&self, replica: &Replica, consistency: i32) -> Result<u64, KvError> {
-        if consistency == pb::ReadConsistency::Stale as i32 {
+        let stale = consistency == pb::ReadConsistency::Stale as i32;
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let stale = stale || crate::sim_hooks::bug(crate::sim_hooks::Bug::StaleReads);
+        if stale {
             let applied = replica.raft.metrics().borrow().last_applied;
             return Ok(applied.map(|l| l.index).unwrap_or(0));
         }
         let timeout = self.ctx.config.raft.write_timeout();
         match tokio::time::timeout(timeout, replica.raft.ensure_linearizable()).await {
-            Err(_) => Err(KvError::Unavailable(format!("could not confirm leadership within {timeout:?}"))),
+            Err(_) => Err(KvError::Unavailable(format!(
+                "could not confirm leadership within {timeout:?}"
+            ))),
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(not_leader(replica.id, &f)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(KvError::Unavailable(format!("leader cannot reach a quorum: {e}")))
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(not_leader(replica.id, &f))
             }
-            Ok(Err(RaftError::Fatal(f))) => Err(KvError::Unavailable(format!("shard {} is stopped: {f}", replica.id))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => Err(
+                KvError::Unavailable(format!("leader cannot reach a quorum: {e}")),
+            ),
+            Ok(Err(RaftError::Fatal(f))) => Err(KvError::Unavailable(format!(
+                "shard {} is stopped: {f}",
+                replica.id
+            ))),
         }
     }
 
@@ -117,7 +161,11 @@ impl KvService {
         let replica = self.route(req.header.as_ref())?;
         Self::check_key(&replica, &req.key)?;
         let index = self.read_barrier(&replica, req.consistency).await?;
-        let value = self.ctx.host_engine().get(&keys::data(&req.key)).map_err(Self::engine_err)?;
+        let value = self
+            .ctx
+            .host_engine()
+            .get(&keys::data(&req.key))
+            .map_err(Self::engine_err)?;
         Ok((value, index))
     }
 
@@ -129,21 +177,37 @@ impl KvService {
         let end = (!req.end.is_empty()).then_some(req.end.as_slice());
         let (start, end) = meta
             .clip(&req.start, end)
-            .ok_or_else(|| KvError::KeyOutOfRange { key: req.start.clone(), shard: replica.descriptor() })?;
+            .ok_or_else(|| KvError::KeyOutOfRange {
+                key: req.start.clone(),
+                shard: Box::new(replica.descriptor()),
+            })?;
         let index = self.read_barrier(&replica, req.consistency).await?;
         let limit = match req.limit {
             0 => limits.max_scan_limit,
             n => n.min(limits.max_scan_limit),
         } as usize;
         let (lo, hi) = keys::data_range(start, end);
-        let mut rows = self.ctx.host_engine().scan(&lo, &hi, limit + 1).map_err(Self::engine_err)?;
+        let mut rows = self
+            .ctx
+            .host_engine()
+            .scan(&lo, &hi, limit + 1)
+            .map_err(Self::engine_err)?;
         let truncated = rows.len() > limit;
         rows.truncate(limit);
         let kvs = rows
             .into_iter()
-            .map(|(k, v)| pb::KeyValue { key: keys::user_key(&k).to_vec(), value: v })
+            .map(|(k, v)| pb::KeyValue {
+                key: keys::user_key(&k).to_vec(),
+                value: v,
+            })
             .collect();
-        Ok(pb::ScanResponse { error: None, kvs, shard_end: meta.end.unwrap_or_default(), truncated, applied_index: index })
+        Ok(pb::ScanResponse {
+            error: None,
+            kvs,
+            shard_end: meta.end.unwrap_or_default(),
+            truncated,
+            applied_index: index,
+        })
     }
 }
 
@@ -162,10 +226,19 @@ impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Reply<pb::GetResponse> {
         let req = request.into_inner();
         let s = span(&self.ctx, "get", req.header.as_ref());
-        Ok(GrpcResponse::new(match self.do_get(req).instrument(s).await {
-            Ok((value, applied_index)) => pb::GetResponse { error: None, value, applied_index },
-            Err(e) => pb::GetResponse { error: err(e), ..Default::default() },
-        }))
+        Ok(GrpcResponse::new(
+            match self.do_get(req).instrument(s).await {
+                Ok((value, applied_index)) => pb::GetResponse {
+                    error: None,
+                    value,
+                    applied_index,
+                },
+                Err(e) => pb::GetResponse {
+                    error: err(e),
+                    ..Default::default()
+                },
+            },
+        ))
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Reply<pb::PutResponse> {
@@ -175,12 +248,17 @@ impl Kv for KvService {
         let result = async {
             validate::key(limits, &req.key)?;
             validate::value(limits, &req.value)?;
-            let op = WriteOp::Put { key: req.key, value: req.value };
+            let op = WriteOp::Put {
+                key: req.key,
+                value: req.value,
+            };
             self.write(req.header.as_ref(), req.write_id, op).await
         }
         .instrument(s)
         .await;
-        Ok(GrpcResponse::new(pb::PutResponse { error: result.err().and_then(err) }))
+        Ok(GrpcResponse::new(pb::PutResponse {
+            error: result.err().and_then(err),
+        }))
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Reply<pb::DeleteResponse> {
@@ -188,14 +266,28 @@ impl Kv for KvService {
         let s = span(&self.ctx, "delete", req.header.as_ref());
         let result = async {
             validate::key(&self.ctx.config.limits, &req.key)?;
-            self.write(req.header.as_ref(), req.write_id, WriteOp::Delete { key: req.key }).await
+            self.write(
+                req.header.as_ref(),
+                req.write_id,
+                WriteOp::Delete { key: req.key },
+            )
+            .await
         }
         .instrument(s)
         .await;
         Ok(GrpcResponse::new(match result {
-            Ok(Response::Delete { existed }) => pb::DeleteResponse { error: None, existed },
-            Ok(other) => pb::DeleteResponse { error: err(unexpected(other)), existed: false },
-            Err(e) => pb::DeleteResponse { error: err(e), existed: false },
+            Ok(Response::Delete { existed }) => pb::DeleteResponse {
+                error: None,
+                existed,
+            },
+            Ok(other) => pb::DeleteResponse {
+                error: err(unexpected(other)),
+                existed: false,
+            },
+            Err(e) => pb::DeleteResponse {
+                error: err(e),
+                existed: false,
+            },
         }))
     }
 
@@ -208,25 +300,47 @@ impl Kv for KvService {
             for v in [&req.expected, &req.new_value].into_iter().flatten() {
                 validate::value(limits, v)?;
             }
-            let op = WriteOp::Cas { key: req.key, expected: req.expected, new: req.new_value };
+            let op = WriteOp::Cas {
+                key: req.key,
+                expected: req.expected,
+                new: req.new_value,
+            };
             self.write(req.header.as_ref(), req.write_id, op).await
         }
         .instrument(s)
         .await;
         Ok(GrpcResponse::new(match result {
-            Ok(Response::Cas { succeeded, previous }) => pb::CasResponse { error: None, succeeded, previous },
-            Ok(other) => pb::CasResponse { error: err(unexpected(other)), ..Default::default() },
-            Err(e) => pb::CasResponse { error: err(e), ..Default::default() },
+            Ok(Response::Cas {
+                succeeded,
+                previous,
+            }) => pb::CasResponse {
+                error: None,
+                succeeded,
+                previous,
+            },
+            Ok(other) => pb::CasResponse {
+                error: err(unexpected(other)),
+                ..Default::default()
+            },
+            Err(e) => pb::CasResponse {
+                error: err(e),
+                ..Default::default()
+            },
         }))
     }
 
     async fn scan(&self, request: Request<pb::ScanRequest>) -> Reply<pb::ScanResponse> {
         let req = request.into_inner();
         let s = span(&self.ctx, "scan", req.header.as_ref());
-        Ok(GrpcResponse::new(match self.do_scan(req).instrument(s).await {
-            Ok(r) => r,
-            Err(e) => pb::ScanResponse { error: err(e), ..Default::default() },
-        }))
+        Ok(GrpcResponse::new(
+            match self.do_scan(req).instrument(s).await {
+                Ok(r) => r,
+                Err(e) => pb::ScanResponse {
+                    error: err(e),
+                    ..Default::default()
+                },
+            },
+        ))
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Reply<pb::BatchResponse> {
@@ -234,12 +348,19 @@ impl Kv for KvService {
         let s = span(&self.ctx, "batch", req.header.as_ref());
         let result = async {
             validate::mutations(&self.ctx.config.limits, &req.mutations)?;
-            let op = WriteOp::Batch(req.mutations.into_iter().map(|m| (m.key, m.value)).collect());
+            let op = WriteOp::Batch(
+                req.mutations
+                    .into_iter()
+                    .map(|m| (m.key, m.value))
+                    .collect(),
+            );
             self.write(req.header.as_ref(), req.write_id, op).await
         }
         .instrument(s)
         .await;
-        Ok(GrpcResponse::new(pb::BatchResponse { error: result.err().and_then(err) }))
+        Ok(GrpcResponse::new(pb::BatchResponse {
+            error: result.err().and_then(err),
+        }))
     }
 
     async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Reply<pb::ShardsResponse> {
@@ -249,5 +370,7 @@ impl Kv for KvService {
 }
 
 fn unexpected(r: Response) -> KvError {
-    KvError::Unavailable(format!("internal error: unexpected state machine response {r:?}"))
+    KvError::Unavailable(format!(
+        "internal error: unexpected state machine response {r:?}"
+    ))
 }

@@ -23,24 +23,27 @@ impl RaftService {
     }
 
     fn open<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Arc<Replica>, T), Status> {
-        let replica = self
-            .ctx
-            .host
-            .get(msg.shard_id)
-            .ok_or_else(|| Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id)))?;
-        let req = codec::decode("raft request", &msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let replica = self.ctx.host.get(msg.shard_id).ok_or_else(|| {
+            Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id))
+        })?;
+        let req = codec::decode("raft request", &msg.payload)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok((replica, req))
     }
 }
 
 fn reply<T: Serialize>(shard_id: u64, result: &T) -> Result<Response<RaftMessage>, Status> {
-    let payload = codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
+    let payload =
+        codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftMessage { shard_id, payload }))
 }
 
 #[tonic::async_trait]
 impl RaftApi for RaftService {
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, req) = self.open(&msg)?;
         reply(msg.shard_id, &replica.raft.append_entries(req).await)
@@ -52,7 +55,10 @@ impl RaftApi for RaftService {
         reply(msg.shard_id, &replica.raft.vote(req).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, req) = self.open(&msg)?;
         reply(msg.shard_id, &replica.raft.install_snapshot(req).await)

@@ -15,7 +15,11 @@ pub fn key(limits: &Limits, key: &[u8]) -> Result<(), KvError> {
         return Err(invalid("key is empty; keys must be 1 or more bytes".into()));
     }
     if key.len() > limits.max_key_bytes {
-        return Err(invalid(format!("key is {} bytes; the limit is {} bytes", key.len(), limits.max_key_bytes)));
+        return Err(invalid(format!(
+            "key is {} bytes; the limit is {} bytes",
+            key.len(),
+            limits.max_key_bytes
+        )));
     }
     Ok(())
 }
@@ -42,11 +46,19 @@ pub fn mutations(limits: &Limits, m: &[pb::Mutation]) -> Result<(), KvError> {
             limits.max_batch_mutations
         )));
     }
+    let mut total = 0usize;
     for mutation in m {
         key(limits, &mutation.key)?;
         if let Some(v) = &mutation.value {
             value(limits, v)?;
         }
+        total += mutation.key.len() + mutation.value.as_ref().map_or(0, Vec::len);
+    }
+    if total > limits.max_batch_bytes {
+        return Err(invalid(format!(
+            "batch carries {total} bytes of keys and values; the limit is {} bytes",
+            limits.max_batch_bytes
+        )));
     }
     Ok(())
 }
@@ -55,7 +67,11 @@ pub fn mutations(limits: &Limits, m: &[pb::Mutation]) -> Result<(), KvError> {
 pub fn scan_range(limits: &Limits, start: &[u8], end: &[u8]) -> Result<(), KvError> {
     for k in [start, end] {
         if k.len() > limits.max_key_bytes {
-            return Err(invalid(format!("scan bound is {} bytes; the limit is {}", k.len(), limits.max_key_bytes)));
+            return Err(invalid(format!(
+                "scan bound is {} bytes; the limit is {}",
+                k.len(),
+                limits.max_key_bytes
+            )));
         }
     }
     if !end.is_empty() && start > end {
@@ -69,7 +85,11 @@ pub fn write_id(id: Option<pb::WriteId>) -> Result<crate::command::WriteId, KvEr
     if id.seq == 0 {
         return Err(invalid("write_id.seq must be > 0".into()));
     }
-    Ok(crate::command::WriteId { client_id: id.client_id, seq: id.seq, first_incomplete: id.first_incomplete })
+    Ok(crate::command::WriteId {
+        client_id: id.client_id,
+        seq: id.seq,
+        first_incomplete: id.first_incomplete,
+    })
 }
 
 #[cfg(test)]

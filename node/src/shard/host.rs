@@ -25,15 +25,20 @@ pub struct ShardHost {
 impl ShardHost {
     /// Opens every shard whose descriptor is in the engine.
     pub async fn open(deps: ReplicaDeps) -> Result<Self, NodeError> {
-        let host = Self { deps, replicas: RwLock::new(BTreeMap::new()), create_lock: Mutex::new(()) };
+        let host = Self {
+            deps,
+            replicas: RwLock::new(BTreeMap::new()),
+            create_lock: Mutex::new(()),
+        };
         let (lo, hi) = keys::all_sm_meta();
         for (k, v) in host.deps.engine.scan(&lo, &hi, usize::MAX)? {
             match keys::parse_sm_meta(&k) {
                 Some((_, tag)) if tag == SmMeta::Shard as u8 => {}
                 _ => continue,
             }
-            let meta: ShardMeta = codec::decode("shard descriptor", &v)
-                .map_err(|e| NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string())))?;
+            let meta: ShardMeta = codec::decode("shard descriptor", &v).map_err(|e| {
+                NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string()))
+            })?;
             let replica = Replica::open(&host.deps, meta).await?;
             host.insert(Arc::new(replica));
         }
@@ -45,19 +50,34 @@ impl ShardHost {
     }
 
     fn insert(&self, r: Arc<Replica>) {
-        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(r.id, r);
+        self.replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.id, r);
     }
 
     pub fn get(&self, id: ShardId) -> Option<Arc<Replica>> {
-        self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Replica>> {
-        self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.replicas.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Creates an empty replica of `meta.id` (idempotent: an existing
@@ -107,7 +127,12 @@ mod tests {
     use crate::shard::meta::Epoch;
 
     fn m(start: &[u8], end: Option<&[u8]>) -> ShardMeta {
-        ShardMeta { id: 1, start: start.to_vec(), end: end.map(<[u8]>::to_vec), epoch: Epoch::default() }
+        ShardMeta {
+            id: 1,
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            epoch: Epoch::default(),
+        }
     }
 
     #[test]

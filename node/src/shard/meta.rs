@@ -24,7 +24,15 @@ pub struct ShardMeta {
 impl ShardMeta {
     /// The first shard of a new cluster: the whole key space.
     pub fn whole_keyspace(id: ShardId) -> Self {
-        Self { id, start: Vec::new(), end: None, epoch: Epoch { version: 1, conf_ver: 0 } }
+        Self {
+            id,
+            start: Vec::new(),
+            end: None,
+            epoch: Epoch {
+                version: 1,
+                conf_ver: 0,
+            },
+        }
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -33,7 +41,11 @@ impl ShardMeta {
 
     /// Clips a scan range `[start, end)` (None: +inf) to this shard. Returns
     /// None when `start` lies outside the shard.
-    pub fn clip<'a>(&'a self, start: &'a [u8], end: Option<&'a [u8]>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    pub fn clip<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: Option<&'a [u8]>,
+    ) -> Option<(&'a [u8], Option<&'a [u8]>)> {
         if !self.contains(start) {
             return None;
         }
@@ -51,7 +63,12 @@ mod tests {
     use super::*;
 
     fn shard(start: &[u8], end: Option<&[u8]>) -> ShardMeta {
-        ShardMeta { id: 1, start: start.to_vec(), end: end.map(|e| e.to_vec()), epoch: Epoch::default() }
+        ShardMeta {
+            id: 1,
+            start: start.to_vec(),
+            end: end.map(|e| e.to_vec()),
+            epoch: Epoch::default(),
+        }
     }
 
     #[test]
@@ -69,7 +86,10 @@ mod tests {
     fn clip_limits_the_end_to_the_shard() {
         let s = shard(b"b", Some(b"d"));
         assert_eq!(s.clip(b"b", None), Some((&b"b"[..], Some(&b"d"[..]))));
-        assert_eq!(s.clip(b"c", Some(b"cc")), Some((&b"c"[..], Some(&b"cc"[..]))));
+        assert_eq!(
+            s.clip(b"c", Some(b"cc")),
+            Some((&b"c"[..], Some(&b"cc"[..])))
+        );
         assert_eq!(s.clip(b"a", Some(b"c")), None);
         let all = ShardMeta::whole_keyspace(1);
         assert_eq!(all.clip(b"x", None), Some((&b"x"[..], None)));

@@ -65,13 +65,20 @@ impl Replica {
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let replicas = membership
             .nodes()
-            .map(|(id, node)| pb::Replica { node_id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, node)| pb::Replica {
+                node_id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
             .collect();
         pb::ShardDescriptor {
             id: meta.id,
             start: meta.start,
             end: meta.end.unwrap_or_default(),
-            epoch: Some(pb::Epoch { version: meta.epoch.version, conf_ver: meta.epoch.conf_ver }),
+            epoch: Some(pb::Epoch {
+                version: meta.epoch.version,
+                conf_ver: meta.epoch.conf_ver,
+            }),
             replicas,
             leader_id: m.current_leader,
         }
@@ -80,7 +87,10 @@ impl Replica {
     /// Address of a member node of this shard, if known.
     pub fn member_addr(&self, node: NodeId) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
-        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+        m.membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
     }
 
     pub fn status(&self) -> pb::ShardStatus {

@@ -16,7 +16,10 @@ pub struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     pub fn new(engine: &'a SharedEngine) -> Self {
-        Self { engine, pending: BTreeMap::new() }
+        Self {
+            engine,
+            pending: BTreeMap::new(),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
@@ -59,7 +62,10 @@ pub fn execute(op: WriteOp, data: &mut Overlay<'_>) -> Result<Response, EngineEr
             if succeeded {
                 data.set(&key, new);
             }
-            Response::Cas { succeeded, previous }
+            Response::Cas {
+                succeeded,
+                previous,
+            }
         }
         WriteOp::Batch(mutations) => {
             for (key, value) in mutations {
@@ -78,7 +84,10 @@ mod tests {
     use crate::storage::MemoryEngine;
 
     fn put(k: &[u8], v: &[u8]) -> WriteOp {
-        WriteOp::Put { key: k.to_vec(), value: v.to_vec() }
+        WriteOp::Put {
+            key: k.to_vec(),
+            value: v.to_vec(),
+        }
     }
 
     #[test]
@@ -87,13 +96,37 @@ mod tests {
         let mut o = Overlay::new(&engine);
         execute(put(b"k", b"1"), &mut o).unwrap();
         let r = execute(
-            WriteOp::Cas { key: b"k".to_vec(), expected: Some(b"1".to_vec()), new: Some(b"2".to_vec()) },
+            WriteOp::Cas {
+                key: b"k".to_vec(),
+                expected: Some(b"1".to_vec()),
+                new: Some(b"2".to_vec()),
+            },
             &mut o,
         )
         .unwrap();
-        assert_eq!(r, Response::Cas { succeeded: true, previous: Some(b"1".to_vec()) });
-        let r = execute(WriteOp::Cas { key: b"k".to_vec(), expected: None, new: None }, &mut o).unwrap();
-        assert_eq!(r, Response::Cas { succeeded: false, previous: Some(b"2".to_vec()) });
+        assert_eq!(
+            r,
+            Response::Cas {
+                succeeded: true,
+                previous: Some(b"1".to_vec())
+            }
+        );
+        let r = execute(
+            WriteOp::Cas {
+                key: b"k".to_vec(),
+                expected: None,
+                new: None,
+            },
+            &mut o,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Response::Cas {
+                succeeded: false,
+                previous: Some(b"2".to_vec())
+            }
+        );
         let mut b = WriteBatch::new();
         o.drain_into(&mut b);
         engine.write(b).unwrap();
@@ -104,9 +137,18 @@ mod tests {
     fn delete_reports_whether_the_key_existed_and_batch_mixes_ops() {
         let engine: SharedEngine = Arc::new(MemoryEngine::new());
         let mut o = Overlay::new(&engine);
-        let batch = WriteOp::Batch(vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)]);
+        let batch = WriteOp::Batch(vec![
+            (b"a".to_vec(), Some(b"1".to_vec())),
+            (b"b".to_vec(), None),
+        ]);
         assert_eq!(execute(batch, &mut o).unwrap(), Response::Batch);
-        assert_eq!(execute(WriteOp::Delete { key: b"a".to_vec() }, &mut o).unwrap(), Response::Delete { existed: true });
-        assert_eq!(execute(WriteOp::Delete { key: b"a".to_vec() }, &mut o).unwrap(), Response::Delete { existed: false });
+        assert_eq!(
+            execute(WriteOp::Delete { key: b"a".to_vec() }, &mut o).unwrap(),
+            Response::Delete { existed: true }
+        );
+        assert_eq!(
+            execute(WriteOp::Delete { key: b"a".to_vec() }, &mut o).unwrap(),
+            Response::Delete { existed: false }
+        );
     }
 }

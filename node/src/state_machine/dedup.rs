@@ -45,10 +45,16 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(max_sessions: usize) -> Self {
-        Self { max_sessions: max_sessions.max(1), ..Self::default() }
+        Self {
+            max_sessions: max_sessions.max(1),
+            ..Self::default()
+        }
     }
 
-    pub fn from_sessions(max_sessions: usize, sessions: impl IntoIterator<Item = (u64, Session)>) -> Self {
+    pub fn from_sessions(
+        max_sessions: usize,
+        sessions: impl IntoIterator<Item = (u64, Session)>,
+    ) -> Self {
         let mut s = Self::new(max_sessions);
         s.map = sessions.into_iter().collect();
         s
@@ -83,7 +89,9 @@ impl Sessions {
             return Check::Duplicate(r.clone());
         }
         if id.seq < session.first_incomplete {
-            return Check::Stale { first_incomplete: session.first_incomplete };
+            return Check::Stale {
+                first_incomplete: session.first_incomplete,
+            };
         }
         Check::Fresh
     }
@@ -116,7 +124,11 @@ impl Sessions {
             .into_iter()
             .map(|c| (c, self.map.get(&c).cloned()))
             .collect();
-        out.extend(std::mem::take(&mut self.evicted).into_iter().map(|c| (c, None)));
+        out.extend(
+            std::mem::take(&mut self.evicted)
+                .into_iter()
+                .map(|c| (c, None)),
+        );
         out
     }
 }
@@ -126,7 +138,11 @@ mod tests {
     use super::*;
 
     fn id(client: u64, seq: u64, fi: u64) -> WriteId {
-        WriteId { client_id: client, seq, first_incomplete: fi }
+        WriteId {
+            client_id: client,
+            seq,
+            first_incomplete: fi,
+        }
     }
 
     #[test]
@@ -134,7 +150,10 @@ mod tests {
         let mut s = Sessions::new(10);
         assert_eq!(s.check(&id(1, 1, 1)), Check::Fresh);
         s.record(&id(1, 1, 1), 5, Response::Delete { existed: true });
-        assert_eq!(s.check(&id(1, 1, 1)), Check::Duplicate(Response::Delete { existed: true }));
+        assert_eq!(
+            s.check(&id(1, 1, 1)),
+            Check::Duplicate(Response::Delete { existed: true })
+        );
     }
 
     #[test]
@@ -144,7 +163,12 @@ mod tests {
         s.record(&id(1, 2, 1), 6, Response::Put);
         // The client has its answers for 1 and 2 and now sends 3.
         assert_eq!(s.check(&id(1, 3, 3)), Check::Fresh);
-        assert_eq!(s.check(&id(1, 1, 3)), Check::Stale { first_incomplete: 3 });
+        assert_eq!(
+            s.check(&id(1, 1, 3)),
+            Check::Stale {
+                first_incomplete: 3
+            }
+        );
         assert!(s.sorted()[0].1.results.is_empty());
     }
 

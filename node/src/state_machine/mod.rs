@@ -5,6 +5,10 @@
 //! applied log id in one atomic engine batch ([`apply`], [`dedup`]).
 //! Snapshots carry range, sessions and data ([`snapshot`]).
 
+// openraft's trait methods return its (large) `StorageError`; our helpers
+// return the same type rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
 pub mod apply;
 pub mod dedup;
 pub mod snapshot;
@@ -68,7 +72,9 @@ impl StateMachine {
         max_sessions: usize,
     ) -> Result<Self, StorageError> {
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
-            engine.get(&keys::sm_meta(shard, which)).map_err(sm_read_err)
+            engine
+                .get(&keys::sm_meta(shard, which))
+                .map_err(sm_read_err)
         };
         let applied = match get(SmMeta::Applied)? {
             Some(b) => Some(codec::decode("applied log id", &b).map_err(sm_read_err)?),
@@ -97,17 +103,27 @@ impl StateMachine {
         })
     }
 
-    fn apply_request(&mut self, req: Request, index: u64, data: &mut Overlay<'_>) -> Result<Response, StorageError> {
+    fn apply_request(
+        &mut self,
+        req: Request,
+        index: u64,
+        data: &mut Overlay<'_>,
+    ) -> Result<Response, StorageError> {
         let meta = read_meta(&self.meta);
         if let Some(key) = req.op.keys().into_iter().find(|k| !meta.contains(k)) {
-            return Ok(Response::Rejected(Rejection::KeyOutOfRange { key: key.to_vec() }));
+            return Ok(Response::Rejected(Rejection::KeyOutOfRange {
+                key: key.to_vec(),
+            }));
         }
         if let Some(id) = &req.write_id {
             match self.sessions.check(id) {
                 Check::Fresh => {}
                 Check::Duplicate(r) => return Ok(r),
                 Check::Stale { first_incomplete } => {
-                    return Ok(Response::Rejected(Rejection::StaleSequence { seq: id.seq, first_incomplete }))
+                    return Ok(Response::Rejected(Rejection::StaleSequence {
+                        seq: id.seq,
+                        first_incomplete,
+                    }))
                 }
             }
         }
@@ -119,10 +135,17 @@ impl StateMachine {
     }
 
     /// Adds the persistent form of the in-memory state to `batch`.
-    fn persist_state(&mut self, batch: &mut WriteBatch, meta_changed: bool) -> Result<(), StorageError> {
+    fn persist_state(
+        &mut self,
+        batch: &mut WriteBatch,
+        meta_changed: bool,
+    ) -> Result<(), StorageError> {
         let shard = self.shard;
         if let Some(applied) = &self.applied {
-            batch.put(keys::sm_meta(shard, SmMeta::Applied), codec::encode("applied", applied).map_err(sm_write_err)?);
+            batch.put(
+                keys::sm_meta(shard, SmMeta::Applied),
+                codec::encode("applied", applied).map_err(sm_write_err)?,
+            );
         }
         batch.put(
             keys::sm_meta(shard, SmMeta::Membership),
@@ -130,11 +153,17 @@ impl StateMachine {
         );
         if meta_changed {
             let meta = read_meta(&self.meta);
-            batch.put(keys::sm_meta(shard, SmMeta::Shard), codec::encode("shard", &meta).map_err(sm_write_err)?);
+            batch.put(
+                keys::sm_meta(shard, SmMeta::Shard),
+                codec::encode("shard", &meta).map_err(sm_write_err)?,
+            );
         }
         for (client, session) in self.sessions.take_changes() {
             match session {
-                Some(s) => batch.put(keys::session(shard, client), codec::encode("session", &s).map_err(sm_write_err)?),
+                Some(s) => batch.put(
+                    keys::session(shard, client),
+                    codec::encode("session", &s).map_err(sm_write_err)?,
+                ),
                 None => batch.delete(keys::session(shard, client)),
             }
         }
@@ -142,9 +171,14 @@ impl StateMachine {
     }
 
     fn snapshot_from_bytes(bytes: &[u8]) -> Result<Snapshot, StorageError> {
-        let (meta, data): (SnapshotMeta, Vec<u8>) = codec::decode("snapshot", bytes)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let (meta, data): (SnapshotMeta, Vec<u8>) =
+            codec::decode("snapshot", bytes).map_err(|e| {
+                StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
+            })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -159,11 +193,17 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
-        let stored = codec::encode("snapshot", &(&self.meta, &data)).map_err(|e| snap_err(Some(&self.meta), e))?;
+        let stored = codec::encode("snapshot", &(&self.meta, &data))
+            .map_err(|e| snap_err(Some(&self.meta), e))?;
         let mut batch = WriteBatch::new();
         batch.put(keys::sm_meta(self.shard, SmMeta::Snapshot), stored);
-        self.engine.write(batch).map_err(|e| snap_err(Some(&self.meta), e))?;
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        self.engine
+            .write(batch)
+            .map_err(|e| snap_err(Some(&self.meta), e))?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -187,7 +227,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(req) => self.apply_request(req, entry.log_id.index, &mut data)?,
+                EntryPayload::Normal(req) => {
+                    self.apply_request(req, entry.log_id.index, &mut data)?
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
@@ -209,7 +251,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots_built += 1;
         let shard = read_meta(&self.meta);
         let snapshot_id = match &self.applied {
-            Some(l) => format!("{}-{}-{}-{}", self.shard, l.leader_id.term, l.index, self.snapshots_built),
+            Some(l) => format!(
+                "{}-{}-{}-{}",
+                self.shard, l.leader_id.term, l.index, self.snapshots_built
+            ),
             None => format!("{}-none-{}", self.shard, self.snapshots_built),
         };
         let meta = SnapshotMeta {
@@ -222,19 +267,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot::read_shard_data(&self.engine, &shard)
             .map_err(|e| snap_err(Some(&meta), e))
             .and_then(|data| {
-                let payload = SnapshotPayload { shard, sessions: self.sessions.sorted(), data };
+                let payload = SnapshotPayload {
+                    shard,
+                    sessions: self.sessions.sorted(),
+                    data,
+                };
                 codec::encode("snapshot payload", &payload).map_err(|e| snap_err(Some(&meta), e))
             });
-        SnapshotBuilder { shard: self.shard, engine: self.engine.clone(), meta, data }
+        SnapshotBuilder {
+            shard: self.shard,
+            engine: self.engine.clone(),
+            meta,
+            data,
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let payload: SnapshotPayload = codec::decode("snapshot payload", &bytes).map_err(|e| snap_err(Some(meta), e))?;
+        let payload: SnapshotPayload =
+            codec::decode("snapshot payload", &bytes).map_err(|e| snap_err(Some(meta), e))?;
         if payload.shard.id != self.shard {
             let e = std::io::Error::other(format!(
                 "snapshot of shard {} offered to shard {}",
@@ -245,35 +304,60 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::new();
         // Replace the shard's data and sessions wholesale.
         let old = read_meta(&self.meta);
-        for range in [(&old.start, old.end.as_deref()), (&payload.shard.start, payload.shard.end.as_deref())] {
+        for range in [
+            (&old.start, old.end.as_deref()),
+            (&payload.shard.start, payload.shard.end.as_deref()),
+        ] {
             let (lo, hi) = keys::data_range(range.0, range.1);
-            for (k, _) in self.engine.scan(&lo, &hi, usize::MAX).map_err(|e| snap_err(Some(meta), e))? {
+            for (k, _) in self
+                .engine
+                .scan(&lo, &hi, usize::MAX)
+                .map_err(|e| snap_err(Some(meta), e))?
+            {
                 batch.delete(k);
             }
         }
         let (lo, hi) = keys::sessions_range(self.shard);
-        for (k, _) in self.engine.scan(&lo, &hi, usize::MAX).map_err(|e| snap_err(Some(meta), e))? {
+        for (k, _) in self
+            .engine
+            .scan(&lo, &hi, usize::MAX)
+            .map_err(|e| snap_err(Some(meta), e))?
+        {
             batch.delete(k);
         }
         for (k, v) in &payload.data {
             batch.put(keys::data(k), v.clone());
         }
         *self.meta.write().unwrap_or_else(|p| p.into_inner()) = payload.shard.clone();
-        self.sessions = Sessions::from_sessions(dedup::DEFAULT_MAX_SESSIONS, payload.sessions.clone());
+        self.sessions =
+            Sessions::from_sessions(dedup::DEFAULT_MAX_SESSIONS, payload.sessions.clone());
         for (client, s) in &payload.sessions {
-            batch.put(keys::session(self.shard, *client), codec::encode("session", s).map_err(sm_write_err)?);
+            batch.put(
+                keys::session(self.shard, *client),
+                codec::encode("session", s).map_err(sm_write_err)?,
+            );
         }
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.persist_state(&mut batch, true)?;
-        let stored = codec::encode("snapshot", &(meta, &bytes)).map_err(|e| snap_err(Some(meta), e))?;
+        let stored =
+            codec::encode("snapshot", &(meta, &bytes)).map_err(|e| snap_err(Some(meta), e))?;
         batch.put(keys::sm_meta(self.shard, SmMeta::Snapshot), stored);
-        self.engine.write(batch).map_err(|e| snap_err(Some(meta), e))?;
-        self.flusher.flush().await.map_err(|e| snap_err(Some(meta), e))
+        self.engine
+            .write(batch)
+            .map_err(|e| snap_err(Some(meta), e))?;
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| snap_err(Some(meta), e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        match self.engine.get(&keys::sm_meta(self.shard, SmMeta::Snapshot)).map_err(sm_read_err)? {
+        match self
+            .engine
+            .get(&keys::sm_meta(self.shard, SmMeta::Snapshot))
+            .map_err(sm_read_err)?
+        {
             None => Ok(None),
             Some(bytes) => Ok(Some(Self::snapshot_from_bytes(&bytes)?)),
         }

@@ -22,5 +22,8 @@ pub struct SnapshotPayload {
 pub fn read_shard_data(engine: &SharedEngine, shard: &ShardMeta) -> Result<Vec<Kv>, EngineError> {
     let (lo, hi) = keys::data_range(&shard.start, shard.end.as_deref());
     let rows = engine.scan(&lo, &hi, usize::MAX)?;
-    Ok(rows.into_iter().map(|(k, v)| (keys::user_key(&k).to_vec(), v)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(k, v)| (keys::user_key(&k).to_vec(), v))
+        .collect())
 }

@@ -27,7 +27,9 @@ impl Flusher {
     pub fn after_flush(&self, done: impl FnOnce(Result<(), EngineError>) + Send + 'static) {
         if let Err(e) = self.tx.send(Box::new(done)) {
             // The task is gone (node shutting down): report it, never ack.
-            (e.0)(Err(EngineError::Io("node is shutting down; flush not performed".into())));
+            (e.0)(Err(EngineError::Io(
+                "node is shutting down; flush not performed".into(),
+            )));
         }
     }
 

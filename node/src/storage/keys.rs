@@ -98,7 +98,10 @@ pub fn session(shard: ShardId, client: u64) -> Vec<u8> {
 }
 
 pub fn sessions_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
-    (shard_prefix(SESSION, shard), shard_prefix(SESSION, shard + 1))
+    (
+        shard_prefix(SESSION, shard),
+        shard_prefix(SESSION, shard + 1),
+    )
 }
 
 pub fn data(user_key: &[u8]) -> Vec<u8> {
@@ -145,7 +148,10 @@ mod tests {
 
     #[test]
     fn sm_meta_round_trips() {
-        assert_eq!(parse_sm_meta(&sm_meta(9, SmMeta::Shard)), Some((9, SmMeta::Shard as u8)));
+        assert_eq!(
+            parse_sm_meta(&sm_meta(9, SmMeta::Shard)),
+            Some((9, SmMeta::Shard as u8))
+        );
         assert_eq!(parse_sm_meta(&log(9, 1)), None);
     }
 }

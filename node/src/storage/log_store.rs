@@ -5,6 +5,10 @@
 //! engine flush that covers it; the vote is flushed before `save_vote`
 //! returns.
 
+// openraft's trait methods return its (large) `StorageError`; our helpers
+// return the same type rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
@@ -40,11 +44,22 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl LogStore {
     pub fn new(shard: ShardId, engine: SharedEngine, flusher: Flusher) -> Self {
-        Self { shard, engine, flusher }
+        Self {
+            shard,
+            engine,
+            flusher,
+        }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, which: RaftMeta) -> Result<Option<T>, StorageError> {
-        match self.engine.get(&keys::raft_meta(self.shard, which)).map_err(read_err)? {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        which: RaftMeta,
+    ) -> Result<Option<T>, StorageError> {
+        match self
+            .engine
+            .get(&keys::raft_meta(self.shard, which))
+            .map_err(read_err)?
+        {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode("raft meta", &bytes).map_err(read_err)?)),
         }
@@ -110,7 +125,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let purged: Option<LogId> = self.read_meta(RaftMeta::Purged)?;
         let last = self.last_log_id()?.or(purged);
-        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -119,7 +137,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut batch = WriteBatch::new();
-        batch.put(keys::raft_meta(self.shard, RaftMeta::Vote), codec::encode("vote", vote).map_err(vote_err)?);
+        batch.put(
+            keys::raft_meta(self.shard, RaftMeta::Vote),
+            codec::encode("vote", vote).map_err(vote_err)?,
+        );
         self.write_durably(batch).await.map_err(vote_err)
     }
 
@@ -142,7 +163,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(RaftMeta::Committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -153,13 +178,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put(keys::log(self.shard, entry.log_id.index), bytes);
         }
         self.engine.write(batch).map_err(write_err)?;
-        self.flusher.after_flush(move |r| callback.log_io_completed(r.map_err(Into::into)));
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeFlush) {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        self.flusher
+            .after_flush(move |r| callback.log_io_completed(r.map_err(Into::into)));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::new();
-        self.delete_range(&mut batch, log_id.index, u64::MAX).map_err(write_err)?;
+        self.delete_range(&mut batch, log_id.index, u64::MAX)
+            .map_err(write_err)?;
         self.write_durably(batch).await.map_err(write_err)
     }
 
@@ -169,7 +201,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::raft_meta(self.shard, RaftMeta::Purged),
             codec::encode("purged", &log_id).map_err(write_err)?,
         );
-        self.delete_range(&mut batch, 0, log_id.index + 1).map_err(write_err)?;
+        self.delete_range(&mut batch, 0, log_id.index + 1)
+            .map_err(write_err)?;
         // The flush also makes the state machine durable up to the snapshot
         // this purge follows, so a restart never needs a purged entry.
         self.write_durably(batch).await.map_err(write_err)

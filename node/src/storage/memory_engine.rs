@@ -71,7 +71,10 @@ impl Engine for MemoryEngine {
         let range = s
             .current
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
-        Ok(range.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(range
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError> {
@@ -131,7 +134,12 @@ mod tests {
             b.put(k.to_vec(), k.to_vec());
         }
         e.write(b).unwrap();
-        let got: Vec<_> = e.scan(b"b", b"d", 10).unwrap().into_iter().map(|(k, _)| k).collect();
+        let got: Vec<_> = e
+            .scan(b"b", b"d", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(got, vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(e.scan(b"a", b"z", 1).unwrap().len(), 1);
         assert_eq!(e.last_in(b"a", b"d").unwrap().unwrap().0, b"c".to_vec());

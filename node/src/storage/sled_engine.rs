@@ -24,7 +24,9 @@ impl SledEngine {
             // only bounds how much unflushed state-machine data can pile up.
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|e| EngineError::Io(format!("cannot open database at {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                EngineError::Io(format!("cannot open database at {}: {e}", dir.display()))
+            })?;
         Ok(Self { db })
     }
 }

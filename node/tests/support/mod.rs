@@ -25,7 +25,8 @@ pub struct Cluster {
 }
 
 /// Raft settings that make snapshots and purges happen quickly.
-pub const FAST_SNAPSHOTS: &str = "[raft]\nsnapshot_after_entries = 50\nkeep_entries_after_snapshot = 10\n";
+pub const FAST_SNAPSHOTS: &str =
+    "[raft]\nsnapshot_after_entries = 50\nkeep_entries_after_snapshot = 10\n";
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -36,8 +37,14 @@ impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64, extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let initial: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("\"{}={}\"", i + 1, a)).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let initial: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("\"{}={}\"", i + 1, a))
+            .collect();
         let mut nodes = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
@@ -48,7 +55,12 @@ impl Cluster {
                 initial.join(", ")
             );
             std::fs::write(&config, toml).expect("write config");
-            nodes.push(Proc { id, addr: addr.clone(), child: None, config });
+            nodes.push(Proc {
+                id,
+                addr: addr.clone(),
+                child: None,
+                config,
+            });
         }
         let mut c = Cluster { dir, nodes };
         for id in 1..=n {
@@ -85,7 +97,11 @@ impl Cluster {
     pub fn restart(&mut self, id: u64) {
         self.kill9(id);
         let log = self.dir.path().join(format!("node{id}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let err = out.try_clone().expect("log file");
         let p = self.node_mut(id);
         let child = Command::new(env!("CARGO_BIN_EXE_atoll-node"))
@@ -101,8 +117,12 @@ impl Cluster {
     }
 
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
-        let mut c = AdminClient::connect(format!("http://{}", self.addr(id))).await.ok()?;
-        let r = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {})).await.ok()?;
+        let mut c = AdminClient::connect(format!("http://{}", self.addr(id)))
+            .await
+            .ok()?;
+        let r = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
+            .await
+            .ok()?;
         r.ok().map(|r| r.into_inner())
     }
 
@@ -110,7 +130,9 @@ impl Cluster {
     pub async fn leader(&self, shard: u64) -> Option<u64> {
         for p in self.nodes.iter().filter(|p| p.child.is_some()) {
             if let Some(s) = self.status(p.id).await {
-                if s.shards.iter().any(|sh| sh.shard.as_ref().is_some_and(|d| d.id == shard) && sh.role == "leader") {
+                if s.shards.iter().any(|sh| {
+                    sh.shard.as_ref().is_some_and(|d| d.id == shard) && sh.role == "leader"
+                }) {
                     return Some(p.id);
                 }
             }
@@ -124,7 +146,11 @@ impl Cluster {
             if let Some(l) = self.leader(shard).await {
                 return l;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no leader for shard {shard} within {timeout:?}\n{}", self.logs());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader for shard {shard} within {timeout:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -137,7 +163,11 @@ impl Cluster {
     {
         let deadline = tokio::time::Instant::now() + timeout;
         while !pred().await {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}\n{}", self.logs());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -146,7 +176,8 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for p in &self.nodes {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", p.id))).unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", p.id)))
+                .unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             out.push_str(&format!("--- node {} ---\n", p.id));
             for l in &lines[lines.len().saturating_sub(15)..] {

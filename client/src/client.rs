@@ -1,0 +1,373 @@
+//! [`Client`]: the key-value API. Each method validates its arguments, takes
+//! a write id when it writes, and hands one request builder to the
+//! dispatcher, which routes and retries it.
+
+use std::sync::Arc;
+
+use atoll_proto::{
+    BatchRequest, CasRequest, DeleteRequest, GetRequest, GetResponse, PutRequest, ReadConsistency,
+    ScanRequest, ScanResponse,
+};
+use tracing::Instrument;
+
+use crate::config::ClientConfig;
+use crate::dispatch::{Dispatcher, Op, RouteBy, Target};
+use crate::error::Error;
+use crate::limits::{check_bound, check_key, check_value};
+use crate::pool::{check_addr, Pool};
+use crate::router::Router;
+use crate::scan::{next_cursor, page_limit};
+use crate::session::Session;
+use crate::types::{CasOutcome, Mutation};
+
+/// A handle to an Atoll cluster. Cheap to clone; clones share channels,
+/// route map and write session, and may be used from many tasks at once.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dispatch: Dispatcher,
+    session: Session,
+}
+
+impl Client {
+    /// Connects with [`ClientConfig::default`]. `endpoints` are `host:port`
+    /// seeds; the shard map is loaded from whichever of them answer. Fails
+    /// when none answers.
+    pub async fn connect(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Client, Error> {
+        Client::with_config(endpoints, ClientConfig::default()).await
+    }
+
+    /// Connects with explicit settings.
+    pub async fn with_config(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        let seeds: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.into().trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if seeds.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        for seed in &seeds {
+            check_addr(seed)?;
+        }
+        let dispatch = Dispatcher {
+            pool: Pool::new(config.request_timeout),
+            router: Router::new(seeds),
+            config,
+        };
+        let generation = dispatch.router.generation();
+        let budget = dispatch.config.request_timeout;
+        dispatch
+            .router
+            .refresh(generation, &dispatch.pool, budget)
+            .await?;
+        let inner = Inner {
+            dispatch,
+            session: Session::random(),
+        };
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// This client's id in write ids (for correlating server logs).
+    pub fn client_id(&self) -> u64 {
+        self.inner.session.client_id()
+    }
+
+    /// The value of `key`, linearizable (read through the shard leader).
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
+        let key = key.as_ref();
+        check_key(key)?;
+        let span = tracing::debug_span!("atoll.get", key_len = key.len());
+        let reply = self
+            .read(key, ReadConsistency::Linearizable)
+            .instrument(span)
+            .await?;
+        Ok(reply.value)
+    }
+
+    /// The value of `key` as some replica has applied it, possibly stale,
+    /// with that replica's applied log index.
+    pub async fn get_stale(&self, key: impl AsRef<[u8]>) -> Result<(Option<Vec<u8>>, u64), Error> {
+        let key = key.as_ref();
+        check_key(key)?;
+        let span = tracing::debug_span!("atoll.get_stale", key_len = key.len());
+        let reply = self
+            .read(key, ReadConsistency::Stale)
+            .instrument(span)
+            .await?;
+        Ok((reply.value, reply.applied_index))
+    }
+
+    /// Sets `key` to `value`. Applied exactly once, however often retried.
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_key(key)?;
+        check_value(value)?;
+        let write = self.inner.session.begin();
+        let span = tracing::debug_span!("atoll.put", key_len = key.len(), seq = write.seq());
+        let op = Op {
+            name: "put",
+            leader_only: true,
+        };
+        let send = |mut t: Target| {
+            let req = PutRequest {
+                header: Some(t.header),
+                write_id: Some(write.write_id()),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            };
+            async move { t.kv.put(req).await }
+        };
+        self.dispatch()
+            .run(op, RouteBy::Key(key), send)
+            .instrument(span)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
+        let key = key.as_ref();
+        check_key(key)?;
+        let write = self.inner.session.begin();
+        let span = tracing::debug_span!("atoll.delete", key_len = key.len(), seq = write.seq());
+        let op = Op {
+            name: "delete",
+            leader_only: true,
+        };
+        let send = |mut t: Target| {
+            let req = DeleteRequest {
+                header: Some(t.header),
+                write_id: Some(write.write_id()),
+                key: key.to_vec(),
+            };
+            async move { t.kv.delete(req).await }
+        };
+        let reply = self
+            .dispatch()
+            .run(op, RouteBy::Key(key), send)
+            .instrument(span)
+            .await?;
+        Ok(reply.existed)
+    }
+
+    /// Compare-and-swap: if the value of `key` equals `expected` (`None`:
+    /// the key is absent), set it to `new` (`None`: delete it). A failed
+    /// comparison is an `Ok` outcome with `succeeded: false`.
+    pub async fn cas(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<CasOutcome, Error> {
+        let key = key.as_ref();
+        check_key(key)?;
+        expected.map(check_value).transpose()?;
+        new.map(check_value).transpose()?;
+        let write = self.inner.session.begin();
+        let span = tracing::debug_span!("atoll.cas", key_len = key.len(), seq = write.seq());
+        let op = Op {
+            name: "cas",
+            leader_only: true,
+        };
+        let send = |mut t: Target| {
+            let req = CasRequest {
+                header: Some(t.header),
+                write_id: Some(write.write_id()),
+                key: key.to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new_value: new.map(<[u8]>::to_vec),
+            };
+            async move { t.kv.cas(req).await }
+        };
+        let reply = self
+            .dispatch()
+            .run(op, RouteBy::Key(key), send)
+            .instrument(span)
+            .await?;
+        Ok(CasOutcome {
+            succeeded: reply.succeeded,
+            previous: reply.previous,
+        })
+    }
+
+    /// The pairs with `start <= key < end` in key order, across shards. An
+    /// empty `end` scans to the end of the key space; `limit` 0 means no
+    /// limit. Each page is linearizable on its own; the scan as a whole is
+    /// not a snapshot.
+    pub async fn scan(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: impl AsRef<[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let (start, end) = (start.as_ref(), end.as_ref());
+        check_bound(start)?;
+        check_bound(end)?;
+        let mut out = Vec::new();
+        if !end.is_empty() && start >= end {
+            return Ok(out);
+        }
+        let span = tracing::debug_span!("atoll.scan", limit);
+        let mut cursor = start.to_vec();
+        loop {
+            let want = page_limit(limit, out.len());
+            let page = self
+                .scan_page(&cursor, end, want)
+                .instrument(span.clone())
+                .await?;
+            let next = next_cursor(&cursor, end, &page)?;
+            out.extend(page.kvs.into_iter().map(|kv| (kv.key, kv.value)));
+            if limit != 0 && out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Applies `mutations` atomically. All keys must lie in one shard, else
+    /// [`Error::CrossShardBatch`]. An empty batch does nothing.
+    pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<(), Error> {
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        for m in &mutations {
+            check_key(&m.key)?;
+            m.value.as_deref().map(check_value).transpose()?;
+        }
+        let keys: Vec<&[u8]> = mutations.iter().map(|m| m.key.as_slice()).collect();
+        let wire: Vec<atoll_proto::Mutation> = mutations
+            .iter()
+            .map(|m| atoll_proto::Mutation {
+                key: m.key.clone(),
+                value: m.value.clone(),
+            })
+            .collect();
+        let write = self.inner.session.begin();
+        let span = tracing::debug_span!("atoll.batch", len = wire.len(), seq = write.seq());
+        let op = Op {
+            name: "batch",
+            leader_only: true,
+        };
+        let send = |mut t: Target| {
+            let req = BatchRequest {
+                header: Some(t.header),
+                write_id: Some(write.write_id()),
+                mutations: wire.clone(),
+            };
+            async move { t.kv.batch(req).await }
+        };
+        self.dispatch()
+            .run(op, RouteBy::AllKeys(&keys), send)
+            .instrument(span)
+            .await?;
+        Ok(())
+    }
+
+    async fn read(&self, key: &[u8], consistency: ReadConsistency) -> Result<GetResponse, Error> {
+        let op = match consistency {
+            ReadConsistency::Linearizable => Op {
+                name: "get",
+                leader_only: true,
+            },
+            ReadConsistency::Stale => Op {
+                name: "get_stale",
+                leader_only: false,
+            },
+        };
+        let send = |mut t: Target| {
+            let req = GetRequest {
+                header: Some(t.header),
+                key: key.to_vec(),
+                consistency: consistency.into(),
+            };
+            async move { t.kv.get(req).await }
+        };
+        self.dispatch().run(op, RouteBy::Key(key), send).await
+    }
+
+    async fn scan_page(
+        &self,
+        cursor: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<ScanResponse, Error> {
+        let op = Op {
+            name: "scan",
+            leader_only: true,
+        };
+        let send = |mut t: Target| {
+            let req = ScanRequest {
+                header: Some(t.header),
+                start: cursor.to_vec(),
+                end: end.to_vec(),
+                limit,
+                consistency: ReadConsistency::Linearizable.into(),
+            };
+            async move { t.kv.scan(req).await }
+        };
+        self.dispatch().run(op, RouteBy::Key(cursor), send).await
+    }
+
+    fn dispatch(&self) -> &Dispatcher {
+        &self.inner.dispatch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[tokio::test]
+    async fn no_endpoints_is_an_error() {
+        let empty: Vec<String> = Vec::new();
+        assert_eq!(Client::connect(empty).await.err(), Some(Error::NoEndpoints));
+        assert_eq!(Client::connect([" "]).await.err(), Some(Error::NoEndpoints));
+    }
+
+    #[tokio::test]
+    async fn bad_endpoints_fail_before_dialling() {
+        let err = Client::connect(["localhost"]).await.err();
+        assert!(matches!(err, Some(Error::InvalidArgument(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_cluster_fails_connect_as_unavailable() {
+        let config = ClientConfig {
+            request_timeout: std::time::Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
+        // Port 1 on localhost: nothing listens there.
+        let err = Client::with_config(["127.0.0.1:1"], config).await.err();
+        assert!(matches!(err, Some(Error::Unavailable(_))), "{err:?}");
+    }
+
+    #[test]
+    fn operations_are_send() {
+        fn check(client: &Client) {
+            assert_send(&client.get("k"));
+            assert_send(&client.put("k", "v"));
+            assert_send(&client.cas("k", None, Some(b"v")));
+            assert_send(&client.scan("a", "z", 0));
+            assert_send(&client.batch(vec![Mutation::delete("k")]));
+        }
+        let _ = check;
+    }
+}

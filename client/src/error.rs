@@ -1,0 +1,250 @@
+//! The client's error type, and its translation from what the wire carries
+//! (`atoll_proto::Error` inside replies, `tonic::Status` for failed RPCs).
+//!
+//! Expected outcomes are not errors: a missing key is `Ok(None)`, a failed
+//! compare is `Ok(CasOutcome { succeeded: false, .. })`.
+
+use std::fmt;
+use std::time::Duration;
+
+use atoll_proto::ErrorKind;
+
+/// Everything that can go wrong in a client call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (empty key, key or value too large, bad
+    /// endpoint, ...). Retrying the same request cannot help.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The operation's deadline passed before any node gave a definite answer.
+    ///
+    /// For a write (`put`, `delete`, `cas`, `batch`) the outcome is
+    /// **indeterminate**: the write may or may not have been applied. Reading
+    /// the key back tells which.
+    #[error("{op} did not complete within {after:?}, last error: {last} (a write may or may not have been applied)")]
+    Timeout {
+        /// The operation, e.g. `"put"`.
+        op: &'static str,
+        /// The deadline the operation ran against.
+        after: Duration,
+        /// The error of the last attempt.
+        last: Box<Error>,
+    },
+
+    /// The cluster could not serve the request right now (no leader, no
+    /// quorum, or no shard known for the key). Usually transient.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+
+    /// The keys of a batch belong to more than one shard; a batch is atomic
+    /// only within one shard, so it is refused.
+    #[error(
+        "the keys of this batch belong to more than one shard; a batch must stay within one shard"
+    )]
+    CrossShardBatch,
+
+    /// A node could not be reached, or the RPC failed on the way.
+    #[error("transport error: {0}")]
+    Transport(String),
+
+    /// The contacted node is not the leader of the shard.
+    #[error("node is not the leader of shard {shard_id}{}", LeaderHint(*leader_id, leader_addr.as_deref()))]
+    NotLeader {
+        /// The shard the request was for.
+        shard_id: u64,
+        /// The leader as known by that node.
+        leader_id: Option<u64>,
+        /// The leader's address as known by that node.
+        leader_addr: Option<String>,
+    },
+
+    /// Any other error reported by a server.
+    #[error("server error ({kind}): {message}")]
+    Server {
+        /// What kind of error the server reported.
+        kind: ServerErrorKind,
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// The client was given no endpoint to talk to.
+    #[error("no endpoints given; pass at least one \"host:port\"")]
+    NoEndpoints,
+
+    /// A reply did not follow the protocol (missing field, impossible value).
+    #[error("protocol violation by the server: {0}")]
+    Protocol(String),
+}
+
+/// Kinds of server errors carried by [`Error::Server`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerErrorKind {
+    /// The shard's epoch changed (split, merge or membership change).
+    EpochMismatch,
+    /// The key lies outside the shard the request named.
+    KeyOutOfRange,
+    /// The node does not host the shard.
+    ShardNotFound,
+    /// The RPC failed with a gRPC status that retrying cannot fix.
+    Rpc(tonic::Code),
+    /// An error kind this client does not know (a newer server?).
+    Unrecognized,
+}
+
+impl fmt::Display for ServerErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerErrorKind::EpochMismatch => f.write_str("shard epoch changed"),
+            ServerErrorKind::KeyOutOfRange => f.write_str("key outside shard"),
+            ServerErrorKind::ShardNotFound => f.write_str("shard not hosted by node"),
+            ServerErrorKind::Rpc(code) => write!(f, "gRPC status {code:?}"),
+            ServerErrorKind::Unrecognized => f.write_str("unrecognized error kind"),
+        }
+    }
+}
+
+/// Renders the leader hint of [`Error::NotLeader`].
+struct LeaderHint<'a>(Option<u64>, Option<&'a str>);
+
+impl fmt::Display for LeaderHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Some(id), Some(addr)) => write!(f, "; the leader is node {id} at {addr}"),
+            (Some(id), None) => write!(f, "; the leader is node {id}"),
+            (None, Some(addr)) => write!(f, "; the leader is at {addr}"),
+            (None, None) => f.write_str("; the leader is unknown"),
+        }
+    }
+}
+
+impl Error {
+    /// Translates a typed error from a reply.
+    pub(crate) fn from_wire(error: &atoll_proto::Error) -> Error {
+        let message = error.message.clone();
+        let server = |kind| Error::Server {
+            kind,
+            message: message.clone(),
+        };
+        match &error.kind {
+            Some(ErrorKind::NotLeader(nl)) => Error::NotLeader {
+                shard_id: nl.shard_id,
+                leader_id: nl.leader_id,
+                leader_addr: non_empty(&nl.leader_addr),
+            },
+            Some(ErrorKind::EpochMismatch(_)) => server(ServerErrorKind::EpochMismatch),
+            Some(ErrorKind::KeyOutOfRange(_)) => server(ServerErrorKind::KeyOutOfRange),
+            Some(ErrorKind::ShardNotFound(_)) => server(ServerErrorKind::ShardNotFound),
+            Some(ErrorKind::Unavailable(_)) => Error::Unavailable(message),
+            Some(ErrorKind::InvalidArgument(_)) => Error::InvalidArgument(message),
+            None => server(ServerErrorKind::Unrecognized),
+        }
+    }
+
+    /// Translates a failed RPC to `addr`.
+    pub(crate) fn from_status(addr: &str, status: &tonic::Status) -> Error {
+        let text = format!("{addr}: {} ({:?})", status.message(), status.code());
+        match status.code() {
+            tonic::Code::InvalidArgument => Error::InvalidArgument(text),
+            code if is_transient(code) => Error::Transport(text),
+            code => Error::Server {
+                kind: ServerErrorKind::Rpc(code),
+                message: text,
+            },
+        }
+    }
+
+    /// True for [`Error::InvalidArgument`] and [`Error::NoEndpoints`]: errors
+    /// of the caller rather than of the cluster.
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(self, Error::InvalidArgument(_) | Error::NoEndpoints)
+    }
+}
+
+/// gRPC codes that describe a failed attempt rather than a refused request.
+/// Names every code: adding one to tonic must be a conscious decision here.
+pub(crate) fn is_transient(code: tonic::Code) -> bool {
+    use tonic::Code;
+    match code {
+        Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Internal
+        | Code::Unavailable => true,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::DataLoss
+        | Code::Unauthenticated => false,
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_proto::NotLeader;
+
+    #[test]
+    fn not_leader_message_names_the_leader() {
+        let wire = atoll_proto::Error {
+            message: "not leader".into(),
+            kind: Some(ErrorKind::NotLeader(NotLeader {
+                shard_id: 3,
+                leader_id: Some(2),
+                leader_addr: "10.0.0.2:7102".into(),
+            })),
+        };
+        let err = Error::from_wire(&wire);
+        assert_eq!(
+            err.to_string(),
+            "node is not the leader of shard 3; the leader is node 2 at 10.0.0.2:7102"
+        );
+    }
+
+    #[test]
+    fn timeout_message_warns_about_indeterminate_writes() {
+        let err = Error::Timeout {
+            op: "put",
+            after: Duration::from_secs(10),
+            last: Box::new(Error::Transport(
+                "127.0.0.1:7101: connection refused".into(),
+            )),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("put did not complete within 10s"),
+            "{text}"
+        );
+        assert!(text.contains("may or may not have been applied"), "{text}");
+    }
+
+    #[test]
+    fn status_codes_split_into_transport_and_refusals() {
+        let unavailable = tonic::Status::unavailable("tcp connect error");
+        assert!(matches!(
+            Error::from_status("a:1", &unavailable),
+            Error::Transport(_)
+        ));
+        let bad = tonic::Status::invalid_argument("key too long");
+        assert!(Error::from_status("a:1", &bad).is_invalid_argument());
+        let unimpl = tonic::Status::unimplemented("no Kv service");
+        assert!(matches!(
+            Error::from_status("a:1", &unimpl),
+            Error::Server {
+                kind: ServerErrorKind::Rpc(tonic::Code::Unimplemented),
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,82 @@
+//! atoll-client: the Rust client of Atoll, a sharded Raft key-value store.
+//!
+//! # Map of the crate
+//!
+//! The walk of one `put`, top to bottom:
+//!
+//! - [`client`]: [`Client`], the API (`get`, `get_stale`, `put`, `delete`,
+//!   `cas`, `scan`, `batch`). Validates arguments ([`limits`]), takes a write
+//!   id ([`session`]), builds the request.
+//! - `dispatch`: runs one operation: route, send, and on failure ask
+//!   [`retry::decide`] what to do, until success or the deadline.
+//! - `router`: the live shard map: a [`route_cache::RouteCache`] plus the
+//!   single-flight refresh from the cluster (`Kv/Shards`).
+//! - [`route_cache`]: key → shard range map; no two cached shards intersect.
+//! - [`retry`]: the pure decision `Failure → Action`, and [`retry::Backoff`].
+//! - [`session`]: `(client_id, seq)` write ids for exactly-once writes.
+//! - `pool`: one gRPC channel per node address.
+//! - `scan`: the pure paging rules of a multi-shard scan.
+//! - [`admin`]: operator calls (init, membership, compaction, status).
+//! - [`error`]: [`Error`], one type for every failure; `types`: [`CasOutcome`],
+//!   [`Mutation`].
+//!
+//! The `atollctl` binary (`src/bin/atollctl`) is a command-line front end to
+//! all of the above.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use atoll_client::{Client, Error, Mutation};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]).await?;
+//!
+//! client.put("greeting", "hello").await?;
+//! assert_eq!(client.get("greeting").await?, Some(b"hello".to_vec()));
+//!
+//! // Compare-and-swap; a failed comparison is an outcome, not an error.
+//! let swap = client.cas("greeting", Some(b"hello"), Some(b"hi")).await?;
+//! assert!(swap.succeeded);
+//!
+//! // Atomic multi-key write, within one shard.
+//! client.batch(vec![Mutation::put("a", "1"), Mutation::delete("b")]).await?;
+//!
+//! // Walks across shards; "" as end means the end of the key space.
+//! for (key, value) in client.scan("a", "", 100).await? {
+//!     println!("{} = {}", String::from_utf8_lossy(&key), String::from_utf8_lossy(&value));
+//! }
+//!
+//! assert!(client.delete("greeting").await?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! `get`, `scan` pages and all writes are linearizable. Writes carry a write
+//! id and are retried with the same id, so each is applied at most once;
+//! a write that fails with [`Error::Timeout`] may or may not have been
+//! applied. Every operation retries transparently (leader changes, splits,
+//! unreachable nodes) until [`ClientConfig::deadline`].
+
+pub mod admin;
+pub mod client;
+pub mod config;
+mod dispatch;
+pub mod error;
+pub mod limits;
+mod pool;
+pub mod retry;
+mod rng;
+pub mod route_cache;
+mod router;
+mod scan;
+pub mod session;
+mod types;
+
+pub use admin::{cluster_status, AdminClient, NodeStatus};
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::{Error, ServerErrorKind};
+pub use retry::{Backoff, Jitter};
+pub use types::{CasOutcome, Mutation};

@@ -1,0 +1,115 @@
+//! The `atollctl` binary against the fake cluster: outputs and exit codes.
+#![cfg(not(madsim))]
+
+mod fake_cluster;
+
+use std::process::{Command, Output};
+
+use fake_cluster::{lock, Shared};
+
+fn atollctl(world: &Shared, args: &[&str]) -> Output {
+    let endpoints = lock(world).addrs.join(",");
+    Command::new(env!("CARGO_BIN_EXE_atollctl"))
+        .args(["--endpoints", &endpoints, "--timeout", "3s"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run atollctl")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// The binary blocks one worker thread; the fake servers run on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_and_exit_codes() {
+    let world = fake_cluster::start().await;
+
+    let missing = atollctl(&world, &["get", "k"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(stdout(&missing), "");
+    assert_eq!(stderr(&missing), "error: key not found\n");
+
+    assert_eq!(stdout(&atollctl(&world, &["put", "k", "hello"])), "ok\n");
+    assert_eq!(stdout(&atollctl(&world, &["get", "k"])), "hello\n");
+    assert_eq!(
+        stdout(&atollctl(&world, &["--hex", "get", "k"])),
+        "68656c6c6f\n"
+    );
+
+    let json = atollctl(&world, &["--json", "get", "k"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["value"], "hello");
+
+    let failed = atollctl(&world, &["cas", "k", "--expect", "nope", "x"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stderr(&failed).contains("comparison failed"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(
+        stdout(&atollctl(
+            &world,
+            &["cas", "k", "--expect", "hello", "--delete"]
+        )),
+        "swapped\n"
+    );
+    assert_eq!(
+        stdout(&atollctl(&world, &["cas", "k", "--expect-absent", "again"])),
+        "swapped\n"
+    );
+
+    assert_eq!(stdout(&atollctl(&world, &["delete", "k"])), "deleted\n");
+    assert_eq!(
+        stdout(&atollctl(&world, &["delete", "k"])),
+        "key did not exist\n"
+    );
+
+    let empty_key = atollctl(&world, &["put", "", "v"]);
+    assert_eq!(empty_key.status.code(), Some(2));
+    assert!(
+        stderr(&empty_key).starts_with("error: invalid argument"),
+        "{}",
+        stderr(&empty_key)
+    );
+
+    let usage = atollctl(&world, &["cas", "k", "v"]);
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "neither --expect nor --expect-absent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_and_status() {
+    let world = fake_cluster::start().await;
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+        assert!(atollctl(&world, &["put", k, v]).status.success());
+    }
+    assert_eq!(stdout(&atollctl(&world, &["scan", "b"])), "b\t2\nc\t3\n");
+    assert_eq!(
+        stdout(&atollctl(&world, &["scan", "--limit", "1"])),
+        "a\t1\n"
+    );
+
+    lock(&world).down.insert(3);
+    let status = atollctl(&world, &["status"]);
+    assert!(status.status.success());
+    let table = stdout(&status);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NODE"), "{table}");
+    assert!(lines[1].contains("leader"), "{table}");
+    assert!(lines[3].contains("unreachable"), "{table}");
+
+    let json = atollctl(&world, &["--json", "status"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc[2]["reachable"], false);
+    assert_eq!(doc[0]["shards"][0]["role"], "leader");
+}

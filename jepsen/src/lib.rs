@@ -1,0 +1,38 @@
+//! atoll-jepsen: operation histories and a linearizability checker, shared by the madsim
+//! simulation tests and the real-process Jepsen tests. Pure code: no runtime, no I/O beyond
+//! reading and writing history files.
+//!
+//! Map of the crate:
+//! - [`history`]: [`Op`] (one client request: kind, call/return times, [`Outcome`]),
+//!   [`History`] (validated ops, JSON-lines save/load), [`Recorder`] (builds a history from
+//!   concurrent clients: `invoke` before the request, `complete` after).
+//! - [`linearizability`]: [`check`] / [`check_with`], a Porcupine-style checker
+//!   (Wing & Gong search, Lowe's memoization, one key at a time) against a per-key register
+//!   model with put, delete and compare-and-swap, plus quick proofs of common anomalies.
+//!   Returns a [`CheckResult`]; a [`Violation`] names the key and the [`Anomaly`] with its ops.
+//!   [`CheckOptions`] bound the search per key: past them the answer is `Unknown`, never a hang.
+//!
+//! ```
+//! use atoll_jepsen::{check, OpKind, OpResult, Outcome, Recorder};
+//!
+//! let rec = Recorder::new();
+//! let w = rec.invoke(1, OpKind::put("k", "v1"), rec.tick());
+//! let r = rec.invoke(2, OpKind::get("k"), rec.tick()); // concurrent with the put
+//! rec.complete(r, Outcome::Ok(OpResult::Get(Some(b"v1".to_vec()))), rec.tick()).unwrap();
+//! rec.complete(w, Outcome::Ok(OpResult::Put), rec.tick()).unwrap();
+//! let timed_out = rec.invoke(1, OpKind::delete("k"), rec.tick());
+//! rec.complete(timed_out, Outcome::Indeterminate, rec.tick()).unwrap();
+//!
+//! let history = rec.into_history();
+//! assert!(check(&history).is_linearizable());
+//! ```
+
+pub mod history;
+pub mod linearizability;
+
+pub use history::{
+    ClientId, History, HistoryError, Op, OpHandle, OpKind, OpResult, Outcome, Recorder,
+};
+pub use linearizability::{
+    check, check_with, Anomaly, CheckOptions, CheckResult, IndexedOp, Violation,
+};

@@ -1,0 +1,218 @@
+//! A simulated cluster: each Atoll node is a madsim node running the
+//! production start-up path over its own [`MemoryEngine`], which outlives
+//! the node so a restart finds exactly what was flushed before the crash.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_client::{Client, ClientConfig};
+use atoll_node::config::{Config, RaftTuning};
+use atoll_node::storage::engine::SharedEngine;
+use atoll_node::storage::MemoryEngine;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+
+use crate::observer::Observer;
+
+pub const PORT: u16 = 7101;
+
+pub struct SimNode {
+    pub id: u64,
+    pub addr: String,
+    pub handle: NodeHandle,
+    pub engine: Arc<MemoryEngine>,
+}
+
+pub struct SimCluster {
+    pub nodes: Vec<SimNode>,
+    pub observer: Observer,
+    client_node: NodeHandle,
+}
+
+/// Raft settings for simulation: frequent snapshots so snapshot install and
+/// log purge run under faults too.
+pub fn sim_tuning() -> RaftTuning {
+    RaftTuning {
+        snapshot_after_entries: 100,
+        keep_entries_after_snapshot: 20,
+        write_timeout_ms: 3000,
+        ..RaftTuning::default()
+    }
+}
+
+fn ip(i: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 77, 0, i as u8))
+}
+
+impl SimCluster {
+    /// Creates and starts `n` nodes that bootstrap one cluster together.
+    pub fn start(n: u64) -> Self {
+        let handle = Handle::current();
+        let observer = Observer::default();
+        let initial: Vec<String> = (1..=n).map(|i| format!("{i}={}:{PORT}", ip(i))).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let addr = format!("{}:{PORT}", ip(id));
+            let engine = Arc::new(MemoryEngine::new());
+            let config = Config {
+                id,
+                data_dir: format!("/sim/node{id}").into(),
+                listen: addr.clone(),
+                advertise: Some(addr.clone()),
+                initial_cluster: initial.clone(),
+                raft: sim_tuning(),
+                ..Config::default()
+            };
+            let (engine2, obs) = (engine.clone(), observer.clone());
+            let node = handle
+                .create_node()
+                .name(format!("node{id}"))
+                .ip(ip(id))
+                .init(move || {
+                    let (config, engine, obs) =
+                        (config.clone(), engine2.clone() as SharedEngine, obs.clone());
+                    async move {
+                        match atoll_node::start_with_engine(config, engine).await {
+                            Ok(node) => {
+                                obs.watch(&node);
+                                std::future::pending::<()>().await;
+                            }
+                            Err(e) => obs.record_error(format!("node {id} failed to start: {e}")),
+                        }
+                    }
+                })
+                .build();
+            nodes.push(SimNode {
+                id,
+                addr,
+                handle: node,
+                engine,
+            });
+        }
+        let client_node = handle
+            .create_node()
+            .name("clients")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 77, 1, 1)))
+            .build();
+        SimCluster {
+            nodes,
+            observer,
+            client_node,
+        }
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn node(&self, id: u64) -> &SimNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Power loss: the node stops at once and loses every unflushed write.
+    pub fn crash(&self, id: u64) {
+        let n = self.node(id);
+        Handle::current().kill(n.handle.id());
+        n.engine.crash();
+    }
+
+    /// Starts a crashed node again from what its engine kept.
+    pub fn restart(&self, id: u64) {
+        Handle::current().restart(self.node(id).handle.id());
+    }
+
+    pub fn pause(&self, id: u64) {
+        Handle::current().pause(self.node(id).handle.id());
+    }
+
+    pub fn resume(&self, id: u64) {
+        Handle::current().resume(self.node(id).handle.id());
+    }
+
+    /// Cuts every link between nodes of different groups (both ways).
+    /// Clients keep reaching every node.
+    pub fn partition(&self, groups: &[Vec<u64>]) {
+        let net = NetSim::current();
+        for (gi, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(gi + 1) {
+                for x in a {
+                    for y in b {
+                        net.clog_link(self.node(*x).handle.id(), self.node(*y).handle.id());
+                        net.clog_link(self.node(*y).handle.id(), self.node(*x).handle.id());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts only the listed one-way links.
+    pub fn cut_links(&self, links: &[(u64, u64)]) {
+        let net = NetSim::current();
+        for (x, y) in links {
+            net.clog_link(self.node(*x).handle.id(), self.node(*y).handle.id());
+        }
+    }
+
+    /// Restores every link between nodes.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if a.id != b.id {
+                    net.unclog_link(a.handle.id(), b.handle.id());
+                }
+            }
+        }
+    }
+
+    /// Runs `fut` on the client machine.
+    pub async fn on_client<F>(&self, fut: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.client_node.spawn(fut).await {
+            Ok(v) => v,
+            Err(e) => panic!("client task failed: {e}"),
+        }
+    }
+
+    /// A client connected from the client machine.
+    pub async fn client(&self, deadline: Duration) -> Client {
+        let endpoints = self.endpoints();
+        let config = ClientConfig {
+            deadline,
+            request_timeout: Duration::from_secs(1),
+            ..ClientConfig::default()
+        };
+        self.on_client(async move {
+            loop {
+                match Client::with_config(endpoints.clone(), config.clone()).await {
+                    Ok(c) => return c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+        .await
+    }
+
+    pub fn client_node(&self) -> &NodeHandle {
+        &self.client_node
+    }
+
+    /// User data of one node, as its engine holds it now.
+    pub fn data_of(&self, id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use atoll_node::storage::keys;
+        use atoll_node::storage::Engine;
+        let (lo, hi) = keys::data_range(b"", None);
+        self.node(id)
+            .engine
+            .scan(&lo, &hi, usize::MAX)
+            .unwrap_or_default()
+    }
+}

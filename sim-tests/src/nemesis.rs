@@ -1,0 +1,206 @@
+//! Fault schedules. A schedule names which faults may happen; the seed
+//! decides which happen when. Every fault is undone before the run's
+//! recovery phase.
+
+use std::time::Duration;
+
+use atoll_node::sim_hooks::{self, NetFaults};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::cluster::SimCluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// No faults.
+    Calm,
+    /// Random halves, majority/minority, isolated leader, bridges.
+    Partitions,
+    /// One node at a time killed (power loss) and restarted.
+    Crashes,
+    /// Several nodes — up to all — lose power at once.
+    PowerLoss,
+    /// Nodes paused (SIGSTOP-like) and resumed.
+    Pauses,
+    /// Raft RPCs dropped, duplicated and delayed.
+    NetChaos,
+    /// All of the above.
+    Mixed,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 7] = [
+        Schedule::Calm,
+        Schedule::Partitions,
+        Schedule::Crashes,
+        Schedule::PowerLoss,
+        Schedule::Pauses,
+        Schedule::NetChaos,
+        Schedule::Mixed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Calm => "calm",
+            Schedule::Partitions => "partitions",
+            Schedule::Crashes => "crashes",
+            Schedule::PowerLoss => "power-loss",
+            Schedule::Pauses => "pauses",
+            Schedule::NetChaos => "net-chaos",
+            Schedule::Mixed => "mixed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Schedule> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    fn kinds(self) -> &'static [Kind] {
+        use Kind::*;
+        match self {
+            Schedule::Calm => &[],
+            Schedule::Partitions => &[Halves, IsolateLeader, Bridge],
+            Schedule::Crashes => &[CrashOne, CrashLeader],
+            Schedule::PowerLoss => &[CrashMany],
+            Schedule::Pauses => &[Pause],
+            Schedule::NetChaos => &[Chaos],
+            Schedule::Mixed => &[
+                Halves,
+                IsolateLeader,
+                Bridge,
+                CrashOne,
+                CrashLeader,
+                CrashMany,
+                Pause,
+                Chaos,
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Halves,
+    IsolateLeader,
+    Bridge,
+    CrashOne,
+    CrashLeader,
+    CrashMany,
+    Pause,
+    Chaos,
+}
+
+/// What is currently broken, so it can be undone.
+enum Active {
+    Partition,
+    Crashed(Vec<u64>),
+    Paused(u64),
+    Chaos,
+}
+
+/// Injects faults from `schedule` until `duration` has passed, then undoes
+/// them all. Returns a log of what it did (part of the run's history).
+pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -> Vec<String> {
+    let mut log = Vec::new();
+    let kinds = schedule.kinds();
+    let start = tokio::time::Instant::now();
+    let ids = cluster.ids();
+    while !kinds.is_empty() && start.elapsed() < duration {
+        let (quiet, kind, hold) = {
+            let mut rng = madsim::rand::thread_rng();
+            let quiet = Duration::from_millis(rng.gen_range(300..2000));
+            let kind = kinds[rng.gen_range(0..kinds.len())];
+            let hold = Duration::from_millis(rng.gen_range(500..4000));
+            (quiet, kind, hold)
+        };
+        tokio::time::sleep(quiet).await;
+        let t = start.elapsed().as_millis();
+        let active = inject(cluster, kind, &ids);
+        log.push(format!("{t}ms: {}", describe(&active, kind)));
+        tokio::time::sleep(hold).await;
+        undo(cluster, active);
+        log.push(format!("{}ms: healed", start.elapsed().as_millis()));
+    }
+    log
+}
+
+fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
+    let mut rng = madsim::rand::thread_rng();
+    let leader = cluster.observer.believed_leader().unwrap_or(ids[0]);
+    match kind {
+        Kind::Halves => {
+            let mut shuffled = ids.to_vec();
+            shuffled.shuffle(&mut rng);
+            let cut = rng.gen_range(1..shuffled.len());
+            let (a, b) = shuffled.split_at(cut);
+            cluster.partition(&[a.to_vec(), b.to_vec()]);
+            Active::Partition
+        }
+        Kind::IsolateLeader => {
+            let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+            cluster.partition(&[vec![leader], rest]);
+            Active::Partition
+        }
+        Kind::Bridge => {
+            // Two nodes that cannot talk to each other, both reaching a third.
+            let mut shuffled = ids.to_vec();
+            shuffled.shuffle(&mut rng);
+            cluster.cut_links(&[(shuffled[0], shuffled[1]), (shuffled[1], shuffled[0])]);
+            Active::Partition
+        }
+        Kind::CrashOne => {
+            let victim = ids[rng.gen_range(0..ids.len())];
+            cluster.crash(victim);
+            Active::Crashed(vec![victim])
+        }
+        Kind::CrashLeader => {
+            cluster.crash(leader);
+            Active::Crashed(vec![leader])
+        }
+        Kind::CrashMany => {
+            let mut shuffled = ids.to_vec();
+            shuffled.shuffle(&mut rng);
+            let n = rng.gen_range(2..=shuffled.len());
+            let victims = shuffled[..n].to_vec();
+            for v in &victims {
+                cluster.crash(*v);
+            }
+            Active::Crashed(victims)
+        }
+        Kind::Pause => {
+            let victim = if rng.gen_bool(0.5) {
+                leader
+            } else {
+                ids[rng.gen_range(0..ids.len())]
+            };
+            cluster.pause(victim);
+            Active::Paused(victim)
+        }
+        Kind::Chaos => {
+            sim_hooks::set_net_faults(NetFaults {
+                drop: rng.gen_range(0.05..0.3),
+                duplicate: rng.gen_range(0.0..0.2),
+                max_delay: Duration::from_millis(rng.gen_range(10..300)),
+            });
+            Active::Chaos
+        }
+    }
+}
+
+fn describe(active: &Active, kind: Kind) -> String {
+    match active {
+        Active::Partition => format!("partition ({kind:?})"),
+        Active::Crashed(v) => format!("power loss on nodes {v:?}"),
+        Active::Paused(v) => format!("pause node {v}"),
+        Active::Chaos => format!("net chaos {:?}", sim_hooks::net_faults()),
+    }
+}
+
+fn undo(cluster: &SimCluster, active: Active) {
+    match active {
+        Active::Partition => cluster.heal(),
+        Active::Crashed(v) => v.iter().for_each(|id| cluster.restart(*id)),
+        Active::Paused(v) => cluster.resume(v),
+        Active::Chaos => sim_hooks::set_net_faults(NetFaults::default()),
+    }
+}

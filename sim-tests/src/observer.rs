@@ -1,0 +1,86 @@
+//! What nodes say about themselves, recorded as it happens: every
+//! (shard, term) in which a node saw itself leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use atoll_node::Node;
+use openraft::ServerState;
+
+#[derive(Default, Clone)]
+pub struct Observer {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (shard, term) -> nodes that claimed leadership.
+    leaders: BTreeMap<(u64, u64), BTreeSet<u64>>,
+    /// node -> (shard -> last known leader as the node sees it).
+    last_leader: BTreeMap<u64, Option<u64>>,
+    errors: Vec<String>,
+}
+
+impl Observer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches every replica of `node` until the node dies.
+    pub fn watch(&self, node: &Node) {
+        for replica in node.host().all() {
+            let mut rx = replica.raft.metrics();
+            let (obs, node_id, shard) = (self.clone(), node.id(), replica.id);
+            tokio::spawn(async move {
+                loop {
+                    let m = rx.borrow_and_update().clone();
+                    {
+                        let mut s = obs.lock();
+                        if m.state == ServerState::Leader {
+                            s.leaders
+                                .entry((shard, m.current_term))
+                                .or_default()
+                                .insert(node_id);
+                        }
+                        s.last_leader.insert(node_id, m.current_leader);
+                    }
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    pub fn record_error(&self, e: String) {
+        self.lock().errors.push(e);
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.lock().errors.clone()
+    }
+
+    /// (shard, term) pairs with more than one self-declared leader.
+    pub fn leader_conflicts(&self) -> Vec<((u64, u64), BTreeSet<u64>)> {
+        self.lock()
+            .leaders
+            .iter()
+            .filter(|(_, n)| n.len() > 1)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    pub fn terms_with_leader(&self) -> usize {
+        self.lock().leaders.len()
+    }
+
+    /// The leader most nodes currently believe in.
+    pub fn believed_leader(&self) -> Option<u64> {
+        let s = self.lock();
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for l in s.last_leader.values().flatten() {
+            *votes.entry(*l).or_default() += 1;
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
+    }
+}

@@ -1,0 +1,211 @@
+//! Runs a scenario for one seed in a fresh madsim runtime, checks every
+//! invariant, and sweeps seeds with a replay command for each failure.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_jepsen::{OpKind, OpResult, Outcome, Recorder};
+use atoll_node::sim_hooks::{self, Bug, NetFaults};
+
+use crate::checks::{convergence, durability, leaders, linearizable};
+use crate::cluster::SimCluster;
+use crate::nemesis::{self, Schedule};
+use crate::workload::{self, Workload};
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub schedule: Schedule,
+    pub nodes: u64,
+    pub workload: Workload,
+    pub bug: Bug,
+}
+
+impl Scenario {
+    pub fn new(schedule: Schedule) -> Self {
+        Self {
+            schedule,
+            nodes: 3,
+            workload: Workload::default(),
+            bug: Bug::None,
+        }
+    }
+}
+
+/// Everything a run produced, in order; equal for equal seeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub faults: Vec<String>,
+    pub history_jsonl: String,
+    pub ops: usize,
+    pub acked_unique_writes: usize,
+    pub leader_terms: usize,
+}
+
+const FINAL_READER: u64 = 1_000;
+
+/// The scenario inside the simulation.
+pub async fn run(scenario: Scenario) -> Result<Report, String> {
+    let cluster = SimCluster::start(scenario.nodes);
+    let w = scenario.workload.clone();
+    let rec = Arc::new(Recorder::new());
+    let client = cluster.client(Duration::from_secs(5)).await;
+
+    let mut tasks = Vec::new();
+    for me in 1..=w.clients + w.readers {
+        // Separate clients, separate route caches: like separate processes.
+        let own = cluster.client(Duration::from_secs(5)).await;
+        let read_only = me > w.clients;
+        let fut = workload::register_client(own, me, read_only, w.clone(), rec.clone());
+        tasks.push(cluster.client_node().spawn(fut));
+    }
+    let writer = cluster
+        .client_node()
+        .spawn(workload::unique_writer(client.clone(), w.duration));
+    let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
+    for t in tasks {
+        t.await.map_err(|e| format!("client task died: {e}"))?;
+    }
+    let acked = writer.await.map_err(|e| format!("writer task died: {e}"))?;
+    let errors = cluster.observer.errors();
+    if !errors.is_empty() {
+        return Err(format!("node errors: {errors:?}"));
+    }
+
+    // Recovery: every fault is healed; the cluster must serve again.
+    let reader = cluster.client(Duration::from_secs(30)).await;
+    for k in 0..w.keys {
+        let key = workload::key(k);
+        let h = rec.invoke(FINAL_READER, OpKind::get(key.clone()), rec.tick());
+        let (r, key2) = {
+            let reader = reader.clone();
+            cluster
+                .on_client(async move { (reader.get(&key).await, key) })
+                .await
+        };
+        let v = r.map_err(|e| {
+            format!(
+                "cluster did not recover: final read of {:?}: {e}",
+                String::from_utf8_lossy(&key2)
+            )
+        })?;
+        let _ = rec.complete(h, Outcome::Ok(OpResult::Get(v)), rec.tick());
+    }
+    let keys: Vec<Vec<u8>> = acked.iter().map(|(k, _)| k.clone()).collect();
+    let read_back = {
+        let reader = reader.clone();
+        cluster
+            .on_client(async move {
+                let mut out = Vec::new();
+                for k in keys {
+                    out.push(reader.get(&k).await.map_err(|e| e.to_string())?);
+                }
+                Ok::<_, String>(out)
+            })
+            .await?
+    };
+
+    let history = rec.history();
+    if let Ok(dir) = std::env::var("SIM_HISTORY_DIR") {
+        let path = std::path::Path::new(&dir).join(format!(
+            "seed-{}.jsonl",
+            madsim::runtime::Handle::current().seed()
+        ));
+        let _ = history.save(&path);
+    }
+    leaders::check_one_leader_per_term(&cluster.observer)?;
+    durability::check_acked_writes(&acked, &read_back)?;
+    linearizable::check_history(&history)?;
+    convergence::wait_converged(&cluster, Duration::from_secs(30)).await?;
+
+    let mut jsonl = Vec::new();
+    history.write_jsonl(&mut jsonl).map_err(|e| e.to_string())?;
+    Ok(Report {
+        faults,
+        history_jsonl: String::from_utf8_lossy(&jsonl).into_owned(),
+        ops: history.len(),
+        acked_unique_writes: acked.len(),
+        leader_terms: cluster.observer.terms_with_leader(),
+    })
+}
+
+/// Runs one seed in its own runtime; a panic anywhere is a failure.
+pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
+    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.set_time_limit(Duration::from_secs(900));
+    sim_hooks::set_bug(scenario.bug);
+    sim_hooks::set_net_faults(NetFaults::default());
+    let s = scenario.clone();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(run(s))));
+    sim_hooks::set_bug(Bug::None);
+    sim_hooks::set_net_faults(NetFaults::default());
+    match result {
+        Ok(r) => r,
+        Err(p) => Err(match p.downcast_ref::<String>() {
+            Some(s) => format!("panic: {s}"),
+            None => match p.downcast_ref::<&str>() {
+                Some(s) => format!("panic: {s}"),
+                None => "panic".to_string(),
+            },
+        }),
+    }
+}
+
+/// Seeds to run: `SIM_SEED=n` for one, else `SIM_SEED_START` (default 1)
+/// and `SIM_SEEDS` (default `default_count`).
+pub fn seeds(default_count: u64) -> Vec<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(s) = var("SIM_SEED") {
+        return vec![s];
+    }
+    let start = var("SIM_SEED_START").unwrap_or(1);
+    let count = var("SIM_SEEDS").unwrap_or(default_count);
+    (start..start + count).collect()
+}
+
+/// Runs `scenario` for every seed; prints each failure with the command
+/// that replays it, and a one-line summary. Returns the failing seeds.
+pub fn sweep(
+    test_file: &str,
+    test_name: &str,
+    scenario: &Scenario,
+    seeds: &[u64],
+) -> Vec<(u64, String)> {
+    let mut failures = Vec::new();
+    for &seed in seeds {
+        match run_seed(seed, scenario) {
+            Ok(r) => {
+                if std::env::var("SIM_VERBOSE").is_ok() {
+                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.faults);
+                }
+            }
+            Err(msg) => {
+                println!(
+                    "FAILED {test_name} seed {seed} (schedule {}): {msg}\n  replay: SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p atoll-sim-tests --test {test_file} {test_name} -- --nocapture",
+                    scenario.schedule.name()
+                );
+                failures.push((seed, msg));
+            }
+        }
+        if let Ok(path) = std::env::var("SIM_SUMMARY") {
+            let line = serde_json::json!({
+                "test": test_name, "schedule": scenario.schedule.name(), "seed": seed,
+                "ok": !failures.iter().any(|(s, _)| *s == seed),
+            });
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }
+    println!(
+        "sim {test_name}: {} seeds, {} failed",
+        seeds.len(),
+        failures.len()
+    );
+    failures
+}

@@ -1,0 +1,132 @@
+//! Client workloads. `register_clients` runs concurrent get/put/cas/delete
+//! on a few keys and records every invocation and completion; `unique_writer`
+//! writes fresh keys and remembers which writes were acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_client::Client;
+use atoll_jepsen::{OpKind, OpResult, Outcome, Recorder};
+use rand::Rng;
+
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Clients doing a mix of reads and writes.
+    pub clients: u64,
+    /// Clients doing only reads: they stay with whichever leader answers
+    /// them, so they are the ones that notice a deposed leader serving reads.
+    pub readers: u64,
+    pub keys: usize,
+    pub duration: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            clients: 3,
+            readers: 1,
+            keys: 4,
+            duration: Duration::from_secs(20),
+        }
+    }
+}
+
+pub fn key(i: usize) -> Vec<u8> {
+    format!("reg{i}").into_bytes()
+}
+
+/// One client's loop until `duration` has passed. A `read_only` client
+/// only does gets.
+pub async fn register_client(
+    client: Client,
+    me: u64,
+    read_only: bool,
+    w: Workload,
+    rec: Arc<Recorder>,
+) {
+    let start = tokio::time::Instant::now();
+    let mut seen: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
+    let mut n = 0u64;
+    while start.elapsed() < w.duration {
+        n += 1;
+        let (k, choice, pause) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                rng.gen_range(0..w.keys),
+                rng.gen_range(0..100u32),
+                rng.gen_range(0..50u64),
+            )
+        };
+        let key = key(k);
+        let value = format!("c{me}-{n}").into_bytes();
+        let choice = if read_only { 0 } else { choice };
+        let kind = match choice {
+            0..=39 => OpKind::get(key.clone()),
+            40..=69 => OpKind::put(key.clone(), value.clone()),
+            70..=79 => OpKind::delete(key.clone()),
+            _ => {
+                let expected = seen.get(&k).cloned().flatten();
+                let new = if choice < 95 {
+                    Some(value.clone())
+                } else {
+                    None
+                };
+                OpKind::cas(key.clone(), expected, new)
+            }
+        };
+        let handle = rec.invoke(me, kind.clone(), rec.tick());
+        let outcome = match kind {
+            OpKind::Get { .. } => match client.get(&key).await {
+                Ok(v) => {
+                    seen.insert(k, v.clone());
+                    Outcome::Ok(OpResult::Get(v))
+                }
+                // A failed read changed nothing.
+                Err(_) => Outcome::Failed,
+            },
+            OpKind::Put { .. } => match client.put(&key, &value).await {
+                Ok(()) => Outcome::Ok(OpResult::Put),
+                Err(_) => Outcome::Indeterminate,
+            },
+            OpKind::Delete { .. } => match client.delete(&key).await {
+                Ok(_) => Outcome::Ok(OpResult::Delete),
+                Err(_) => Outcome::Indeterminate,
+            },
+            OpKind::Cas { expected, new, .. } => {
+                match client.cas(&key, expected.as_deref(), new.as_deref()).await {
+                    Ok(o) => {
+                        seen.insert(k, if o.succeeded { new } else { o.previous });
+                        Outcome::Ok(OpResult::Cas {
+                            succeeded: o.succeeded,
+                        })
+                    }
+                    Err(_) => Outcome::Indeterminate,
+                }
+            }
+        };
+        // Completing a handle we just invoked cannot fail.
+        let _ = rec.complete(handle, outcome, rec.tick());
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Writes `uniq-N` keys until `duration` has passed; returns the
+/// acknowledged ones.
+pub async fn unique_writer(client: Client, duration: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let start = tokio::time::Instant::now();
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        n += 1;
+        let (k, v) = (
+            format!("uniq-{n:06}").into_bytes(),
+            format!("v{n}").into_bytes(),
+        );
+        if client.put(&k, &v).await.is_ok() {
+            acked.push((k, v));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acked
+}
