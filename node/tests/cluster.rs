@@ -167,7 +167,7 @@ async fn killing_the_leader_under_load_elects_a_new_one_and_loses_no_acknowledge
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_every_node_after_kill9_keeps_every_acknowledged_key() {
+async fn restarting_every_node_after_sigterm_or_kill9_keeps_every_acknowledged_key() {
     let mut cluster = Cluster::start(3, FAST_SNAPSHOTS);
     cluster.wait_leader(1, SECS(20)).await;
     let c = client(&cluster).await;
@@ -177,7 +177,13 @@ async fn restarting_every_node_after_kill9_keeps_every_acknowledged_key() {
         c.put(&k, &v).await.unwrap();
         acked.push((k, v));
     }
-    for id in 1..=3 {
+    // Node 1 stops gracefully (SIGTERM), the others are killed.
+    assert!(
+        cluster.terminate(1),
+        "SIGTERM should stop node 1 cleanly (exit 0)\n{}",
+        cluster.logs()
+    );
+    for id in 2..=3 {
         cluster.kill9(id);
     }
     for id in 1..=3 {

@@ -1,10 +1,10 @@
 //! Linearizability checker for KV histories, in the style of Porcupine.
 //!
-//! - [`model`]: the per-key register model and the preparation of a key's ops for the search
+//! - `model`: the per-key register model and the preparation of a key's ops for the search
 //!   (dropping and bounding ops that cannot matter).
-//! - [`anomalies`]: quick proofs of common anomalies (stale reads, lost updates) on values with
+//! - `anomalies`: quick proofs of common anomalies (stale reads, lost updates) on values with
 //!   a single writer, reported without search.
-//! - [`search`]: Wing & Gong's search with Lowe's memoization, over one key.
+//! - `search`: Wing & Gong's search with Lowe's memoization, over one key.
 //!
 //! Ops on different keys commute, so a history is linearizable iff each key's sub-history is
 //! (P-compositionality): each key is checked on its own, with its own budget.

@@ -1,5 +1,5 @@
 //! Wing & Gong's search for a linearization of one key, with Lowe's memoization, as in
-//! Porcupine, plus one rule for indeterminate ops.
+//! Porcupine, plus cuts for this register model.
 //!
 //! Call and return events sit in a doubly linked list in time order. From the head, the search
 //! tries each call before the first return: if the op fits the model state, it is linearized
@@ -18,6 +18,13 @@
 //! entered node at least as small, so the smallest such node is never skipped and its search
 //! makes progress. To meet the smaller nodes first, the search tries completed ops before
 //! indeterminate ones.
+//!
+//! Cuts, each argued where it is applied:
+//! - a get or failed cas that fits is taken with no alternative ([`Pass::Free`]);
+//! - of identical ops that could go next, only the earliest-returning one is tried
+//!   ([`Search::twin_ready`]);
+//! - a move that destroys the last possible source of a value some completed op still needs is
+//!   not made ([`Search::starves`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

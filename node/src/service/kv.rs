@@ -41,6 +41,7 @@ impl KvService {
         let header = header
             .ok_or_else(|| KvError::InvalidArgument("request has no header (shard id)".into()))?;
         let replica = self.ctx.replica(header.shard_id)?;
+        tracing::Span::current().record("term", replica.raft.metrics().borrow().current_term);
         if let Some(epoch) = &header.epoch {
             // Only splits/merges change which keys a shard serves; a stale
             // conf_ver does not make a KV request wrong.
@@ -218,7 +219,13 @@ fn err(e: KvError) -> Option<pb::Error> {
 
 fn span(ctx: &NodeCtx, op: &'static str, header: Option<&pb::RequestHeader>) -> tracing::Span {
     let shard = header.map(|h| h.shard_id).unwrap_or(0);
-    tracing::debug_span!("kv", node = ctx.node_id(), shard, op)
+    tracing::debug_span!(
+        "kv",
+        node = ctx.node_id(),
+        shard,
+        op,
+        term = tracing::field::Empty
+    )
 }
 
 #[tonic::async_trait]

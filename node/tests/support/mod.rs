@@ -93,6 +93,29 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits for the process; returns whether it exited 0.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let Some(mut child) = self.node_mut(id).child.take() else {
+            return false;
+        };
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(sent, "could not send SIGTERM to node {id}");
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// (Re)starts a node from its config and data dir.
     pub fn restart(&mut self, id: u64) {
         self.kill9(id);
