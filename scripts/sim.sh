@@ -28,8 +28,8 @@ cargo test --release -p atoll-sim-tests --test faults --no-run -q 2>/dev/null ||
   cargo test --release -p atoll-sim-tests --test faults --no-run
 
 stamp=$(date +%Y%m%d-%H%M%S)
-summary=target/sim/summary-$stamp.txt
-jsonl=target/sim/summary-$stamp.jsonl
+summary=$PWD/target/sim/summary-$stamp.txt
+jsonl=$PWD/target/sim/summary-$stamp.jsonl
 logdir=target/sim/logs-$stamp
 mkdir -p "$logdir"
 per=$(( (seeds + jobs - 1) / jobs ))
@@ -41,7 +41,7 @@ for j in $(seq 0 $((jobs - 1))); do
   [ $((s + n)) -gt $((start + seeds)) ] && n=$((start + seeds - s))
   [ "$n" -le 0 ] && continue
   SIM_SEED_START=$s SIM_SEEDS=$n SIM_SUMMARY="$jsonl" \
-    cargo test --release -q -p atoll-sim-tests --test faults -- --test-threads 1 $test \
+    cargo test --release -q -p atoll-sim-tests --test faults -- --test-threads 1 --nocapture $test \
     >"$logdir/job$j.log" 2>&1 &
   pids+=($!)
 done

@@ -129,8 +129,19 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     })
 }
 
+/// Logs to stderr when `SIM_LOG` is set (e.g. `SIM_LOG=info,openraft=debug`).
+fn init_logging() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// Runs one seed in its own runtime; a panic anywhere is a failure.
 pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
+    init_logging();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(900));
     sim_hooks::set_bug(scenario.bug);

@@ -49,6 +49,12 @@ impl Replica {
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
+        super::election_nudge::spawn(
+            raft.clone(),
+            deps.node_id,
+            std::time::Duration::from_millis(deps.raft_config.election_timeout_min),
+            std::time::Duration::from_millis(deps.raft_config.election_timeout_max),
+        );
         Ok(Self { id, raft, meta })
     }
 
