@@ -15,6 +15,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Keep every test runner line so a grand total can close the run.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -26,8 +30,11 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo clippy -p atoll-sim-tests -p atoll-node -p atoll-client --all-targets -- -D warnings
 
 step "unit and integration tests"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$results"
 
-step "simulation tests (madsim, ${SIM_SEEDS:-4} seeds each)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
-  cargo test -p atoll-sim-tests
+step "simulation tests (madsim, ${SIM_SEEDS:-8} seeds per schedule)"
+SIM_SEEDS=${SIM_SEEDS:-8} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+  cargo test -p atoll-sim-tests --tests 2>&1 | tee -a "$results"
+
+# Grand total over every runner above (pipefail already stopped on failure).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall tests: %d passed, %d failed\n", p, f }' "$results"

@@ -7,7 +7,7 @@
 use atoll_sim_tests::nemesis::Schedule;
 use atoll_sim_tests::runner::{seeds, sweep, Scenario};
 
-const DEFAULT_SEEDS: u64 = 4;
+const DEFAULT_SEEDS: u64 = 8;
 
 fn schedule(name: &str, s: Schedule) {
     let failures = sweep("faults", name, &Scenario::new(s), &seeds(DEFAULT_SEEDS));
