@@ -58,7 +58,7 @@ t1=$(date +%s)
     echo "  $sched: $total runs, $failed failed"
   done
   echo "failures:"
-  grep -h -A1 '^FAILED' "$logdir"/*.log || echo "  none"
+  grep -h -A1 'FAILED .* seed [0-9]' "$logdir"/*.log | sed 's/^[.]*//' || echo "  none"
 } | tee "$summary"
 echo "summary: $summary" >&2
 exit $status

@@ -209,7 +209,7 @@ pub fn sweep(
                 .append(true)
                 .open(path)
             {
-                let _ = writeln!(f, "{line}");
+                let _ = f.write_all(format!("{line}\n").as_bytes()); // one write: parallel jobs share the file
             }
         }
     }

@@ -42,6 +42,25 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_vote(AnyError::new(&e)).into()
 }
 
+/// The vote a restarted replica resumes with: the same term and candidate,
+/// but never "committed".
+///
+/// openraft 0.9 restarts a replica whose stored vote is committed for itself
+/// straight into leadership of that same term. That is unsafe when the old
+/// leader lost unflushed log entries in the crash: two followers may have
+/// committed (and a client seen acknowledged) entry N, and the restarted
+/// leader would write a different entry N in the same term, which followers
+/// take for the one they have. The simulation caught exactly this
+/// (crashes schedule, seed 2611). Reporting the vote as not committed makes
+/// the replica start as a follower and win a fresh election first, as in
+/// standard Raft. See docs/decisions/0006-no-leadership-across-restarts.md.
+pub fn restart_as_candidate(vote: Vote) -> Vote {
+    Vote {
+        committed: false,
+        ..vote
+    }
+}
+
 impl LogStore {
     pub fn new(shard: ShardId, engine: SharedEngine, flusher: Flusher) -> Self {
         Self {
@@ -145,7 +164,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(RaftMeta::Vote)
+        Ok(self
+            .read_meta::<Vote>(RaftMeta::Vote)?
+            .map(restart_as_candidate))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -206,5 +227,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The flush also makes the state machine durable up to the snapshot
         // this purge follows, so a restart never needs a purged entry.
         self.write_durably(batch).await.map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    #[tokio::test]
+    async fn a_restarted_leader_does_not_resume_leadership_but_keeps_its_term() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut log = LogStore::new(1, engine.clone(), Flusher::spawn(engine.clone()));
+        log.save_vote(&Vote::new_committed(7, 3)).await.unwrap();
+        let back = log.read_vote().await.unwrap().unwrap();
+        assert!(
+            !back.is_committed(),
+            "a committed vote would restart the node as leader"
+        );
+        assert_eq!(back, Vote::new(7, 3));
     }
 }

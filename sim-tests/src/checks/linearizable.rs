@@ -5,7 +5,7 @@ use atoll_jepsen::{check, CheckResult, History};
 pub fn check_history(history: &History) -> Result<(), String> {
     match check(history) {
         CheckResult::Linearizable => Ok(()),
-        CheckResult::NotLinearizable(v) => Err(format!("history is not linearizable: {v:?}")),
+        CheckResult::NotLinearizable(v) => Err(format!("history is not linearizable: {v}")),
         CheckResult::Unknown { keys } => Err(format!(
             "linearizability checker ran out of budget on keys {:?}",
             keys.iter()
