@@ -32,21 +32,26 @@ summary=$PWD/target/sim/summary-$stamp.txt
 jsonl=$PWD/target/sim/summary-$stamp.jsonl
 logdir=target/sim/logs-$stamp
 mkdir -p "$logdir"
-per=$(( (seeds + jobs - 1) / jobs ))
+# Seeds are run in chunks of at most $CHUNK per process: memory grows with
+# every simulated run in one process, so no process runs too many.
+CHUNK=${SIM_CHUNK:-50}
 t0=$(date +%s)
-pids=()
-for j in $(seq 0 $((jobs - 1))); do
-  s=$((start + j * per))
-  n=$per
-  [ $((s + n)) -gt $((start + seeds)) ] && n=$((start + seeds - s))
-  [ "$n" -le 0 ] && continue
-  SIM_SEED_START=$s SIM_SEEDS=$n SIM_SUMMARY="$jsonl" \
-    cargo test --release -q -p atoll-sim-tests --test faults -- --test-threads 1 --nocapture $test \
-    >"$logdir/job$j.log" 2>&1 &
-  pids+=($!)
-done
 status=0
-for p in "${pids[@]}"; do wait "$p" || status=1; done
+s=$start
+end=$((start + seeds))
+chunks=()
+while [ "$s" -lt "$end" ]; do
+  n=$CHUNK
+  [ $((s + n)) -gt "$end" ] && n=$((end - s))
+  chunks+=("$s $n")
+  s=$((s + n))
+done
+printf '%s\n' "${chunks[@]}" | xargs -P "$jobs" -L 1 sh -c '
+  SIM_SEED_START=$0 SIM_SEEDS=$1 SIM_SUMMARY="'"$jsonl"'" \
+    cargo test --release -q -p atoll-sim-tests --test faults -- --test-threads 1 --nocapture '"$test"' \
+    >"'"$logdir"'/seeds-$0.log" 2>&1 || echo "chunk at seed $0 failed (see '"$logdir"'/seeds-$0.log)"
+' | tee "$logdir/chunks-failed.txt"
+[ -s "$logdir/chunks-failed.txt" ] && status=1
 t1=$(date +%s)
 
 {
