@@ -64,16 +64,7 @@ impl Schedule {
             Schedule::PowerLoss => &[CrashMany],
             Schedule::Pauses => &[Pause],
             Schedule::NetChaos => &[Chaos],
-            Schedule::Mixed => &[
-                Halves,
-                IsolateLeader,
-                Bridge,
-                CrashOne,
-                CrashLeader,
-                CrashMany,
-                Pause,
-                Chaos,
-            ],
+            Schedule::Mixed => &Kind::ALL,
         }
     }
 }
@@ -88,6 +79,27 @@ enum Kind {
     CrashMany,
     Pause,
     Chaos,
+}
+
+impl Kind {
+    /// Every fault, in the order `Mixed` draws from.
+    const ALL: [Kind; 8] = [
+        Kind::Halves,
+        Kind::IsolateLeader,
+        Kind::Bridge,
+        Kind::CrashOne,
+        Kind::CrashLeader,
+        Kind::CrashMany,
+        Kind::Pause,
+        Kind::Chaos,
+    ];
+}
+
+/// `ids` in random order.
+fn shuffled(ids: &[u64], rng: &mut impl rand::Rng) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.shuffle(rng);
+    v
 }
 
 /// What is currently broken, so it can be undone.
@@ -129,8 +141,7 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
     let leader = cluster.observer.believed_leader().unwrap_or(ids[0]);
     match kind {
         Kind::Halves => {
-            let mut shuffled = ids.to_vec();
-            shuffled.shuffle(&mut rng);
+            let shuffled = shuffled(ids, &mut rng);
             let cut = rng.gen_range(1..shuffled.len());
             let (a, b) = shuffled.split_at(cut);
             cluster.partition(&[a.to_vec(), b.to_vec()]);
@@ -143,8 +154,7 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
         }
         Kind::Bridge => {
             // Two nodes that cannot talk to each other, both reaching a third.
-            let mut shuffled = ids.to_vec();
-            shuffled.shuffle(&mut rng);
+            let shuffled = shuffled(ids, &mut rng);
             cluster.cut_links(&[(shuffled[0], shuffled[1]), (shuffled[1], shuffled[0])]);
             Active::Partition
         }
@@ -158,8 +168,7 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
             Active::Crashed(vec![leader])
         }
         Kind::CrashMany => {
-            let mut shuffled = ids.to_vec();
-            shuffled.shuffle(&mut rng);
+            let shuffled = shuffled(ids, &mut rng);
             let n = rng.gen_range(2..=shuffled.len());
             let victims = shuffled[..n].to_vec();
             for v in &victims {
