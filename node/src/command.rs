@@ -1,5 +1,9 @@
 //! What goes through a shard's Raft log (`Request`) and what applying it
 //! answers (`Response`). Encoded with bincode inside openraft entries.
+//!
+//! Byte strings are encoded with `serde_bytes`: bincode writes the same bytes
+//! as for a `Vec<u8>` (length, then the bytes), but in one copy instead of
+//! one call per byte, which matters for 1 MiB values.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,21 +19,27 @@ pub struct WriteId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Set `key` to `new` (None: delete) iff its value equals `expected`
     /// (None: absent).
     Cas {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         expected: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
         new: Option<Vec<u8>>,
     },
     /// Atomic puts (Some) and deletes (None).
-    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    Batch(#[serde(with = "crate::codec::byte_pairs")] Vec<(Vec<u8>, Option<Vec<u8>>)>),
 }
 
 impl WriteOp {
@@ -54,7 +64,10 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rejection {
     /// A key is outside the shard's range at apply time (the shard split).
-    KeyOutOfRange { key: Vec<u8> },
+    KeyOutOfRange {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
     /// A retry of a write whose answer the client already acknowledged.
     StaleSequence { seq: u64, first_incomplete: u64 },
 }
@@ -69,6 +82,7 @@ pub enum Response {
     },
     Cas {
         succeeded: bool,
+        #[serde(with = "serde_bytes")]
         previous: Option<Vec<u8>>,
     },
     Batch,

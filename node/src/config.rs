@@ -18,6 +18,9 @@ pub struct Limits {
     /// Total key + value bytes of one batch.
     pub max_batch_bytes: usize,
     pub max_scan_limit: u32,
+    /// Key + value bytes of one scan page; a fuller page is cut short and
+    /// marked truncated (the client continues from its last key).
+    pub max_scan_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_batch_mutations: 10_000,
             max_batch_bytes: 16 * 1024 * 1024,
             max_scan_limit: 1000,
+            max_scan_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -44,6 +48,14 @@ pub struct RaftTuning {
     /// Entries kept in the log after a snapshot, for slow followers.
     pub keep_entries_after_snapshot: u64,
     pub max_entries_per_append: u64,
+    /// Encoded bytes of one AppendEntries; more entries than fit are sent in
+    /// later ones (one entry is always sent, whatever its size).
+    pub max_append_bytes: usize,
+    /// How long one AppendEntries may take (send, append and flush on the
+    /// follower, reply) before the leader sends it again. Independent of the
+    /// heartbeat: a follower writing a large append under load must still
+    /// be able to acknowledge it.
+    pub append_timeout_ms: u64,
     /// How long a write may wait for commit before `Unavailable`.
     pub write_timeout_ms: u64,
 }
@@ -57,6 +69,8 @@ impl Default for RaftTuning {
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
+            max_append_bytes: 4 * 1024 * 1024,
+            append_timeout_ms: 1000,
             write_timeout_ms: 5000,
         }
     }
@@ -76,6 +90,7 @@ impl RaftTuning {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
             max_payload_entries: self.max_entries_per_append,
+            append_entries_timeout: self.append_timeout_ms.max(1),
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -144,6 +144,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         flusher: flusher.clone(),
         peers: peers.clone(),
         raft_config: Arc::new(config.raft.to_openraft()?),
+        max_append_bytes: config.raft.max_append_bytes,
     };
     let host = ShardHost::open(deps).await?;
     let ctx = Arc::new(NodeCtx {

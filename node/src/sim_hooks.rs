@@ -3,6 +3,7 @@
 //! - [`NetFaults`]: drop, delay and duplicate individual Raft RPCs in our
 //!   transport. madsim's connections are reliable (a clogged link holds
 //!   messages, it never loses them), so message loss is modelled here.
+//! - [`flush_latency`]: a simulated disk's flush time, with slow outliers.
 //! - [`Bug`] (feature `sim-bugs`): deliberately broken modes that the
 //!   simulation's checkers must catch, proving they can fail.
 //!
@@ -57,6 +58,22 @@ pub fn rpc_fate() -> RpcFate {
     }
 }
 
+/// How long one flush of the simulated disk takes: usually a fraction of a
+/// millisecond, sometimes tens of milliseconds, and now and then a slow
+/// outlier of hundreds (a busy device, a journal commit). A real disk does
+/// this; a simulation whose flush is free cannot see stalls that slow
+/// flushes cause, such as replication that gives up on a follower before it
+/// can acknowledge.
+pub fn flush_latency() -> Duration {
+    let mut rng = madsim::rand::thread_rng();
+    let micros = match rng.gen_range(0..1000u32) {
+        0..=899 => rng.gen_range(100..2_000),
+        900..=979 => rng.gen_range(2_000..30_000),
+        _ => rng.gen_range(100_000..400_000),
+    };
+    Duration::from_micros(micros)
+}
+
 /// Deliberately broken behaviours, for proving the checkers work.
 #[cfg(feature = "sim-bugs")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +85,9 @@ pub enum Bug {
     AckBeforeCommit,
     /// Acknowledge a log append before it is flushed.
     AckBeforeFlush,
+    /// Read scan pages without the replica's consistent view, so a page can
+    /// show half of an applied batch.
+    ScanWithoutView,
 }
 
 #[cfg(feature = "sim-bugs")]

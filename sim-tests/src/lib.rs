@@ -9,8 +9,9 @@
 //! - [`nemesis`]: named fault schedules, randomised per seed.
 //! - [`workload`]: concurrent clients on a small key set, recorded as an
 //!   `atoll_jepsen::History`, plus a unique-key writer for durability.
+//! - [`batch_groups`]: whole-group batches and one-page scans of the group.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
-//!   term, no lost acknowledged write, replica convergence.
+//!   term, no lost acknowledged write, replica convergence, no torn scan.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!
@@ -20,6 +21,7 @@
 
 #![cfg(madsim)]
 
+pub mod batch_groups;
 pub mod checks;
 pub mod cluster;
 pub mod nemesis;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use atoll_jepsen::{OpKind, OpResult, Outcome, Recorder};
 use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
-use crate::checks::{convergence, durability, leaders, linearizable};
+use crate::batch_groups;
+use crate::checks::{batch_atomicity, convergence, durability, leaders, linearizable, liveness};
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
 use crate::workload::{self, Workload};
@@ -62,15 +63,31 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     let writer = cluster
         .client_node()
         .spawn(workload::unique_writer(client.clone(), w.duration));
+    for me in 1..=2 {
+        let own = cluster.client(Duration::from_secs(5)).await;
+        cluster
+            .client_node()
+            .spawn(batch_groups::writer(own, me, w.duration));
+    }
+    let scanner = {
+        let own = cluster.client(Duration::from_secs(5)).await;
+        cluster
+            .client_node()
+            .spawn(batch_groups::scanner(own, w.duration))
+    };
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
     for t in tasks {
         t.await.map_err(|e| format!("client task died: {e}"))?;
     }
     let acked = writer.await.map_err(|e| format!("writer task died: {e}"))?;
+    let pages = scanner
+        .await
+        .map_err(|e| format!("scanner task died: {e}"))?;
     let errors = cluster.observer.errors();
     if !errors.is_empty() {
         return Err(format!("node errors: {errors:?}"));
     }
+    liveness::check_writes_resume(&cluster).await?;
 
     // Recovery: every fault is healed; the cluster must serve again.
     let reader = cluster.client(Duration::from_secs(30)).await;
@@ -116,6 +133,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     leaders::check_one_leader_per_term(&cluster.observer)?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;
+    batch_atomicity::check_pages(&pages)?;
     convergence::wait_converged(&cluster, Duration::from_secs(30)).await?;
 
     let mut jsonl = Vec::new();

@@ -76,6 +76,11 @@ fn acknowledging_before_flush_is_caught_within_5_seeds() {
 }
 
 #[test]
+fn scanning_without_the_consistent_view_is_caught_within_5_seeds() {
+    assert_caught(Bug::ScanWithoutView, Schedule::Calm, 5, &["torn scan"]);
+}
+
+#[test]
 fn the_healthy_node_passes_the_same_seeds() {
     for schedule in [Schedule::Partitions, Schedule::PowerLoss] {
         let scenario = Scenario::new(schedule);

@@ -3,7 +3,8 @@
 //! the peer ([`PeerPool`]).
 
 use openraft::error::{
-    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Infallible, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -11,11 +12,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::peer_pool::{PeerPool, MAX_MESSAGE_BYTES};
-use super::type_config::{NodeId, TypeConfig};
+use super::type_config::{Entry, NodeId, TypeConfig};
 use crate::codec;
 use crate::storage::keys::ShardId;
 use atoll_proto::raft_client::RaftClient;
@@ -25,12 +27,21 @@ use atoll_proto::RaftMessage;
 #[derive(Clone)]
 pub struct ShardNetwork {
     shard: ShardId,
+    /// This node: the sender of every RPC.
+    node: NodeId,
     peers: PeerPool,
+    /// Largest encoded AppendEntries; larger ones are cut by entry count.
+    max_append_bytes: usize,
 }
 
 impl ShardNetwork {
-    pub fn new(shard: ShardId, peers: PeerPool) -> Self {
-        Self { shard, peers }
+    pub fn new(shard: ShardId, node: NodeId, peers: PeerPool, max_append_bytes: usize) -> Self {
+        Self {
+            shard,
+            node,
+            peers,
+            max_append_bytes,
+        }
     }
 }
 
@@ -40,9 +51,11 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerClient {
             shard: self.shard,
+            node: self.node,
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -50,9 +63,11 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
 /// The connection from one shard replica to one peer replica.
 pub struct PeerClient {
     shard: ShardId,
+    node: NodeId,
     target: NodeId,
     addr: String,
     peers: PeerPool,
+    max_append_bytes: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -67,7 +82,12 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E
 impl PeerClient {
     fn request(message: RaftMessage, option: &RPCOption) -> tonic::Request<RaftMessage> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(option.hard_ttl());
+        // openraft bounds every RPC by `hard_ttl` itself and treats its own
+        // expiry as a plain timeout (retried at once). The transport's
+        // deadline sits a little later so that openraft's fires first: a
+        // transport deadline would look like an unreachable peer and cost a
+        // backoff.
+        request.set_timeout(option.hard_ttl() + TRANSPORT_GRACE);
         request
     }
 
@@ -96,6 +116,19 @@ impl PeerClient {
     {
         let payload = codec::encode("raft request", req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_payload(rpc, payload, option).await
+    }
+
+    async fn send_payload<Resp, E>(
+        &self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let channel = self
             .peers
             .channel(&self.addr)
@@ -126,14 +159,7 @@ impl PeerClient {
             }
         }
         let reply = Self::send(&mut client, rpc, Self::request(message, option)).await;
-        let reply = reply.map_err(|status| match status.code() {
-            // The peer does not host this shard (yet): like an unreachable node.
-            tonic::Code::NotFound
-            | tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
+        let reply = reply.map_err(|status| self.classify(rpc, option, status))?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft response", &reply.into_inner().payload)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -147,13 +173,96 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// Turns a transport failure into the error openraft acts on.
+    fn classify<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        match status.code() {
+            // The peer does not host this shard (yet), or cannot be reached.
+            tonic::Code::NotFound | tonic::Code::Unavailable => {
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
+            // Alive but slow: retry at once, no backoff.
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+                action: rpc.kind(),
+                id: self.node,
+                target: self.target,
+                timeout: option.hard_ttl(),
+            }),
+            // Over a message size cap (ours or the peer's): openraft resends
+            // fewer entries on `PayloadTooLarge`, and only on that.
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                if matches!(rpc, Rpc::Append) =>
+            {
+                tracing::warn!(
+                    shard = self.shard,
+                    target = self.target,
+                    "AppendEntries over the message cap ({status}); resending fewer entries"
+                );
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1))
+            }
+            _ => RPCError::Network(NetworkError::new(&status)),
+        }
+    }
+}
+
+impl Rpc {
+    fn kind(self) -> RPCTypes {
+        match self {
+            Rpc::Append => RPCTypes::AppendEntries,
+            Rpc::Vote => RPCTypes::Vote,
+            Rpc::Snapshot => RPCTypes::InstallSnapshot,
+        }
+    }
+}
+
+/// How much later than openraft's own RPC timeout the transport gives up.
+const TRANSPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How many of `entries` (at least one) fit in `budget` encoded bytes.
+pub fn entries_within(entries: &[Entry], budget: usize) -> u64 {
+    let mut used = 0u64;
+    let mut n = 0u64;
+    for e in entries {
+        used += bincode::serialized_size(e).unwrap_or(u64::MAX);
+        if n > 0 && used > budget as u64 {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let payload = codec::encode("raft request", &rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // Bound each AppendEntries by bytes, not only by entry count: a
+        // batch of large entries would take longer than openraft's time
+        // budget to write on the follower, or pass the message cap.
+        if payload.len() > self.max_append_bytes && rpc.entries.len() > 1 {
+            let fit = entries_within(&rpc.entries, self.max_append_bytes);
+            tracing::debug!(
+                shard = self.shard,
+                target = self.target,
+                bytes = payload.len(),
+                entries = rpc.entries.len(),
+                fit,
+                "AppendEntries over the byte budget; resending fewer entries"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
+        self.send_payload(Rpc::Append, payload, &option).await
     }
 
     async fn install_snapshot(

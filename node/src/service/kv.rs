@@ -11,6 +11,7 @@ use openraft::BasicNode;
 use tonic::{Request, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
+use super::scan_page::{read_page, PageBudget};
 use super::{validate, NodeCtx};
 use crate::command::{self, Rejection, Response, WriteOp};
 use crate::error::KvError;
@@ -188,13 +189,24 @@ impl KvService {
             n => n.min(limits.max_scan_limit),
         } as usize;
         let (lo, hi) = keys::data_range(start, end);
-        let mut rows = self
-            .ctx
-            .host_engine()
-            .scan(&lo, &hi, limit + 1)
+        let budget = PageBudget {
+            rows: limit,
+            bytes: limits.max_scan_bytes,
+        };
+        // The whole page comes from one consistent view: no applied batch
+        // lands half inside it.
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let view = if crate::sim_hooks::bug(crate::sim_hooks::Bug::ScanWithoutView) {
+            None
+        } else {
+            Some(replica.consistent_view().await)
+        };
+        #[cfg(not(all(madsim, feature = "sim-bugs")))]
+        let view = replica.consistent_view().await;
+        let (rows, truncated) = read_page(self.ctx.host_engine(), &lo, &hi, budget)
+            .await
             .map_err(Self::engine_err)?;
-        let truncated = rows.len() > limit;
-        rows.truncate(limit);
+        drop(view);
         let kvs = rows
             .into_iter()
             .map(|(k, v)| pb::KeyValue {

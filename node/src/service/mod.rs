@@ -1,9 +1,11 @@
 //! gRPC services of a node, all on one tonic server: [`kv`] (client API),
 //! [`raft`] (shard-tagged openraft RPCs) and [`admin`] (operators).
+//! [`scan_page`] reads one bounded scan page; [`validate`] checks input.
 
 pub mod admin;
 pub mod kv;
 pub mod raft;
+pub mod scan_page;
 pub mod validate;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
 use crate::raft::type_config::{NodeId, Raft};
+use crate::state_machine::view::{ApplyGate, ViewGuard};
 use crate::state_machine::{self, dedup, SharedMeta, StateMachine};
 use crate::storage::engine::SharedEngine;
 use crate::storage::keys::ShardId;
@@ -20,6 +21,7 @@ pub struct Replica {
     pub id: ShardId,
     pub raft: Raft,
     meta: SharedMeta,
+    gate: ApplyGate,
 }
 
 /// What a replica needs from its node.
@@ -30,6 +32,8 @@ pub struct ReplicaDeps {
     pub flusher: Flusher,
     pub peers: PeerPool,
     pub raft_config: Arc<openraft::Config>,
+    /// Largest encoded AppendEntries sent to a peer.
+    pub max_append_bytes: usize,
 }
 
 impl Replica {
@@ -38,14 +42,17 @@ impl Replica {
         let id = meta.id;
         let meta: SharedMeta = Arc::new(RwLock::new(meta));
         let log = LogStore::new(id, deps.engine.clone(), deps.flusher.clone());
+        let gate = ApplyGate::new();
         let sm = StateMachine::open(
             id,
             deps.engine.clone(),
             deps.flusher.clone(),
             meta.clone(),
+            gate.clone(),
             dedup::DEFAULT_MAX_SESSIONS,
         )?;
-        let network = ShardNetwork::new(id, deps.peers.clone());
+        let network =
+            ShardNetwork::new(id, deps.node_id, deps.peers.clone(), deps.max_append_bytes);
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
@@ -55,7 +62,19 @@ impl Replica {
             std::time::Duration::from_millis(deps.raft_config.election_timeout_min),
             std::time::Duration::from_millis(deps.raft_config.election_timeout_max),
         );
-        Ok(Self { id, raft, meta })
+        Ok(Self {
+            id,
+            raft,
+            meta,
+            gate,
+        })
+    }
+
+    /// A consistent view of the shard's data for a multi-key read: no
+    /// applied batch lands while the guard is held (see
+    /// [`state_machine::view`]).
+    pub async fn consistent_view(&self) -> ViewGuard {
+        self.gate.view().await
     }
 
     /// The shard's range and epoch as last applied.

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod dedup;
 pub mod snapshot;
+pub mod view;
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,7 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 use self::apply::Overlay;
 use self::dedup::{Check, Session, Sessions};
 use self::snapshot::SnapshotPayload;
+use self::view::ApplyGate;
 use crate::codec;
 use crate::command::{Rejection, Request, Response};
 use crate::raft::type_config::{
@@ -60,6 +62,7 @@ pub struct StateMachine {
     membership: StoredMembership,
     sessions: Sessions,
     snapshots_built: u64,
+    gate: ApplyGate,
 }
 
 impl StateMachine {
@@ -69,6 +72,7 @@ impl StateMachine {
         engine: SharedEngine,
         flusher: Flusher,
         meta: SharedMeta,
+        gate: ApplyGate,
         max_sessions: usize,
     ) -> Result<Self, StorageError> {
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
@@ -100,6 +104,7 @@ impl StateMachine {
             membership,
             sessions: Sessions::from_sessions(max_sessions, sessions),
             snapshots_built: 0,
+            gate,
         })
     }
 
@@ -232,8 +237,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    // conf_ver is the log index of the membership entry, so
+                    // every replica (also one that replays the log after
+                    // joining) agrees on it at the same applied index.
                     let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
-                    meta.epoch.conf_ver += 1;
+                    meta.epoch.conf_ver = entry.log_id.index;
                     meta_changed = true;
                     Response::None
                 }
@@ -243,6 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::new();
         data.drain_into(&mut batch);
         self.persist_state(&mut batch, meta_changed)?;
+        let _exclusive = self.gate.apply().await;
         self.engine.write(batch).map_err(sm_write_err)?;
         Ok(responses)
     }
@@ -343,9 +352,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored =
             codec::encode("snapshot", &(meta, &bytes)).map_err(|e| snap_err(Some(meta), e))?;
         batch.put(keys::sm_meta(self.shard, SmMeta::Snapshot), stored);
+        let exclusive = self.gate.apply().await;
         self.engine
             .write(batch)
             .map_err(|e| snap_err(Some(meta), e))?;
+        drop(exclusive);
         self.flusher
             .flush()
             .await

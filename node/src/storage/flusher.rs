@@ -73,5 +73,8 @@ async fn flush_blocking(engine: SharedEngine) -> Result<(), EngineError> {
 #[cfg(madsim)]
 async fn flush_blocking(engine: SharedEngine) -> Result<(), EngineError> {
     // The simulated engine flushes in memory; no thread needed (or allowed).
+    // The simulated disk takes time to flush, with slow outliers; what is
+    // written meanwhile is flushed too, as on a real disk.
+    tokio::time::sleep(crate::sim_hooks::flush_latency()).await;
     engine.flush()
 }

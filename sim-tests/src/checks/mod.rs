@@ -1,6 +1,8 @@
 //! One invariant per file. Each returns `Err(explanation)` on violation.
 
+pub mod batch_atomicity;
 pub mod convergence;
 pub mod durability;
 pub mod leaders;
 pub mod linearizable;
+pub mod liveness;
