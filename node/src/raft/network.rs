@@ -1,6 +1,7 @@
 //! openraft's network for one shard: every RPC is a `RaftMessage` tagged
 //! with the shard id, bincode inside, sent over the node's shared channel to
-//! the peer ([`PeerPool`]).
+//! the peer ([`PeerPool`]). Each message carries this node's cluster id
+//! ([`ClusterIdentity`]); a peer of another cluster refuses it.
 
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use super::peer_pool::{PeerPool, MAX_MESSAGE_BYTES};
 use super::type_config::{NodeId, TypeConfig};
+use crate::cluster::ClusterIdentity;
 use crate::codec;
 use crate::storage::keys::ShardId;
 use atoll_proto::raft_client::RaftClient;
@@ -26,11 +28,16 @@ use atoll_proto::RaftMessage;
 pub struct ShardNetwork {
     shard: ShardId,
     peers: PeerPool,
+    cluster: ClusterIdentity,
 }
 
 impl ShardNetwork {
-    pub fn new(shard: ShardId, peers: PeerPool) -> Self {
-        Self { shard, peers }
+    pub fn new(shard: ShardId, peers: PeerPool, cluster: ClusterIdentity) -> Self {
+        Self {
+            shard,
+            peers,
+            cluster,
+        }
     }
 }
 
@@ -43,6 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -53,6 +61,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     peers: PeerPool,
+    cluster: ClusterIdentity,
 }
 
 #[derive(Clone, Copy)]
@@ -106,6 +115,7 @@ impl PeerClient {
         let message = RaftMessage {
             shard_id: self.shard,
             payload,
+            cluster_id: self.cluster.get(),
         };
         #[cfg(madsim)]
         let fate = crate::sim_hooks::rpc_fate();
@@ -128,7 +138,10 @@ impl PeerClient {
         let reply = Self::send(&mut client, rpc, Self::request(message, option)).await;
         let reply = reply.map_err(|status| match status.code() {
             // The peer does not host this shard (yet): like an unreachable node.
+            // FailedPrecondition: the peer belongs to another cluster; also
+            // unreachable, so openraft backs off instead of retrying at once.
             tonic::Code::NotFound
+            | tonic::Code::FailedPrecondition
             | tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),

@@ -1,5 +1,6 @@
 //! The Raft service: decodes a shard-tagged openraft RPC, hands it to that
-//! shard's Raft, and returns the bincode `Result`.
+//! shard's Raft, and returns the bincode `Result`. A message from another
+//! cluster is refused before anything else ([`crate::cluster::identity`]).
 
 use std::sync::Arc;
 
@@ -22,7 +23,11 @@ impl RaftService {
         Self { ctx }
     }
 
-    fn open<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Arc<Replica>, T), Status> {
+    async fn open<T: DeserializeOwned>(
+        &self,
+        msg: &RaftMessage,
+    ) -> Result<(Arc<Replica>, T), Status> {
+        self.ctx.cluster.admit(msg.cluster_id, "raft").await?;
         let replica = self.ctx.host.get(msg.shard_id).ok_or_else(|| {
             Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id))
         })?;
@@ -30,12 +35,20 @@ impl RaftService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok((replica, req))
     }
-}
 
-fn reply<T: Serialize>(shard_id: u64, result: &T) -> Result<Response<RaftMessage>, Status> {
-    let payload =
-        codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { shard_id, payload }))
+    fn reply<T: Serialize>(
+        &self,
+        shard_id: u64,
+        result: &T,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let payload =
+            codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage {
+            shard_id,
+            payload,
+            cluster_id: self.ctx.cluster.get(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -45,14 +58,14 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
-        reply(msg.shard_id, &replica.raft.append_entries(req).await)
+        let (replica, req) = self.open(&msg).await?;
+        self.reply(msg.shard_id, &replica.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
-        reply(msg.shard_id, &replica.raft.vote(req).await)
+        let (replica, req) = self.open(&msg).await?;
+        self.reply(msg.shard_id, &replica.raft.vote(req).await)
     }
 
     async fn install_snapshot(
@@ -60,7 +73,7 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
-        reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
+        let (replica, req) = self.open(&msg).await?;
+        self.reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
     }
 }

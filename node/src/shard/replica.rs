@@ -7,6 +7,7 @@ use atoll_proto as pb;
 use openraft::ServerState;
 
 use super::meta::ShardMeta;
+use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
@@ -29,6 +30,7 @@ pub struct ReplicaDeps {
     pub engine: SharedEngine,
     pub flusher: Flusher,
     pub peers: PeerPool,
+    pub cluster: ClusterIdentity,
     pub raft_config: Arc<openraft::Config>,
 }
 
@@ -45,7 +47,7 @@ impl Replica {
             meta.clone(),
             dedup::DEFAULT_MAX_SESSIONS,
         )?;
-        let network = ShardNetwork::new(id, deps.peers.clone());
+        let network = ShardNetwork::new(id, deps.peers.clone(), deps.cluster.clone());
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
@@ -88,6 +90,15 @@ impl Replica {
             replicas,
             leader_id: m.current_leader,
         }
+    }
+
+    /// Whether `node` is a voter of this shard (as this replica knows it).
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node)
     }
 
     /// Address of a member node of this shard, if known.
