@@ -1,11 +1,13 @@
 //! Integration tests on real `atoll-node` processes: a node that lost its
-//! data dir must not bootstrap again, and a node of another cluster must
-//! not be let in (docs/decisions/0008-cluster-id-and-bootstrap-check.md).
+//! data dir must not bootstrap again, a node of another cluster must not be
+//! let in, and nodes that join learn their cluster's id
+//! (docs/decisions/0008-cluster-id-and-bootstrap-check.md).
 
 mod support;
 
 use std::time::Duration;
 
+use atoll_client::admin::on_leader;
 use atoll_client::{AdminClient, Client, ClientConfig};
 use atoll_proto::admin_client::AdminClient as RawAdmin;
 use atoll_proto::kv_client::KvClient;
@@ -97,8 +99,13 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
 
     // The operator follows the message: remove node 3, start it with
     // --join on the same (refused) data dir, add it back.
-    let leader_admin = AdminClient::connect(cluster.addr(leader)).await.unwrap();
-    leader_admin.change_membership(1, &[1, 2]).await.unwrap();
+    // Nodes 1 and 2: node 3 hosts no shard until it is added back.
+    let endpoints = cluster.endpoints()[..2].to_vec();
+    on_leader(&endpoints, SECS(10), |a| async move {
+        a.change_membership(1, &[1, 2]).await
+    })
+    .await
+    .unwrap();
     cluster.restart_with(3, &["--join"]);
     let addr3 = cluster.addr(3);
     cluster
@@ -107,9 +114,18 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
         })
         .await;
     let leader = cluster.wait_leader(1, SECS(20)).await;
-    let leader_admin = AdminClient::connect(cluster.addr(leader)).await.unwrap();
-    leader_admin.add_learner(1, 3, &addr3).await.unwrap();
-    leader_admin.change_membership(1, &[1, 2, 3]).await.unwrap();
+    let a3 = addr3.clone();
+    on_leader(&endpoints, SECS(10), |a| {
+        let a3 = a3.clone();
+        async move { a.add_learner(1, 3, &a3).await }
+    })
+    .await
+    .unwrap();
+    on_leader(&endpoints, SECS(10), |a| async move {
+        a.change_membership(1, &[1, 2, 3]).await
+    })
+    .await
+    .unwrap();
     assert_eq!(voters(&cluster, leader).await, vec![1, 2, 3]);
     cluster
         .wait_until("node 3 to catch up", SECS(20), || {
@@ -130,7 +146,7 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_is_refused_and_both_clusters_keep_their_data() {
     let mut cluster = Cluster::start(3, "");
-    let leader = cluster.wait_leader(1, SECS(20)).await;
+    cluster.wait_leader(1, SECS(20)).await;
     let c = client(cluster.endpoints()).await;
     c.put("ours", "1").await.unwrap();
 
@@ -157,11 +173,13 @@ async fn a_node_of_another_cluster_is_refused_and_both_clusters_keep_their_data(
     assert_ne!(ours_id, 0);
 
     // Adding it as a learner is refused, with the cluster-id message.
-    let leader_admin = AdminClient::connect(cluster.addr(leader)).await.unwrap();
-    let err = leader_admin
-        .add_learner(1, lone, &lone_addr)
-        .await
-        .expect_err("a node of another cluster must be refused");
+    let a4 = lone_addr.clone();
+    let err = on_leader(&cluster.endpoints()[..3], SECS(10), |a| {
+        let a4 = a4.clone();
+        async move { a.add_learner(1, lone, &a4).await }
+    })
+    .await
+    .expect_err("a node of another cluster must be refused");
     let text = err.to_string();
     assert!(text.contains("message from cluster"), "{text}");
     assert!(text.contains("this node belongs to cluster"), "{text}");
@@ -199,4 +217,37 @@ async fn a_node_of_another_cluster_is_refused_and_both_clusters_keep_their_data(
     assert!(cluster
         .log_of(lone)
         .contains("refused: message from cluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_with_join_and_initialised_by_atollctl_share_one_cluster_id() {
+    let cluster = Cluster::start_joining(3);
+    let cluster = &cluster;
+    for id in 1..=3 {
+        cluster
+            .wait_until(&format!("node {id} to serve"), SECS(20), || async move {
+                cluster.status(id).await.is_some()
+            })
+            .await;
+        assert_eq!(
+            cluster_id_of(&cluster.addr(id)).await,
+            0,
+            "no id before init"
+        );
+    }
+    let members: Vec<(u64, String)> = (1..=3).map(|id| (id, cluster.addr(id))).collect();
+    AdminClient::connect(cluster.addr(2))
+        .await
+        .unwrap()
+        .init_cluster(&members)
+        .await
+        .unwrap();
+    cluster.wait_leader(1, SECS(20)).await;
+    let c = client(cluster.endpoints()).await;
+    c.put("k", "v").await.unwrap();
+    let id = cluster_id_of(&cluster.addr(1)).await;
+    assert_ne!(id, 0);
+    for n in 2..=3 {
+        assert_eq!(cluster_id_of(&cluster.addr(n)).await, id, "node {n}");
+    }
 }

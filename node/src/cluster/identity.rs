@@ -205,11 +205,11 @@ impl ClusterIdentity {
         let refusal = ForeignCluster { theirs, ours };
         if self.first_refusal_of(theirs) {
             tracing::warn!(
-                message = what,
+                rpc = what,
                 "refused: {refusal} (further messages from that cluster are logged at debug)"
             );
         } else {
-            tracing::debug!(message = what, "refused: {refusal}");
+            tracing::debug!(rpc = what, "refused: {refusal}");
         }
         Err(refusal.into())
     }

@@ -1,6 +1,6 @@
 //! The Raft service: decodes a shard-tagged openraft RPC, hands it to that
 //! shard's Raft, and returns the bincode `Result`. A message from another
-//! cluster is refused before anything else ([`crate::cluster::identity`]).
+//! cluster is refused before it is decoded ([`crate::cluster::identity`]).
 
 use std::sync::Arc;
 
@@ -27,28 +27,26 @@ impl RaftService {
         &self,
         msg: &RaftMessage,
     ) -> Result<(Arc<Replica>, T), Status> {
-        self.ctx.cluster.admit(msg.cluster_id, "raft").await?;
         let replica = self.ctx.host.get(msg.shard_id).ok_or_else(|| {
             Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id))
         })?;
+        // After the lookup: a node only learns its cluster id (trust on first
+        // use) from a message for a shard it was given.
+        self.ctx.cluster.admit(msg.cluster_id, "raft").await?;
         let req = codec::decode("raft request", &msg.payload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok((replica, req))
     }
+}
 
-    fn reply<T: Serialize>(
-        &self,
-        shard_id: u64,
-        result: &T,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let payload =
-            codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftMessage {
-            shard_id,
-            payload,
-            cluster_id: self.ctx.cluster.get(),
-        }))
-    }
+fn reply<T: Serialize>(shard_id: u64, result: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload =
+        codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage {
+        shard_id,
+        payload,
+        ..Default::default()
+    }))
 }
 
 #[tonic::async_trait]
@@ -59,13 +57,13 @@ impl RaftApi for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, req) = self.open(&msg).await?;
-        self.reply(msg.shard_id, &replica.raft.append_entries(req).await)
+        reply(msg.shard_id, &replica.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, req) = self.open(&msg).await?;
-        self.reply(msg.shard_id, &replica.raft.vote(req).await)
+        reply(msg.shard_id, &replica.raft.vote(req).await)
     }
 
     async fn install_snapshot(
@@ -74,6 +72,6 @@ impl RaftApi for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, req) = self.open(&msg).await?;
-        self.reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
+        reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
     }
 }

@@ -37,6 +37,24 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64, extra_toml: &str) -> Cluster {
+        let mut c = Self::configure(n, extra_toml);
+        for id in 1..=n {
+            c.restart(id);
+        }
+        c
+    }
+
+    /// Starts `n` nodes with `--join`: they wait for `atollctl init`.
+    pub fn start_joining(n: u64) -> Cluster {
+        let mut c = Self::configure(n, "");
+        for id in 1..=n {
+            c.restart_with(id, &["--join"]);
+        }
+        c
+    }
+
+    /// Writes the configs of `n` nodes of one initial cluster; starts none.
+    fn configure(n: u64, extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -63,11 +81,7 @@ impl Cluster {
                 config,
             });
         }
-        let mut c = Cluster { dir, nodes };
-        for id in 1..=n {
-            c.restart(id);
-        }
-        c
+        Cluster { dir, nodes }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
