@@ -100,6 +100,9 @@ impl RaftTuning {
     }
 }
 
+/// The default `initial_cluster_token`.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "atoll";
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +118,10 @@ pub struct Config {
     /// `id=host:port` of every initial voter. On the first start of a node
     /// listed here, the node creates the first shard and bootstraps Raft.
     pub initial_cluster: Vec<String>,
+    /// Mixed into the cluster id derived at bootstrap, so two clusters
+    /// bootstrapped with the same `initial_cluster` get different ids.
+    /// Every initial member must use the same token.
+    pub initial_cluster_token: String,
     pub limits: Limits,
     pub raft: RaftTuning,
 }
@@ -127,6 +134,7 @@ impl Default for Config {
             listen: "127.0.0.1:7101".into(),
             advertise: None,
             initial_cluster: Vec::new(),
+            initial_cluster_token: DEFAULT_CLUSTER_TOKEN.into(),
             limits: Limits::default(),
             raft: RaftTuning::default(),
         }
@@ -164,6 +172,11 @@ impl Config {
                 "initial cluster {:?} does not list this node's id {}",
                 self.initial_cluster, self.id
             )));
+        }
+        if self.initial_cluster_token.trim().is_empty() {
+            return Err(NodeError::Config(
+                "initial cluster token must not be empty".into(),
+            ));
         }
         self.raft.to_openraft()?;
         Ok(())

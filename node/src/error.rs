@@ -20,6 +20,10 @@ pub enum NodeError {
     Config(String),
     #[error("server on {addr}: {reason}")]
     Server { addr: String, reason: String },
+    /// A fresh node found an existing cluster (or a misconfigured peer)
+    /// where its `--initial-cluster` says it should bootstrap one.
+    #[error("refusing to bootstrap: {0}")]
+    BootstrapRefused(#[from] crate::cluster::preflight::Refusal),
 }
 
 impl From<openraft::StorageError<u64>> for NodeError {

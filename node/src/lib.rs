@@ -15,6 +15,11 @@
 //! production, [`storage::MemoryEngine`] (crash = lose unflushed writes) in
 //! the madsim simulation. [`start`] wires config → engine → shards → server.
 //!
+//! Every node belongs to one cluster, named by an id stored next to the
+//! node id ([`cluster`]); messages from another cluster are refused, and a
+//! fresh node asks its peers before it bootstraps (so a node that lost its
+//! data dir cannot bootstrap again).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), atoll_node::error::NodeError> {
 //! let config = atoll_node::config::Config {
@@ -29,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod config;
@@ -47,14 +53,15 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::cluster::{identity, preflight, ClusterIdentity};
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::raft::peer_pool::PeerPool;
 use crate::service::NodeCtx;
 use crate::shard::replica::ReplicaDeps;
 use crate::shard::ShardHost;
-use crate::storage::engine::{SharedEngine, WriteBatch};
-use crate::storage::{keys, Flusher};
+use crate::storage::engine::SharedEngine;
+use crate::storage::Flusher;
 
 /// A running node.
 pub struct Node {
@@ -133,16 +140,29 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
 
 /// Starts a node over an already-open engine (the simulation passes its
 /// in-memory engine here).
+///
+/// A fresh engine (no node id stored) with an `initial_cluster` is claimed
+/// only once the peers agree it may bootstrap ([`preflight`]); if it must
+/// not, the node stops and returns [`NodeError::BootstrapRefused`] with
+/// nothing written, so the data dir can be used for a `--join` start.
 pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<Node, NodeError> {
     config.validate()?;
-    let fresh = claim_engine(&config, &engine)?;
+    let members = config.initial_members()?;
+    let stored = check_owner(&config, &engine)?;
+    let fresh = stored.node_id.is_none();
     let flusher = Flusher::spawn(engine.clone());
+    let cluster = ClusterIdentity::new(engine.clone(), flusher.clone(), stored.cluster_id);
+    if fresh && members.is_empty() {
+        // --join: claimed now; the cluster id comes with the first message.
+        cluster.claim(config.id, identity::UNKNOWN).await?;
+    }
     let peers = PeerPool::new();
     let deps = ReplicaDeps {
         node_id: config.id,
         engine: engine.clone(),
         flusher: flusher.clone(),
         peers: peers.clone(),
+        cluster: cluster.clone(),
         raft_config: Arc::new(config.raft.to_openraft()?),
         max_append_bytes: config.raft.max_append_bytes,
     };
@@ -152,70 +172,90 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         engine,
         host,
         peers,
+        cluster,
     });
     tracing::info!(
         node = ctx.node_id(),
         shards = ctx.host.all().len(),
+        cluster = %identity::show(ctx.cluster.get()),
         fresh,
         "node storage opened"
     );
+    if !fresh && !members.is_empty() {
+        note_stale_initial_cluster(&ctx, &members);
+    }
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (addr, serving) = server::bind(ctx.clone(), async {
         let _ = stop_rx.await;
     })
     .await?;
-    let server = tokio::spawn(serving);
-
-    let members = ctx.config.initial_members()?;
-    if fresh && !members.is_empty() {
-        service::admin::bootstrap(&ctx, &members)
-            .await
-            .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
-        tracing::info!(
-            node = ctx.node_id(),
-            ?members,
-            "bootstrapped the first shard"
-        );
-    }
-    tracing::info!(node = ctx.node_id(), %addr, "node serving");
-    Ok(Node {
+    let node = Node {
         ctx,
         flusher,
         addr,
         stop: Some(stop_tx),
-        server,
-    })
+        server: tokio::spawn(serving),
+    };
+
+    if fresh && !members.is_empty() {
+        if let Err(e) = bootstrap_fresh(&node.ctx, &members).await {
+            tracing::error!(node = node.id(), "{e}");
+            if let Err(stopping) = node.shutdown().await {
+                tracing::warn!("stopping after a refused start: {stopping}");
+            }
+            return Err(e);
+        }
+    }
+    tracing::info!(node = node.id(), %addr, "node serving");
+    Ok(node)
 }
 
-/// Records this node's id in the engine, or checks it matches. Returns
-/// whether the engine was fresh (never used by any node).
-fn claim_engine(config: &Config, engine: &SharedEngine) -> Result<bool, NodeError> {
-    let key = keys::node_meta("node_id");
-    match engine.get(&key)? {
-        Some(bytes) => {
-            let owner = bytes
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            if owner != config.id {
-                return Err(NodeError::DataDir {
-                    path: config.data_dir.display().to_string(),
-                    reason: format!(
-                        "belongs to node {owner}, but this node is configured as {}",
-                        config.id
-                    ),
-                });
-            }
-            Ok(false)
-        }
-        None => {
-            let mut batch = WriteBatch::new();
-            batch.put(key, config.id.to_be_bytes().to_vec());
-            engine.write(batch)?;
-            engine.flush()?;
-            Ok(true)
-        }
+/// Asks the peers, then claims the engine (node id and cluster id in one
+/// flushed batch) and bootstraps the first shard.
+async fn bootstrap_fresh(ctx: &NodeCtx, members: &[(u64, String)]) -> Result<(), NodeError> {
+    let ours = identity::derive(&ctx.config.initial_cluster_token, members);
+    preflight::run(ctx, members, ours).await?;
+    ctx.cluster.claim(ctx.node_id(), ours).await?;
+    service::admin::bootstrap(ctx, members)
+        .await
+        .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
+    tracing::info!(
+        node = ctx.node_id(),
+        ?members,
+        cluster = %identity::show(ours),
+        "bootstrapped the first shard"
+    );
+    Ok(())
+}
+
+/// Reads the stored identity and checks the data dir belongs to this node.
+fn check_owner(config: &Config, engine: &SharedEngine) -> Result<identity::Stored, NodeError> {
+    let stored = identity::read(engine)?;
+    match stored.node_id {
+        Some(owner) if owner != config.id => Err(NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: format!(
+                "belongs to node {owner}, but this node is configured as {}",
+                config.id
+            ),
+        }),
+        _ => Ok(stored),
+    }
+}
+
+/// `--initial-cluster` only matters on a node's first start; membership
+/// changes make it stale afterwards, which is fine. Say so when it no longer
+/// matches, so an operator is not surprised.
+fn note_stale_initial_cluster(ctx: &NodeCtx, members: &[(u64, String)]) {
+    let stored = ctx.cluster.get();
+    let configured = identity::derive(&ctx.config.initial_cluster_token, members);
+    if stored != identity::UNKNOWN && stored != configured {
+        tracing::info!(
+            node = ctx.node_id(),
+            cluster = %identity::show(stored),
+            "--initial-cluster / --initial-cluster-token differ from those this data dir was \
+             bootstrapped with; they are ignored (they are used on a node's first start only)"
+        );
     }
 }

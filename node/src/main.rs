@@ -38,7 +38,12 @@ struct Args {
     /// a config file is given: a single-node cluster of this node.
     #[arg(long, value_delimiter = ',')]
     initial_cluster: Option<Vec<String>>,
-    /// Do not bootstrap anything; wait to be added to a cluster.
+    /// Mixed into the cluster id derived at bootstrap; give every new cluster
+    /// its own (all its initial members the same). Default "atoll".
+    #[arg(long)]
+    initial_cluster_token: Option<String>,
+    /// Do not bootstrap anything; wait to be added to a cluster (also how a
+    /// node whose data dir was lost comes back: see docs/operations.md).
     #[arg(long, conflicts_with = "initial_cluster")]
     join: bool,
 }
@@ -61,6 +66,9 @@ impl Args {
         }
         if let Some(a) = self.advertise {
             c.advertise = Some(a);
+        }
+        if let Some(t) = self.initial_cluster_token {
+            c.initial_cluster_token = t;
         }
         if let Some(ic) = self.initial_cluster {
             c.initial_cluster = ic;

@@ -121,6 +121,13 @@ impl SimCluster {
         n.engine.crash();
     }
 
+    /// A lost disk: the node stops at once and its engine is emptied.
+    pub fn wipe(&self, id: u64) {
+        let n = self.node(id);
+        Handle::current().kill(n.handle.id());
+        n.engine.wipe();
+    }
+
     /// Starts a crashed node again from what its engine kept.
     pub fn restart(&self, id: u64) {
         Handle::current().restart(self.node(id).handle.id());

@@ -368,6 +368,13 @@ impl Admin for Node {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn cluster_info(
+        &self,
+        _: Request<atoll_proto::ClusterInfoRequest>,
+    ) -> Result<Response<atoll_proto::ClusterInfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn compact(&self, _: Request<CompactRequest>) -> Result<Response<AdminResult>, Status> {
         drop(self.enter("compact")?);
         Ok(Response::new(AdminResult { error: None }))

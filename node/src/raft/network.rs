@@ -1,6 +1,7 @@
 //! openraft's network for one shard: every RPC is a `RaftMessage` tagged
 //! with the shard id, bincode inside, sent over the node's shared channel to
-//! the peer ([`PeerPool`]).
+//! the peer ([`PeerPool`]). Each message carries this node's cluster id
+//! ([`ClusterIdentity`]); a peer of another cluster refuses it.
 
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 use super::peer_pool::{PeerPool, MAX_MESSAGE_BYTES};
 use super::type_config::{Entry, NodeId, TypeConfig};
+use crate::cluster::ClusterIdentity;
 use crate::codec;
 use crate::storage::keys::ShardId;
 use atoll_proto::raft_client::RaftClient;
@@ -30,16 +32,24 @@ pub struct ShardNetwork {
     /// This node: the sender of every RPC.
     node: NodeId,
     peers: PeerPool,
+    cluster: ClusterIdentity,
     /// Largest encoded AppendEntries; larger ones are cut by entry count.
     max_append_bytes: usize,
 }
 
 impl ShardNetwork {
-    pub fn new(shard: ShardId, node: NodeId, peers: PeerPool, max_append_bytes: usize) -> Self {
+    pub fn new(
+        shard: ShardId,
+        node: NodeId,
+        peers: PeerPool,
+        cluster: ClusterIdentity,
+        max_append_bytes: usize,
+    ) -> Self {
         Self {
             shard,
             node,
             peers,
+            cluster,
             max_append_bytes,
         }
     }
@@ -55,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            cluster: self.cluster.clone(),
             max_append_bytes: self.max_append_bytes,
         }
     }
@@ -67,6 +78,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     peers: PeerPool,
+    cluster: ClusterIdentity,
     max_append_bytes: usize,
 }
 
@@ -139,6 +151,7 @@ impl PeerClient {
         let message = RaftMessage {
             shard_id: self.shard,
             payload,
+            cluster_id: self.cluster.get(),
         };
         #[cfg(madsim)]
         let fate = crate::sim_hooks::rpc_fate();
@@ -182,8 +195,9 @@ impl PeerClient {
         status: tonic::Status,
     ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         match status.code() {
-            // The peer does not host this shard (yet), or cannot be reached.
-            tonic::Code::NotFound | tonic::Code::Unavailable => {
+            // The peer does not host this shard (yet), cannot be reached, or
+            // belongs to another cluster (FailedPrecondition): back off.
+            tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
                 RPCError::Unreachable(Unreachable::new(&status))
             }
             // Alive but slow: retry at once, no backoff.

@@ -1,5 +1,8 @@
 //! The admin service: bootstrap a cluster, change a shard's membership,
-//! compact a shard's log, and report status.
+//! compact a shard's log, and report status. Calls between nodes
+//! (`CreateReplica`) carry the caller's cluster id and are refused by a
+//! node of another cluster; `ClusterInfo` answers a fresh node's
+//! pre-bootstrap question ([`crate::cluster::preflight`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use openraft::BasicNode;
 use tonic::{Request, Response, Status};
 
 use super::NodeCtx;
+use crate::cluster::identity;
 use crate::error::KvError;
 use crate::shard::meta::{Epoch, ShardMeta};
 
@@ -77,6 +81,60 @@ fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
     }
 }
 
+/// Asks node `id` at `addr` to create an empty replica of `desc`, sending
+/// this node's cluster id. A node of another cluster refuses: that is an
+/// operator mistake, reported as `InvalidArgument` (not retried).
+async fn create_remote_replica(
+    ctx: &NodeCtx,
+    id: u64,
+    addr: &str,
+    desc: pb::ShardDescriptor,
+) -> Result<(), KvError> {
+    let mut client = remote_admin(ctx, addr).await?;
+    let reply = client
+        .create_replica(pb::CreateReplicaRequest {
+            shard: Some(desc),
+            cluster_id: ctx.cluster.get(),
+        })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::FailedPrecondition => KvError::InvalidArgument(format!(
+                "node {id} at {addr} refused: {}; it belongs to another cluster \
+                 (was it started with --initial-cluster instead of --join?)",
+                s.message()
+            )),
+            _ => KvError::Unavailable(format!("node {id} at {addr}: {}", s.message())),
+        })?;
+    match reply.into_inner().error {
+        Some(e) => Err(KvError::Unavailable(format!(
+            "node {id} at {addr}: {}",
+            e.message
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What this node tells a fresh node that asks before bootstrapping.
+fn cluster_info(ctx: &NodeCtx) -> pb::ClusterInfoResponse {
+    let mut info = pb::ClusterInfoResponse {
+        cluster_id: ctx.cluster.get(),
+        node_id: ctx.node_id(),
+        ..Default::default()
+    };
+    for replica in ctx.host.all() {
+        let m = replica.raft.metrics().borrow().clone();
+        info.initialized |= m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some();
+        info.last_log_index = info.last_log_index.max(m.last_log_index.unwrap_or(0));
+        info.term = info.term.max(m.current_term);
+    }
+    info
+}
+
 async fn remote_admin(
     ctx: &NodeCtx,
     addr: &str,
@@ -118,22 +176,16 @@ impl AdminService {
             }),
             ..Default::default()
         };
+        // Like a bootstrap from --initial-cluster: the id is derived from the
+        // members, unless this node already belongs to a cluster.
+        let derived = identity::derive(&self.ctx.config.initial_cluster_token, &members);
+        self.ctx
+            .cluster
+            .adopt(derived)
+            .await
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
         for (id, addr) in members.iter().filter(|(id, _)| *id != me) {
-            let mut client = remote_admin(&self.ctx, addr).await?;
-            let reply = client
-                .create_replica(pb::CreateReplicaRequest {
-                    shard: Some(desc.clone()),
-                })
-                .await
-                .map_err(|s| {
-                    KvError::Unavailable(format!("node {id} at {addr}: {}", s.message()))
-                })?;
-            if let Some(e) = reply.into_inner().error {
-                return Err(KvError::Unavailable(format!(
-                    "node {id} at {addr}: {}",
-                    e.message
-                )));
-            }
+            create_remote_replica(&self.ctx, *id, addr, desc.clone()).await?;
         }
         bootstrap(&self.ctx, &members).await
     }
@@ -145,27 +197,17 @@ impl AdminService {
                 "add-learner needs a node id > 0 and an address".into(),
             ));
         }
-        // The new node must host an (empty) replica before Raft talks to it.
-        let mut client = remote_admin(&self.ctx, &req.addr).await?;
-        let reply = client
-            .create_replica(pb::CreateReplicaRequest {
-                shard: Some(replica.descriptor()),
-            })
-            .await
-            .map_err(|s| {
-                KvError::Unavailable(format!(
-                    "node {} at {}: {}",
-                    req.node_id,
-                    req.addr,
-                    s.message()
-                ))
-            })?;
-        if let Some(e) = reply.into_inner().error {
-            return Err(KvError::Unavailable(format!(
-                "node {} at {}: {}",
-                req.node_id, req.addr, e.message
+        // A voter that lost its data dir must be removed before it is added
+        // back: re-adding it as is would let it vote with a forgotten log.
+        if replica.is_voter(req.node_id) {
+            return Err(KvError::InvalidArgument(format!(
+                "node {} is a voter of shard {}; remove it first \
+                 (change-membership without it), then add it back as a learner",
+                req.node_id, req.shard_id
             )));
         }
+        // The new node must host an (empty) replica before Raft talks to it.
+        create_remote_replica(&self.ctx, req.node_id, &req.addr, replica.descriptor()).await?;
         replica
             .raft
             .add_learner(req.node_id, BasicNode::new(&req.addr), true)
@@ -247,7 +289,12 @@ impl Admin for AdminService {
     }
 
     async fn create_replica(&self, r: Request<pb::CreateReplicaRequest>) -> Reply {
-        done(self.create_replica(r.into_inner()).await)
+        let req = r.into_inner();
+        self.ctx
+            .cluster
+            .admit(req.cluster_id, "create-replica")
+            .await?;
+        done(self.create_replica(req).await)
     }
 
     async fn compact(&self, r: Request<pb::CompactRequest>) -> Reply {
@@ -264,5 +311,14 @@ impl Admin for AdminService {
             addr: self.ctx.config.advertise_addr(),
             shards,
         }))
+    }
+
+    async fn cluster_info(
+        &self,
+        r: Request<pb::ClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        let info = cluster_info(&self.ctx);
+        tracing::debug!(asker = r.get_ref().node_id, ?info, "cluster info asked");
+        Ok(Response::new(info))
     }
 }

@@ -10,6 +10,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use crate::cluster::ClusterIdentity;
 use crate::config::Config;
 use crate::error::KvError;
 use crate::raft::peer_pool::PeerPool;
@@ -22,6 +23,8 @@ pub struct NodeCtx {
     pub engine: SharedEngine,
     pub host: ShardHost,
     pub peers: PeerPool,
+    /// The cluster this node belongs to; checks messages from other nodes.
+    pub cluster: ClusterIdentity,
 }
 
 impl NodeCtx {

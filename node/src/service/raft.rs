@@ -1,5 +1,6 @@
 //! The Raft service: decodes a shard-tagged openraft RPC, hands it to that
-//! shard's Raft, and returns the bincode `Result`.
+//! shard's Raft, and returns the bincode `Result`. A message from another
+//! cluster is refused before it is decoded ([`crate::cluster::identity`]).
 
 use std::sync::Arc;
 
@@ -22,10 +23,16 @@ impl RaftService {
         Self { ctx }
     }
 
-    fn open<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Arc<Replica>, T), Status> {
+    async fn open<T: DeserializeOwned>(
+        &self,
+        msg: &RaftMessage,
+    ) -> Result<(Arc<Replica>, T), Status> {
         let replica = self.ctx.host.get(msg.shard_id).ok_or_else(|| {
             Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id))
         })?;
+        // After the lookup: a node only learns its cluster id (trust on first
+        // use) from a message for a shard it was given.
+        self.ctx.cluster.admit(msg.cluster_id, "raft").await?;
         let req = codec::decode("raft request", &msg.payload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok((replica, req))
@@ -35,7 +42,11 @@ impl RaftService {
 fn reply<T: Serialize>(shard_id: u64, result: &T) -> Result<Response<RaftMessage>, Status> {
     let payload =
         codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { shard_id, payload }))
+    Ok(Response::new(RaftMessage {
+        shard_id,
+        payload,
+        ..Default::default()
+    }))
 }
 
 #[tonic::async_trait]
@@ -45,13 +56,13 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
+        let (replica, req) = self.open(&msg).await?;
         reply(msg.shard_id, &replica.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
+        let (replica, req) = self.open(&msg).await?;
         reply(msg.shard_id, &replica.raft.vote(req).await)
     }
 
@@ -60,7 +71,7 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg)?;
+        let (replica, req) = self.open(&msg).await?;
         reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
     }
 }

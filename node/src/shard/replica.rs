@@ -7,6 +7,7 @@ use atoll_proto as pb;
 use openraft::ServerState;
 
 use super::meta::ShardMeta;
+use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
@@ -31,6 +32,7 @@ pub struct ReplicaDeps {
     pub engine: SharedEngine,
     pub flusher: Flusher,
     pub peers: PeerPool,
+    pub cluster: ClusterIdentity,
     pub raft_config: Arc<openraft::Config>,
     /// Largest encoded AppendEntries sent to a peer.
     pub max_append_bytes: usize,
@@ -51,8 +53,13 @@ impl Replica {
             gate.clone(),
             dedup::DEFAULT_MAX_SESSIONS,
         )?;
-        let network =
-            ShardNetwork::new(id, deps.node_id, deps.peers.clone(), deps.max_append_bytes);
+        let network = ShardNetwork::new(
+            id,
+            deps.node_id,
+            deps.peers.clone(),
+            deps.cluster.clone(),
+            deps.max_append_bytes,
+        );
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
@@ -107,6 +114,15 @@ impl Replica {
             replicas,
             leader_id: m.current_leader,
         }
+    }
+
+    /// Whether `node` is a voter of this shard (as this replica knows it).
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node)
     }
 
     /// Address of a member node of this shard, if known.

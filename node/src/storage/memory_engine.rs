@@ -45,6 +45,11 @@ impl MemoryEngine {
         s.current = s.durable.clone();
     }
 
+    /// A lost disk: everything is forgotten, flushed or not.
+    pub fn wipe(&self) {
+        *self.lock() = State::default();
+    }
+
     /// Number of batches written but not yet flushed (for tests).
     pub fn unflushed_batches(&self) -> usize {
         self.lock().unflushed.len()

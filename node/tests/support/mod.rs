@@ -1,12 +1,13 @@
 //! Real-process cluster harness for integration tests: spawns `atoll-node`
 //! binaries on loopback ports, each with its own data dir and TOML config,
-//! and can kill -9 / restart them.
+//! and can kill -9 / restart them, wipe a data dir, or add a node that
+//! bootstraps a cluster of its own.
 
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use atoll_proto::admin_client::AdminClient;
@@ -36,6 +37,24 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64, extra_toml: &str) -> Cluster {
+        let mut c = Self::configure(n, extra_toml);
+        for id in 1..=n {
+            c.restart(id);
+        }
+        c
+    }
+
+    /// Starts `n` nodes with `--join`: they wait for `atollctl init`.
+    pub fn start_joining(n: u64) -> Cluster {
+        let mut c = Self::configure(n, "");
+        for id in 1..=n {
+            c.restart_with(id, &["--join"]);
+        }
+        c
+    }
+
+    /// Writes the configs of `n` nodes of one initial cluster; starts none.
+    fn configure(n: u64, extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -62,11 +81,7 @@ impl Cluster {
                 config,
             });
         }
-        let mut c = Cluster { dir, nodes };
-        for id in 1..=n {
-            c.restart(id);
-        }
-        c
+        Cluster { dir, nodes }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -116,8 +131,68 @@ impl Cluster {
         false
     }
 
+    /// The node's data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
+    }
+
+    /// Deletes the node's data directory (a lost disk).
+    pub fn wipe(&mut self, id: u64) {
+        let dir = self.data_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("remove data dir");
+        }
+    }
+
+    /// Adds node `len + 1` with an `initial_cluster` of itself alone: it
+    /// bootstraps a cluster of its own when started. Returns its id.
+    pub fn add_lone_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        let data = self.data_dir(id);
+        let toml = format!(
+            "id = {id}\ndata_dir = {data:?}\nlisten = \"{addr}\"\ninitial_cluster = [\"{id}={addr}\"]\n"
+        );
+        std::fs::write(&config, toml).expect("write config");
+        self.nodes.push(Proc {
+            id,
+            addr,
+            child: None,
+            config,
+        });
+        id
+    }
+
+    /// Waits for the node's process to exit by itself; `None` if it still
+    /// runs after `timeout` (it is left running).
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.node_mut(id).child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.node_mut(id).child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything the node logged so far.
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
     /// (Re)starts a node from its config and data dir.
     pub fn restart(&mut self, id: u64) {
+        self.restart_with(id, &[]);
+    }
+
+    /// (Re)starts a node from its config and data dir, with extra flags.
+    pub fn restart_with(&mut self, id: u64, flags: &[&str]) {
         self.kill9(id);
         let log = self.dir.path().join(format!("node{id}.log"));
         let out = std::fs::OpenOptions::new()
@@ -130,6 +205,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_atoll-node"))
             .arg("--config")
             .arg(&p.config)
+            .args(flags)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(out)
