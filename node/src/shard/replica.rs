@@ -11,7 +11,7 @@ use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
 use crate::raft::type_config::{NodeId, Raft};
-use crate::state_machine::{self, dedup, SharedMeta, StateMachine};
+use crate::state_machine::{self, SharedMeta, StateMachine};
 use crate::storage::engine::SharedEngine;
 use crate::storage::keys::ShardId;
 use crate::storage::{Flusher, LogStore};
@@ -38,13 +38,7 @@ impl Replica {
         let id = meta.id;
         let meta: SharedMeta = Arc::new(RwLock::new(meta));
         let log = LogStore::new(id, deps.engine.clone(), deps.flusher.clone());
-        let sm = StateMachine::open(
-            id,
-            deps.engine.clone(),
-            deps.flusher.clone(),
-            meta.clone(),
-            dedup::DEFAULT_MAX_SESSIONS,
-        )?;
+        let sm = StateMachine::open(id, deps.engine.clone(), deps.flusher.clone(), meta.clone())?;
         let network = ShardNetwork::new(id, deps.peers.clone());
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
