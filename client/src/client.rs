@@ -369,7 +369,12 @@ impl Client {
         {
             Ok(reply) => reply,
             Err(Stop::Failed(e)) => return Err(e),
-            Err(Stop::Moved) => return Err(Error::Unavailable("unreachable: no session".into())),
+            // Only a write numbered in a session can stop this way.
+            Err(Stop::Moved) => {
+                return Err(Error::Unavailable(
+                    "open_session: the key moved to another shard".into(),
+                ))
+            }
         };
         let Some(shard) = shard.filter(|_| reply.client_id != 0) else {
             return Err(Error::Protocol("OpenSession answered session id 0".into()));

@@ -2,7 +2,9 @@
 //!
 //! `apply` decodes each committed entry, checks the dedup table, executes the
 //! write against the node's data keyspace and stores data, sessions and the
-//! applied log id in one atomic engine batch ([`apply`], [`dedup`]).
+//! applied log id in one atomic engine batch ([`apply`], [`dedup`]). Session
+//! registrations go through the same path: the id counter and any evictions
+//! land in the same batch.
 //! Snapshots carry range, sessions and data ([`snapshot`]).
 
 // openraft's trait methods return its (large) `StorageError`; our helpers
