@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let endpoints =
         std::env::var("ATOLL_ENDPOINTS").unwrap_or_else(|_| DEFAULT_ENDPOINTS.to_string());
     let client = Client::connect(endpoints.split(',')).await?;
-    println!("connected as client {:#018x}", client.client_id());
+    println!("connected; write sessions open on first write");
 
     client.put("example/greeting", "hello").await?;
     let value = client.get("example/greeting").await?;

@@ -1,27 +1,35 @@
 //! [`Client`]: the key-value API. Each method validates its arguments, takes
-//! a write id when it writes, and hands one request builder to the
-//! dispatcher, which routes and retries it.
+//! a write id when it writes (from the session of the key's shard, opened
+//! on first use), and hands one request builder to the dispatcher, which
+//! routes and retries it.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use atoll_proto::{
-    BatchRequest, CasRequest, DeleteRequest, GetRequest, GetResponse, PutRequest, ReadConsistency,
-    ScanRequest, ScanResponse,
+    BatchRequest, CasRequest, DeleteRequest, GetRequest, GetResponse, OpenSessionRequest,
+    PutRequest, ReadConsistency, ScanRequest, ScanResponse, WriteId,
 };
 use tracing::Instrument;
 
 use crate::config::ClientConfig;
-use crate::dispatch::{Dispatcher, Op, RouteBy, Target};
+use crate::dispatch::{Dispatcher, Op, Reply, RouteBy, SessionPin, Stop, Target};
 use crate::error::Error;
 use crate::limits::{check_bound, check_key, check_value};
 use crate::pool::{check_addr, Pool};
 use crate::router::Router;
 use crate::scan::{next_cursor, page_limit};
-use crate::session::Session;
+use crate::session::{Session, SessionMap};
 use crate::types::{CasOutcome, Mutation};
 
+/// How often one write may be renumbered because its keys moved to another
+/// shard before any attempt could have been applied.
+const MAX_REROUTES: u32 = 2;
+
 /// A handle to an Atoll cluster. Cheap to clone; clones share channels,
-/// route map and write session, and may be used from many tasks at once.
+/// route map and write sessions, and may be used from many tasks at once.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -30,7 +38,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     dispatch: Dispatcher,
-    session: Session,
+    sessions: SessionMap,
 }
 
 impl Client {
@@ -72,16 +80,17 @@ impl Client {
             .await?;
         let inner = Inner {
             dispatch,
-            session: Session::random(),
+            sessions: SessionMap::default(),
         };
         Ok(Client {
             inner: Arc::new(inner),
         })
     }
 
-    /// This client's id in write ids (for correlating server logs).
-    pub fn client_id(&self) -> u64 {
-        self.inner.session.client_id()
+    /// `(shard id, client id)` of each write session this client has open,
+    /// for correlating server logs. Empty until the first write.
+    pub fn session_ids(&self) -> Vec<(u64, u64)> {
+        self.inner.sessions.ids()
     }
 
     /// The value of `key`, linearizable (read through the shard leader).
@@ -109,28 +118,22 @@ impl Client {
         Ok((reply.value, reply.applied_index))
     }
 
-    /// Sets `key` to `value`. Applied exactly once, however often retried.
+    /// Sets `key` to `value`. Applied at most once, however often retried.
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_key(key)?;
         check_value(value)?;
-        let write = self.inner.session.begin();
-        let span = tracing::debug_span!("atoll.put", key_len = key.len(), seq = write.seq());
-        let op = Op {
-            name: "put",
-            leader_only: true,
-        };
-        let send = |mut t: Target| {
+        let span = tracing::debug_span!("atoll.put", key_len = key.len());
+        let send = |mut t: Target, write_id| {
             let req = PutRequest {
                 header: Some(t.header),
-                write_id: Some(write.write_id()),
+                write_id: Some(write_id),
                 key: key.to_vec(),
                 value: value.to_vec(),
             };
             async move { t.kv.put(req).await }
         };
-        self.dispatch()
-            .run(op, RouteBy::Key(key), send)
+        self.write("put", RouteBy::Key(key), send)
             .instrument(span)
             .await?;
         Ok(())
@@ -140,23 +143,17 @@ impl Client {
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
         let key = key.as_ref();
         check_key(key)?;
-        let write = self.inner.session.begin();
-        let span = tracing::debug_span!("atoll.delete", key_len = key.len(), seq = write.seq());
-        let op = Op {
-            name: "delete",
-            leader_only: true,
-        };
-        let send = |mut t: Target| {
+        let span = tracing::debug_span!("atoll.delete", key_len = key.len());
+        let send = |mut t: Target, write_id| {
             let req = DeleteRequest {
                 header: Some(t.header),
-                write_id: Some(write.write_id()),
+                write_id: Some(write_id),
                 key: key.to_vec(),
             };
             async move { t.kv.delete(req).await }
         };
         let reply = self
-            .dispatch()
-            .run(op, RouteBy::Key(key), send)
+            .write("delete", RouteBy::Key(key), send)
             .instrument(span)
             .await?;
         Ok(reply.existed)
@@ -175,16 +172,11 @@ impl Client {
         check_key(key)?;
         expected.map(check_value).transpose()?;
         new.map(check_value).transpose()?;
-        let write = self.inner.session.begin();
-        let span = tracing::debug_span!("atoll.cas", key_len = key.len(), seq = write.seq());
-        let op = Op {
-            name: "cas",
-            leader_only: true,
-        };
-        let send = |mut t: Target| {
+        let span = tracing::debug_span!("atoll.cas", key_len = key.len());
+        let send = |mut t: Target, write_id| {
             let req = CasRequest {
                 header: Some(t.header),
-                write_id: Some(write.write_id()),
+                write_id: Some(write_id),
                 key: key.to_vec(),
                 expected: expected.map(<[u8]>::to_vec),
                 new_value: new.map(<[u8]>::to_vec),
@@ -192,8 +184,7 @@ impl Client {
             async move { t.kv.cas(req).await }
         };
         let reply = self
-            .dispatch()
-            .run(op, RouteBy::Key(key), send)
+            .write("cas", RouteBy::Key(key), send)
             .instrument(span)
             .await?;
         Ok(CasOutcome {
@@ -258,25 +249,159 @@ impl Client {
                 value: m.value.clone(),
             })
             .collect();
-        let write = self.inner.session.begin();
-        let span = tracing::debug_span!("atoll.batch", len = wire.len(), seq = write.seq());
-        let op = Op {
-            name: "batch",
-            leader_only: true,
-        };
-        let send = |mut t: Target| {
+        let span = tracing::debug_span!("atoll.batch", len = wire.len());
+        let send = |mut t: Target, write_id| {
             let req = BatchRequest {
                 header: Some(t.header),
-                write_id: Some(write.write_id()),
+                write_id: Some(write_id),
                 mutations: wire.clone(),
             };
             async move { t.kv.batch(req).await }
         };
-        self.dispatch()
-            .run(op, RouteBy::AllKeys(&keys), send)
+        self.write("batch", RouteBy::AllKeys(&keys), send)
             .instrument(span)
             .await?;
         Ok(())
+    }
+
+    /// Runs one logical write: numbers it in the session of its shard and
+    /// lets the dispatcher retry it with that write id. If the keys move to
+    /// another shard before any attempt could have been applied, the write
+    /// is numbered again in that shard's session; otherwise a session
+    /// problem ends the write as [`Error::SessionExpired`] (outcome unknown)
+    /// and drops the session, so the next write opens a new one.
+    async fn write<R, F, Fut>(
+        &self,
+        name: &'static str,
+        by: RouteBy<'_>,
+        mut send: F,
+    ) -> Result<R, Error>
+    where
+        R: Reply,
+        F: FnMut(Target, WriteId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.dispatch().config.deadline;
+        for _ in 0..=MAX_REROUTES {
+            let (pin, session) = match self.session(by, deadline).await {
+                Ok(found) => found,
+                // The write did not complete in time (it was not sent).
+                Err(Error::Timeout { after, last, .. }) => {
+                    return Err(Error::Timeout {
+                        op: name,
+                        after,
+                        last,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let write = session.begin();
+            tracing::debug!(
+                shard = pin.shard_id,
+                client_id = pin.client_id,
+                seq = write.seq(),
+                "write numbered"
+            );
+            let op = Op {
+                name,
+                leader_only: true,
+                session: Some(pin),
+            };
+            let result = self
+                .dispatch()
+                .run_pinned(op, by, deadline, |t| send(t, write.write_id()))
+                .await;
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(Stop::Moved) => continue,
+                Err(Stop::Failed(e)) => return Err(self.expire_on_error(e)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{name}: the keys moved to another shard {} times in a row",
+            MAX_REROUTES + 1
+        )))
+    }
+
+    /// The write session of the shard `by` routes to, opened through the
+    /// shard's Raft log if there is none yet.
+    async fn session(
+        &self,
+        by: RouteBy<'_>,
+        deadline: Instant,
+    ) -> Result<(SessionPin, Arc<Session>), Error> {
+        let sessions = &self.inner.sessions;
+        let cached = |d: &Dispatcher| {
+            let shard_id = d.cached_shard(by)?;
+            let session = sessions.get(shard_id)?;
+            let pin = SessionPin {
+                shard_id,
+                client_id: session.client_id(),
+            };
+            Some((pin, session))
+        };
+        if let Some(session) = cached(self.dispatch()) {
+            return Ok(session);
+        }
+        let _opening = sessions.opening.lock().await;
+        if let Some(session) = cached(self.dispatch()) {
+            return Ok(session);
+        }
+        let op = Op {
+            name: "open_session",
+            leader_only: true,
+            session: None,
+        };
+        let mut shard = None;
+        let send = |mut t: Target| {
+            shard = Some(t.header.shard_id);
+            let req = OpenSessionRequest {
+                header: Some(t.header),
+            };
+            async move { t.kv.open_session(req).await }
+        };
+        let span = tracing::debug_span!("atoll.open_session");
+        let reply = match self
+            .dispatch()
+            .run_pinned(op, by, deadline, send)
+            .instrument(span)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(Stop::Failed(e)) => return Err(e),
+            // Only a write numbered in a session can stop this way.
+            Err(Stop::Moved) => {
+                return Err(Error::Unavailable(
+                    "open_session: the key moved to another shard".into(),
+                ))
+            }
+        };
+        let Some(shard) = shard.filter(|_| reply.client_id != 0) else {
+            return Err(Error::Protocol("OpenSession answered session id 0".into()));
+        };
+        tracing::debug!(shard, client_id = reply.client_id, "opened write session");
+        let session = Arc::new(Session::new(reply.client_id));
+        sessions.insert(shard, session.clone());
+        let pin = SessionPin {
+            shard_id: shard,
+            client_id: reply.client_id,
+        };
+        Ok((pin, session))
+    }
+
+    /// Drops the session a `SessionExpired` names, so the next write opens a
+    /// new one. The write itself is not retried: its outcome is unknown.
+    fn expire_on_error(&self, error: Error) -> Error {
+        if let Error::SessionExpired {
+            shard_id,
+            client_id,
+        } = &error
+        {
+            if self.inner.sessions.forget(*shard_id, *client_id) {
+                tracing::debug!(shard_id, client_id, "write session expired; dropped");
+            }
+        }
+        error
     }
 
     async fn read(&self, key: &[u8], consistency: ReadConsistency) -> Result<GetResponse, Error> {
@@ -284,10 +409,12 @@ impl Client {
             ReadConsistency::Linearizable => Op {
                 name: "get",
                 leader_only: true,
+                session: None,
             },
             ReadConsistency::Stale => Op {
                 name: "get_stale",
                 leader_only: false,
+                session: None,
             },
         };
         let send = |mut t: Target| {
@@ -310,6 +437,7 @@ impl Client {
         let op = Op {
             name: "scan",
             leader_only: true,
+            session: None,
         };
         let send = |mut t: Target| {
             let req = ScanRequest {

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::pool::Pool;
-use crate::retry::{decide, Action, Failure};
+use crate::retry::{decide, may_have_applied, Action, Failure};
 use crate::route_cache::Route;
 use crate::router::Router;
 
@@ -30,6 +30,17 @@ const MAX_IMMEDIATE_RETRIES: u32 = 4;
 pub(crate) struct Target {
     pub(crate) header: RequestHeader,
     pub(crate) kv: KvClient<Channel>,
+}
+
+/// Why a pinned write stopped without a reply.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The write failed with this error.
+    Failed(Error),
+    /// The keys now route to another shard than the write's session, and no
+    /// attempt so far can have been applied: number the write again in the
+    /// new shard's session.
+    Moved,
 }
 
 /// A reply that may carry a typed error.
@@ -53,7 +64,8 @@ impl_reply!(
     atoll_proto::DeleteResponse,
     atoll_proto::CasResponse,
     atoll_proto::ScanResponse,
-    atoll_proto::BatchResponse
+    atoll_proto::BatchResponse,
+    atoll_proto::OpenSessionResponse
 );
 
 /// Which shard an operation goes to.
@@ -65,12 +77,25 @@ pub(crate) enum RouteBy<'a> {
     AllKeys(&'a [&'a [u8]]),
 }
 
-/// An operation's name (for errors and traces) and whether only the leader
-/// answers it, so that a success teaches us who leads.
+/// An operation's name (for errors and traces), whether only the leader
+/// answers it (so that a success teaches us who leads), and for a write the
+/// session its write id belongs to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Op {
     pub(crate) name: &'static str,
     pub(crate) leader_only: bool,
+    pub(crate) session: Option<SessionPin>,
+}
+
+/// The session a write was numbered in. Session ids are per shard, so the
+/// write id means something only on that shard: if the key's route moves
+/// to another shard (a split) the write is not sent there, and ends as
+/// [`Error::SessionExpired`] (outcome unknown: an earlier attempt may have
+/// reached the old shard).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionPin {
+    pub(crate) shard_id: u64,
+    pub(crate) client_id: u64,
 }
 
 /// The shared machinery of a client: settings, channels, routes.
@@ -91,23 +116,47 @@ struct Progress {
     pinned: Option<String>,
     refreshed_for_batch: bool,
     last: Option<Error>,
+    /// Some failed attempt may have been applied (see
+    /// [`retry::may_have_applied`](crate::retry::may_have_applied)).
+    maybe_applied: bool,
 }
 
 impl Dispatcher {
     /// Runs `op` until `send` returns a reply without error, a failure that
     /// retrying cannot fix, or the deadline passes.
-    pub(crate) async fn run<R, F, Fut>(
-        &self,
-        op: Op,
-        by: RouteBy<'_>,
-        mut send: F,
-    ) -> Result<R, Error>
+    pub(crate) async fn run<R, F, Fut>(&self, op: Op, by: RouteBy<'_>, send: F) -> Result<R, Error>
     where
         R: Reply,
         F: FnMut(Target) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.config.deadline;
+        match self.run_pinned(op, by, deadline, send).await {
+            Ok(reply) => Ok(reply),
+            Err(Stop::Failed(e)) => Err(e),
+            // Only an op with a session can stop this way.
+            Err(Stop::Moved) => Err(Error::Unavailable(format!(
+                "{}: the key moved to another shard",
+                op.name
+            ))),
+        }
+    }
+
+    /// [`Dispatcher::run`] with an explicit deadline, for a write numbered
+    /// in a session (`op.session`): it is only ever sent to that session's
+    /// shard.
+    pub(crate) async fn run_pinned<R, F, Fut>(
+        &self,
+        op: Op,
+        by: RouteBy<'_>,
+        deadline: Instant,
+        mut send: F,
+    ) -> Result<R, Stop>
+    where
+        R: Reply,
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
         let mut p = Progress::default();
         loop {
             let now = Instant::now();
@@ -116,16 +165,26 @@ impl Dispatcher {
                     .last
                     .take()
                     .unwrap_or_else(|| Error::Unavailable("no attempt was made".into()));
-                return Err(Error::Timeout {
+                return Err(Stop::Failed(Error::Timeout {
                     op: op.name,
                     after: self.config.deadline,
                     last: Box::new(last),
-                });
+                }));
             }
-            let Some(route) = self.resolve(by, &mut p, deadline - now).await? else {
+            let resolved = self.resolve(by, &mut p, deadline - now).await;
+            let Some(route) = resolved.map_err(Stop::Failed)? else {
                 self.pause(&mut p, deadline).await;
                 continue;
             };
+            if let Some(pin) = op.session.filter(|pin| pin.shard_id != route.shard_id) {
+                if !p.maybe_applied {
+                    return Err(Stop::Moved);
+                }
+                return Err(Stop::Failed(Error::SessionExpired {
+                    shard_id: pin.shard_id,
+                    client_id: pin.client_id,
+                }));
+            }
             // The map this attempt is routed by: a refresh it asks for is
             // skipped if a newer map arrived meanwhile.
             let generation = self.router.generation();
@@ -149,9 +208,10 @@ impl Dispatcher {
             };
             let error = failure.to_error(&addr, budget);
             let action = decide(&failure);
+            p.maybe_applied |= may_have_applied(&failure);
             tracing::debug!(op = op.name, attempt = p.attempts, %addr, shard = route.shard_id, %error, ?action, "attempt failed");
             if action == Action::Fail {
-                return Err(error);
+                return Err(Stop::Failed(error));
             }
             p.last = Some(error);
             let failed = Attempted {
@@ -278,6 +338,14 @@ impl Dispatcher {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// The shard the route cache has for `by`, without asking the cluster.
+    pub(crate) fn cached_shard(&self, by: RouteBy<'_>) -> Option<u64> {
+        match self.lookup(by) {
+            Lookup::Found(route) => Some(route.shard_id),
+            Lookup::Missing | Lookup::CrossShard => None,
         }
     }
 

@@ -32,6 +32,24 @@ pub enum Error {
         last: Box<Error>,
     },
 
+    /// The shard no longer knows the write session this write was sent
+    /// under: the shard keeps a bounded number of sessions and evicted ours
+    /// to make room for newer ones (or never had it).
+    ///
+    /// Like [`Error::Timeout`], the outcome is **indeterminate**: the attempt
+    /// that got this answer applied nothing, but an earlier attempt of the
+    /// same write may have been applied before the session was evicted. The
+    /// client does not retry it (re-sending it under a new session could
+    /// apply it twice); read the key back to learn which. The client has
+    /// dropped the session; later writes open a new one.
+    #[error("write session {client_id} expired on shard {shard_id} (evicted to make room for newer sessions); the write may or may not have been applied")]
+    SessionExpired {
+        /// The shard that refused the write.
+        shard_id: u64,
+        /// The expired session's id on that shard.
+        client_id: u64,
+    },
+
     /// The cluster could not serve the request right now (no leader, no
     /// quorum, or no shard known for the key). Usually transient.
     #[error("cluster unavailable: {0}")]
@@ -137,6 +155,10 @@ impl Error {
             Some(ErrorKind::ShardNotFound(_)) => server(ServerErrorKind::ShardNotFound),
             Some(ErrorKind::Unavailable(_)) => Error::Unavailable(message),
             Some(ErrorKind::InvalidArgument(_)) => Error::InvalidArgument(message),
+            Some(ErrorKind::SessionExpired(se)) => Error::SessionExpired {
+                shard_id: se.shard_id,
+                client_id: se.client_id,
+            },
             None => server(ServerErrorKind::Unrecognized),
         }
     }
@@ -151,6 +173,23 @@ impl Error {
                 kind: ServerErrorKind::Rpc(code),
                 message: text,
             },
+        }
+    }
+
+    /// True when a write that failed with this error may nevertheless have
+    /// been applied: [`Error::Timeout`] and [`Error::SessionExpired`].
+    /// Names every variant, so a new one needs a decision here.
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::SessionExpired { .. } => true,
+            Error::InvalidArgument(_)
+            | Error::Unavailable(_)
+            | Error::CrossShardBatch
+            | Error::Transport(_)
+            | Error::NotLeader { .. }
+            | Error::Server { .. }
+            | Error::NoEndpoints
+            | Error::Protocol(_) => false,
         }
     }
 
@@ -227,6 +266,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("may or may not have been applied"), "{text}");
+    }
+
+    #[test]
+    fn session_expired_is_an_unknown_outcome() {
+        let wire = atoll_proto::Error {
+            message: "session 9 is not known to shard 1".into(),
+            kind: Some(ErrorKind::SessionExpired(atoll_proto::SessionExpired {
+                shard_id: 1,
+                client_id: 9,
+            })),
+        };
+        let err = Error::from_wire(&wire);
+        assert_eq!(
+            err,
+            Error::SessionExpired {
+                shard_id: 1,
+                client_id: 9
+            }
+        );
+        assert!(err.is_indeterminate());
+        assert!(err.to_string().contains("may or may not have been applied"));
+        assert!(!Error::Unavailable("no leader".into()).is_indeterminate());
     }
 
     #[test]

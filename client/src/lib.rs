@@ -13,7 +13,8 @@
 //!   single-flight refresh from the cluster (`Kv/Shards`).
 //! - [`route_cache`]: key → shard range map; no two cached shards intersect.
 //! - [`retry`]: the pure decision `Failure → Action`, and [`retry::Backoff`].
-//! - [`session`]: `(client_id, seq)` write ids for exactly-once writes.
+//! - [`session`]: write sessions (one per shard, opened on the first write
+//!   with `Kv/OpenSession`) and their `(client_id, seq)` write ids.
 //! - `pool`: one gRPC channel per node address.
 //! - `scan`: the pure paging rules of a multi-shard scan.
 //! - [`admin`]: operator calls (init, membership, compaction, status).
@@ -55,8 +56,9 @@
 //!
 //! `get`, `scan` pages and all writes are linearizable. Writes carry a write
 //! id and are retried with the same id, so each is applied at most once;
-//! a write that fails with [`Error::Timeout`] may or may not have been
-//! applied. Every operation retries transparently (leader changes, splits,
+//! a write that fails with [`Error::Timeout`] or [`Error::SessionExpired`]
+//! (the shard evicted the client's session) may or may not have been
+//! applied ([`Error::is_indeterminate`]). Every operation retries transparently (leader changes, splits,
 //! unreachable nodes) until [`ClientConfig::deadline`].
 
 pub mod admin;

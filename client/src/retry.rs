@@ -76,12 +76,38 @@ pub fn decide(failure: &Failure) -> Action {
             // than hammer the same node.
             Some(ErrorKind::Unavailable(_)) => Action::BackoffNextReplica,
             Some(ErrorKind::InvalidArgument(_)) => Action::Fail,
+            // The shard evicted the write's session. Re-sending under a new
+            // session could apply the write twice, so the caller gets an
+            // unknown outcome (and the client opens a new session for later
+            // writes).
+            Some(ErrorKind::SessionExpired(_)) => Action::Fail,
             // An error kind newer than this client: do not guess.
             None => Action::Fail,
         },
         Failure::Status { code, .. } if is_transient(*code) => Action::BackoffNextReplica,
         Failure::Status { .. } => Action::Fail,
         Failure::RpcTimeout => Action::BackoffNextReplica,
+    }
+}
+
+/// Whether the attempt that failed this way may have been applied: false
+/// only for refusals a node gives before proposing anything (or for a write
+/// the state machine refused). Pure; names every variant.
+pub fn may_have_applied(failure: &Failure) -> bool {
+    match failure {
+        Failure::Server(error) => match &error.kind {
+            Some(ErrorKind::NotLeader(_))
+            | Some(ErrorKind::EpochMismatch(_))
+            | Some(ErrorKind::KeyOutOfRange(_))
+            | Some(ErrorKind::ShardNotFound(_))
+            | Some(ErrorKind::InvalidArgument(_))
+            | Some(ErrorKind::SessionExpired(_)) => false,
+            // "Not committed within the write timeout": it may still apply.
+            Some(ErrorKind::Unavailable(_)) => true,
+            None => true,
+        },
+        // The request may have reached the node before the RPC failed.
+        Failure::Status { .. } | Failure::RpcTimeout => true,
     }
 }
 
@@ -160,7 +186,8 @@ impl Backoff {
 mod tests {
     use super::*;
     use atoll_proto::{
-        EpochMismatch, InvalidArgument, KeyOutOfRange, NotLeader, ShardNotFound, Unavailable,
+        EpochMismatch, InvalidArgument, KeyOutOfRange, NotLeader, SessionExpired, ShardNotFound,
+        Unavailable,
     };
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -260,6 +287,46 @@ mod tests {
         assert_eq!(decide(&unimplemented), Action::Fail);
         let err = unimplemented.to_error("n1:7101", Duration::from_secs(2));
         assert!(err.to_string().contains("n1:7101"), "{err}");
+    }
+
+    #[test]
+    fn an_expired_session_is_never_retried_and_reports_an_unknown_outcome() {
+        let expired = server(ErrorKind::SessionExpired(SessionExpired {
+            shard_id: 1,
+            client_id: 4,
+        }));
+        assert_eq!(decide(&expired), Action::Fail);
+        let err = expired.to_error("n1:7101", Duration::from_secs(2));
+        assert_eq!(
+            err,
+            Error::SessionExpired {
+                shard_id: 1,
+                client_id: 4
+            }
+        );
+        assert!(err.is_indeterminate());
+    }
+
+    #[test]
+    fn only_refusals_before_proposal_are_known_not_applied() {
+        let refused = [
+            ErrorKind::NotLeader(NotLeader::default()),
+            ErrorKind::EpochMismatch(EpochMismatch::default()),
+            ErrorKind::KeyOutOfRange(KeyOutOfRange::default()),
+            ErrorKind::ShardNotFound(ShardNotFound { shard_id: 2 }),
+            ErrorKind::InvalidArgument(InvalidArgument {}),
+        ];
+        for kind in refused {
+            assert!(!may_have_applied(&server(kind.clone())), "{kind:?}");
+        }
+        assert!(may_have_applied(&server(ErrorKind::Unavailable(
+            Unavailable {}
+        ))));
+        assert!(may_have_applied(&Failure::RpcTimeout));
+        assert!(may_have_applied(&Failure::Status {
+            code: tonic::Code::Unavailable,
+            message: "reset".into(),
+        }));
     }
 
     #[test]

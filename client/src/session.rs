@@ -1,11 +1,20 @@
 //! Write ids for exactly-once writes.
 //!
-//! Every [`Client`](crate::Client) owns one [`Session`]: a random non-zero
-//! `client_id` and a counter of sequence numbers starting at 1. Each logical
-//! write takes one seq through [`Session::begin`] and keeps it for all its
-//! retries; the server deduplicates on `(client_id, seq)`, so a retry of a
-//! write that was applied but whose reply was lost returns the first result
-//! instead of applying it twice.
+//! A [`Client`](crate::Client) holds one [`Session`] per shard it has
+//! written to ([`SessionMap`]), opened lazily on the first write with
+//! `Kv/OpenSession`: the shard registers it through its Raft log and
+//! answers its `client_id`. A session counts sequence numbers from 1. Each
+//! logical write takes one seq through [`Session::begin`] and keeps it for
+//! all its retries; the server deduplicates on `(client_id, seq)`, so a
+//! retry of a write that was applied but whose reply was lost returns the
+//! first result instead of applying it twice.
+//!
+//! A shard remembers a bounded number of sessions. When it has evicted ours,
+//! a write gets `SessionExpired`: the client reports the write's outcome as
+//! unknown ([`Error::SessionExpired`](crate::Error::SessionExpired)), drops
+//! the session ([`SessionMap::forget`]) and opens a new one for later
+//! writes. It never re-sends the same write under the new session: that
+//! could apply it twice.
 //!
 //! Every [`WriteId`] also carries `first_incomplete`, the smallest seq still
 //! in flight (or the next seq when none is): the server may forget the results
@@ -13,12 +22,61 @@
 //! [`WriteGuard`] is dropped, also when the caller abandons the call, so one
 //! lost future cannot pin the server's dedup memory forever.
 
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atoll_proto::WriteId;
 
-/// Allocates write ids for one client. Thread-safe.
+/// The open sessions of one client, by shard id. Thread-safe.
+#[derive(Debug, Default)]
+pub struct SessionMap {
+    by_shard: Mutex<BTreeMap<u64, Arc<Session>>>,
+    /// Held while a session is being opened, so concurrent first writes
+    /// open one session rather than one each (every extra session would
+    /// take a slot in the shard's table and could evict someone).
+    pub(crate) opening: tokio::sync::Mutex<()>,
+}
+
+impl SessionMap {
+    /// The session open on `shard`, if any.
+    pub fn get(&self, shard: u64) -> Option<Arc<Session>> {
+        self.lock().get(&shard).cloned()
+    }
+
+    /// Records a newly opened session of `shard`.
+    pub fn insert(&self, shard: u64, session: Arc<Session>) {
+        self.lock().insert(shard, session);
+    }
+
+    /// Drops the session of `shard` if it is still `client_id` (another
+    /// task may already have replaced it). Returns whether it was dropped.
+    pub fn forget(&self, shard: u64, client_id: u64) -> bool {
+        let mut map = self.lock();
+        if map.get(&shard).is_some_and(|s| s.client_id() == client_id) {
+            map.remove(&shard);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `(shard id, client id)` of every open session, by shard.
+    pub fn ids(&self) -> Vec<(u64, u64)> {
+        self.lock()
+            .iter()
+            .map(|(shard, s)| (*shard, s.client_id()))
+            .collect()
+    }
+
+    /// Each critical section is one map operation: poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Session>>> {
+        self.by_shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Allocates write ids within one session on one shard. Thread-safe.
 #[derive(Debug)]
 pub struct Session {
     client_id: u64,
@@ -32,7 +90,7 @@ struct State {
 }
 
 impl Session {
-    /// A session with the given id (tests, deterministic simulations).
+    /// A session with the id a shard gave out.
     pub fn new(client_id: u64) -> Self {
         Session {
             client_id,
@@ -41,12 +99,6 @@ impl Session {
                 in_flight: BTreeSet::new(),
             }),
         }
-    }
-
-    /// A session with a random non-zero id.
-    pub fn random() -> Self {
-        let id = rand::Rng::gen::<u64>(&mut crate::rng::rng()).max(1);
-        Session::new(id)
     }
 
     /// This session's client id.
@@ -175,7 +227,18 @@ mod tests {
     }
 
     #[test]
-    fn random_sessions_have_non_zero_ids() {
-        assert_ne!(Session::random().client_id(), 0);
+    fn an_expired_session_is_forgotten_only_if_still_current() {
+        let map = SessionMap::default();
+        map.insert(1, Arc::new(Session::new(5)));
+        assert!(
+            !map.forget(1, 4),
+            "a stale report must not drop a newer session"
+        );
+        assert_eq!(map.ids(), vec![(1, 5)]);
+        assert!(map.forget(1, 5));
+        assert!(map.get(1).is_none());
+        map.insert(1, Arc::new(Session::new(6)));
+        map.insert(2, Arc::new(Session::new(1)));
+        assert_eq!(map.ids(), vec![(1, 6), (2, 1)]);
     }
 }

@@ -124,6 +124,55 @@ async fn a_retried_write_is_applied_once() {
 }
 
 #[tokio::test]
+async fn a_write_whose_session_expired_is_an_unknown_outcome_and_never_resent() {
+    let world = fake_cluster::start().await;
+    let client = client(&world).await;
+    assert!(client.session_ids().is_empty(), "no session before a write");
+    {
+        let mut w = lock(&world);
+        w.lose_next_reply = true;
+        w.expire_with_lost_reply = true;
+    }
+    // The first attempt applies and loses its reply; by the retry the
+    // session was evicted. The retry must not count as a fresh write.
+    let err = client.put("k", "v1").await.expect_err("unknown outcome");
+    assert!(
+        matches!(err, Error::SessionExpired { shard_id: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_indeterminate());
+    assert_eq!(lock(&world).applied_writes, 1, "applied exactly once");
+    // Leader (applied, reply lost) -> next replica (NotLeader) -> leader
+    // (SessionExpired), and then nothing: no re-send under a new session.
+    assert_eq!(requests(&world, "put"), [1, 2, 1]);
+    assert_eq!(requests(&world, "open_session").len(), 1);
+    assert!(client.session_ids().is_empty(), "the session was dropped");
+
+    // The next write opens a fresh session and succeeds.
+    client.put("k", "v2").await.expect("put in a new session");
+    assert_eq!(requests(&world, "open_session").len(), 2);
+    let ids = client.session_ids();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].0, 1);
+    assert_eq!(lock(&world).applied_writes, 2);
+    assert_eq!(client.get("k").await.expect("get"), Some(b"v2".to_vec()));
+}
+
+#[tokio::test]
+async fn concurrent_first_writes_open_one_session() {
+    let world = fake_cluster::start().await;
+    let client = client(&world).await;
+    let writes = (0..8).map(|i| {
+        let c = client.clone();
+        async move { c.put(format!("k{i}"), "v").await }
+    });
+    for r in futures::future::join_all(writes).await {
+        r.expect("put");
+    }
+    assert_eq!(requests(&world, "open_session").len(), 1);
+}
+
+#[tokio::test]
 async fn moves_on_from_a_dead_leader() {
     let world = fake_cluster::start().await;
     let client = client(&world).await;

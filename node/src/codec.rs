@@ -87,12 +87,12 @@ mod byte_tests {
         let ours = bincode::serialize(&WriteOp::Batch(pairs.clone())).unwrap();
         let plain = bincode::serialize(&PlainOp::Batch(pairs)).unwrap();
         assert_eq!(ours, plain);
-        let req = Request {
-            write_id: Some(WriteId {
+        let req = Request::Write {
+            write_id: WriteId {
                 client_id: 1,
                 seq: 2,
                 first_incomplete: 1,
-            }),
+            },
             op: WriteOp::Cas {
                 key: b"k".to_vec(),
                 expected: None,

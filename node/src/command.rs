@@ -4,12 +4,18 @@
 //! Byte strings are encoded with `serde_bytes`: bincode writes the same bytes
 //! as for a `Vec<u8>` (length, then the bytes), but in one copy instead of
 //! one call per byte, which matters for 1 MiB values.
+//!
+//! Client sessions are registered through the log too
+//! (`Request::RegisterSession`), as in the Raft dissertation (§6.3): every
+//! replica allocates the same id and evicts the same sessions at the same
+//! log index. See docs/decisions/0007-explicit-client-sessions.md.
 
 use serde::{Deserialize, Serialize};
 
 /// Identifies one logical client write for exactly-once application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteId {
+    /// A session registered on this shard (`Response::SessionRegistered`).
     pub client_id: u64,
     pub seq: u64,
     /// Every seq below this has been answered; its result may be forgotten.
@@ -55,9 +61,16 @@ impl WriteOp {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub write_id: Option<WriteId>,
-    pub op: WriteOp,
+pub enum Request {
+    /// A client write, applied at most once per write id.
+    Write { write_id: WriteId, op: WriteOp },
+    /// Opens a client session: the state machine allocates the next id of
+    /// the shard's counter and answers `Response::SessionRegistered`. If the
+    /// shard then holds more than `max_sessions` sessions, the least
+    /// recently written ones are evicted. The cap travels in the entry (the
+    /// proposing leader's configuration), so every replica evicts the same
+    /// sessions whatever its own configuration says.
+    RegisterSession { max_sessions: u64 },
 }
 
 /// Why the state machine refused to apply a write (nothing was changed).
@@ -70,6 +83,10 @@ pub enum Rejection {
     },
     /// A retry of a write whose answer the client already acknowledged.
     StaleSequence { seq: u64, first_incomplete: u64 },
+    /// The write's session is not in the table: evicted, or never
+    /// registered on this shard. An earlier attempt of the same write may
+    /// have been applied before the eviction, so its outcome is unknown.
+    SessionExpired { client_id: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,5 +103,9 @@ pub enum Response {
         previous: Option<Vec<u8>>,
     },
     Batch,
+    /// A new session's id.
+    SessionRegistered {
+        client_id: u64,
+    },
     Rejected(Rejection),
 }

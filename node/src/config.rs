@@ -103,6 +103,26 @@ impl RaftTuning {
 /// The default `initial_cluster_token`.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "atoll";
 
+/// Exactly-once write sessions (docs/decisions/0007-explicit-client-sessions.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionLimits {
+    /// Sessions one shard remembers. Opening one more evicts the least
+    /// recently written; that client's next write gets `SessionExpired`.
+    /// The leader that registers a session puts its own value in the log
+    /// entry, so replicas never disagree even if nodes are configured
+    /// differently.
+    pub max_per_shard: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_per_shard: crate::state_machine::dedup::DEFAULT_MAX_SESSIONS,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +144,7 @@ pub struct Config {
     pub initial_cluster_token: String,
     pub limits: Limits,
     pub raft: RaftTuning,
+    pub sessions: SessionLimits,
 }
 
 impl Default for Config {
@@ -137,6 +158,7 @@ impl Default for Config {
             initial_cluster_token: DEFAULT_CLUSTER_TOKEN.into(),
             limits: Limits::default(),
             raft: RaftTuning::default(),
+            sessions: SessionLimits::default(),
         }
     }
 }
@@ -179,6 +201,11 @@ impl Config {
             ));
         }
         self.raft.to_openraft()?;
+        if self.sessions.max_per_shard == 0 {
+            return Err(NodeError::Config(
+                "sessions.max_per_shard must be > 0".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -235,6 +262,9 @@ mod tests {
         assert_eq!(c.id, 2);
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.limits.max_key_bytes, 4096);
+        assert_eq!(c.sessions.max_per_shard, 100_000);
+        let c: Config = toml::from_str("[sessions]\nmax_per_shard = 3\n").unwrap();
+        assert_eq!(c.sessions.max_per_shard, 3);
         assert!(toml::from_str::<Config>("idd = 2").is_err());
     }
 }

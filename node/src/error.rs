@@ -54,6 +54,8 @@ pub enum KvError {
     Unavailable(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("session {client_id} is not known to shard {shard} (evicted, or never opened there); this attempt applied nothing, but an earlier attempt of the same write may have been applied: the outcome is unknown. Open a new session; do not resend the write blindly")]
+    SessionExpired { shard: u64, client_id: u64 },
 }
 
 fn hint(id: &Option<u64>, addr: &Option<String>) -> String {
@@ -111,6 +113,12 @@ impl KvError {
             KvError::ShardNotFound(id) => Kind::ShardNotFound(pb::ShardNotFound { shard_id: *id }),
             KvError::Unavailable(_) => Kind::Unavailable(pb::Unavailable {}),
             KvError::InvalidArgument(_) => Kind::InvalidArgument(pb::InvalidArgument {}),
+            KvError::SessionExpired { shard, client_id } => {
+                Kind::SessionExpired(pb::SessionExpired {
+                    shard_id: *shard,
+                    client_id: *client_id,
+                })
+            }
         };
         pb::Error {
             message: self.to_string(),
@@ -144,6 +152,19 @@ mod tests {
             e.to_proto().kind,
             Some(pb::error::Kind::InvalidArgument(_))
         ));
+        let e = KvError::SessionExpired {
+            shard: 1,
+            client_id: 9,
+        };
+        let p = e.to_proto();
+        assert!(matches!(
+            p.kind,
+            Some(pb::error::Kind::SessionExpired(pb::SessionExpired {
+                shard_id: 1,
+                client_id: 9
+            }))
+        ));
+        assert!(p.message.contains("outcome is unknown"), "{}", p.message);
         assert_eq!(show(b"abc"), "\"abc\"");
         assert_eq!(show(&[0, 255]), "0x00ff");
     }

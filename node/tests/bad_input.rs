@@ -8,7 +8,8 @@ use std::time::Duration;
 use atoll_proto::error::Kind;
 use atoll_proto::kv_client::KvClient;
 use atoll_proto::{
-    BatchRequest, Epoch, GetRequest, PutRequest, RequestHeader, ScanRequest, ShardsRequest, WriteId,
+    BatchRequest, Epoch, GetRequest, OpenSessionRequest, PutRequest, RequestHeader, ScanRequest,
+    ShardsRequest, WriteId,
 };
 use support::Cluster;
 use tonic::transport::Channel;
@@ -20,9 +21,17 @@ fn header(shard: u64) -> Option<RequestHeader> {
     })
 }
 
+/// A session id no shard gave out: fine for requests refused before they
+/// reach the state machine.
+const NO_SESSION: u64 = 42_000_000;
+
 fn wid(seq: u64) -> Option<WriteId> {
+    wid_in(NO_SESSION, seq)
+}
+
+fn wid_in(client_id: u64, seq: u64) -> Option<WriteId> {
     Some(WriteId {
-        client_id: 42,
+        client_id,
         seq,
         first_incomplete: seq,
     })
@@ -164,8 +173,29 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() {
         "not the leader",
     );
 
+    // A write under a session the shard never opened is refused.
+    let r = c.put(put(b"k", b"v", 8)).await.unwrap().into_inner();
+    expect_kind(
+        r.error,
+        |k| matches!(k, Kind::SessionExpired(s) if s.client_id == NO_SESSION),
+        "outcome is unknown",
+    );
+
     // Still serving, and nothing of the above was applied.
-    let r = c.put(put(b"k", b"good", 8)).await.unwrap().into_inner();
+    let session = c
+        .open_session(OpenSessionRequest { header: header(1) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(session.error.is_none(), "{session:?}");
+    let r = c
+        .put(PutRequest {
+            write_id: wid_in(session.client_id, 1),
+            ..put(b"k", b"good", 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.error.is_none(), "{r:?}");
     let r = c
         .get(GetRequest {

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use atoll_node::raft::type_config::{StorageError, TypeConfig};
 use atoll_node::shard::ShardMeta;
 use atoll_node::state_machine::view::ApplyGate;
-use atoll_node::state_machine::{dedup, StateMachine};
+use atoll_node::state_machine::StateMachine;
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::{Flusher, LogStore, MemoryEngine, SledEngine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -32,14 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
         let shard = 7;
         let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(shard)));
         let log = LogStore::new(shard, engine.clone(), flusher.clone());
-        let sm = StateMachine::open(
-            shard,
-            engine,
-            flusher,
-            meta,
-            ApplyGate::new(),
-            dedup::DEFAULT_MAX_SESSIONS,
-        )?;
+        let sm = StateMachine::open(shard, engine, flusher, meta, ApplyGate::new())?;
         Ok((dir, log, sm))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::{Client, ClientConfig};
-use atoll_node::config::{Config, RaftTuning};
+use atoll_node::config::{Config, RaftTuning, SessionLimits};
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::MemoryEngine;
 use madsim::net::NetSim;
@@ -48,6 +48,16 @@ fn ip(i: u64) -> IpAddr {
 impl SimCluster {
     /// Creates and starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64) -> Self {
+        Self::start_with_session_cap(n, None)
+    }
+
+    /// [`SimCluster::start`] with `sessions.max_per_shard` set (`None`:
+    /// the default).
+    pub fn start_with_session_cap(n: u64, session_cap: Option<u64>) -> Self {
+        let sessions = match session_cap {
+            Some(max_per_shard) => SessionLimits { max_per_shard },
+            None => SessionLimits::default(),
+        };
         let handle = Handle::current();
         let observer = Observer::default();
         let initial: Vec<String> = (1..=n).map(|i| format!("{i}={}:{PORT}", ip(i))).collect();
@@ -62,6 +72,7 @@ impl SimCluster {
                 advertise: Some(addr.clone()),
                 initial_cluster: initial.clone(),
                 raft: sim_tuning(),
+                sessions: sessions.clone(),
                 ..Config::default()
             };
             let (engine2, obs) = (engine.clone(), observer.clone());

@@ -20,6 +20,10 @@ pub struct Scenario {
     pub nodes: u64,
     pub workload: Workload,
     pub bug: Bug,
+    /// Node config `sessions.max_per_shard`. When set, a churn client opens
+    /// that many new sessions every 1.5 s, evicting everyone else's, and the
+    /// run fails unless some write saw `SessionExpired`.
+    pub session_cap: Option<u64>,
 }
 
 impl Scenario {
@@ -29,6 +33,7 @@ impl Scenario {
             nodes: 3,
             workload: Workload::default(),
             bug: Bug::None,
+            session_cap: None,
         }
     }
 }
@@ -41,15 +46,17 @@ pub struct Report {
     pub ops: usize,
     pub acked_unique_writes: usize,
     pub leader_terms: usize,
+    pub session_expired: u64,
 }
 
 const FINAL_READER: u64 = 1_000;
 
 /// The scenario inside the simulation.
 pub async fn run(scenario: Scenario) -> Result<Report, String> {
-    let cluster = SimCluster::start(scenario.nodes);
+    let cluster = SimCluster::start_with_session_cap(scenario.nodes, scenario.session_cap);
     let w = scenario.workload.clone();
     let rec = Arc::new(Recorder::new());
+    let stats = Arc::new(workload::Stats::default());
     let client = cluster.client(Duration::from_secs(5)).await;
 
     let mut tasks = Vec::new();
@@ -57,12 +64,20 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         // Separate clients, separate route caches: like separate processes.
         let own = cluster.client(Duration::from_secs(5)).await;
         let read_only = me > w.clients;
-        let fut = workload::register_client(own, me, read_only, w.clone(), rec.clone());
+        let fut =
+            workload::register_client(own, me, read_only, w.clone(), rec.clone(), stats.clone());
         tasks.push(cluster.client_node().spawn(fut));
     }
-    let writer = cluster
-        .client_node()
-        .spawn(workload::unique_writer(client.clone(), w.duration));
+    let writer = cluster.client_node().spawn(workload::unique_writer(
+        client.clone(),
+        w.duration,
+        stats.clone(),
+    ));
+    let churn = scenario.session_cap.map(|cap| {
+        let every = Duration::from_millis(1500);
+        let fut = workload::session_churn(cluster.endpoints(), cap, every, w.duration);
+        cluster.client_node().spawn(fut)
+    });
     for me in 1..=2 {
         let own = cluster.client(Duration::from_secs(5)).await;
         cluster
@@ -76,6 +91,9 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
             .spawn(batch_groups::scanner(own, w.duration))
     };
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
+    if let Some(churn) = churn {
+        churn.await.map_err(|e| format!("churn task died: {e}"))?;
+    }
     for t in tasks {
         t.await.map_err(|e| format!("client task died: {e}"))?;
     }
@@ -130,6 +148,9 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         ));
         let _ = history.save(&path);
     }
+    if scenario.session_cap.is_some() && stats.session_expired() == 0 {
+        return Err("a small session cap was set but no write saw SessionExpired".into());
+    }
     leaders::check_one_leader_per_term(&cluster.observer)?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;
@@ -144,6 +165,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         ops: history.len(),
         acked_unique_writes: acked.len(),
         leader_terms: cluster.observer.terms_with_leader(),
+        session_expired: stats.session_expired(),
     })
 }
 
@@ -205,7 +227,7 @@ pub fn sweep(
         match run_seed(seed, scenario) {
             Ok(r) => {
                 if std::env::var("SIM_VERBOSE").is_ok() {
-                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.faults);
+                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.faults);
                 }
             }
             Err(msg) => {

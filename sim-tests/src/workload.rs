@@ -1,14 +1,42 @@
 //! Client workloads. `register_clients` runs concurrent get/put/cas/delete
 //! on a few keys and records every invocation and completion; `unique_writer`
-//! writes fresh keys and remembers which writes were acknowledged.
+//! writes fresh keys and remembers which writes were acknowledged;
+//! `session_churn` opens bursts of new write sessions so a small per-shard
+//! session cap evicts the other clients' sessions.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_client::Client;
+use atoll_client::{Client, ClientConfig, Error};
 use atoll_jepsen::{OpKind, OpResult, Outcome, Recorder};
 use rand::Rng;
+
+/// Counts of notable client outcomes over a run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Writes that ended with `SessionExpired` (their session was evicted).
+    pub session_expired: AtomicU64,
+}
+
+impl Stats {
+    pub fn session_expired(&self) -> u64 {
+        self.session_expired.load(Ordering::Relaxed)
+    }
+
+    /// The history outcome of a failed write. `Timeout` and `SessionExpired`
+    /// are indeterminate by definition (the write may have been applied); the
+    /// other errors are refusals before proposal, but the client may have
+    /// sent an earlier attempt that did reach a leader, so every failed
+    /// write is recorded as indeterminate (info).
+    fn failed_write(&self, e: &Error) -> Outcome {
+        if matches!(e, Error::SessionExpired { .. }) {
+            self.session_expired.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Indeterminate
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -44,6 +72,7 @@ pub async fn register_client(
     read_only: bool,
     w: Workload,
     rec: Arc<Recorder>,
+    stats: Arc<Stats>,
 ) {
     let start = tokio::time::Instant::now();
     let mut seen: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
@@ -87,11 +116,11 @@ pub async fn register_client(
             },
             OpKind::Put { .. } => match client.put(&key, &value).await {
                 Ok(()) => Outcome::Ok(OpResult::Put),
-                Err(_) => Outcome::Indeterminate,
+                Err(e) => stats.failed_write(&e),
             },
             OpKind::Delete { .. } => match client.delete(&key).await {
                 Ok(_) => Outcome::Ok(OpResult::Delete),
-                Err(_) => Outcome::Indeterminate,
+                Err(e) => stats.failed_write(&e),
             },
             OpKind::Cas { expected, new, .. } => {
                 match client.cas(&key, expected.as_deref(), new.as_deref()).await {
@@ -101,7 +130,7 @@ pub async fn register_client(
                             succeeded: o.succeeded,
                         })
                     }
-                    Err(_) => Outcome::Indeterminate,
+                    Err(e) => stats.failed_write(&e),
                 }
             }
         };
@@ -113,7 +142,11 @@ pub async fn register_client(
 
 /// Writes `uniq-N` keys until `duration` has passed; returns the
 /// acknowledged ones.
-pub async fn unique_writer(client: Client, duration: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub async fn unique_writer(
+    client: Client,
+    duration: Duration,
+    stats: Arc<Stats>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let start = tokio::time::Instant::now();
     let mut acked = Vec::new();
     let mut n = 0u64;
@@ -123,10 +156,43 @@ pub async fn unique_writer(client: Client, duration: Duration) -> Vec<(Vec<u8>, 
             format!("uniq-{n:06}").into_bytes(),
             format!("v{n}").into_bytes(),
         );
-        if client.put(&k, &v).await.is_ok() {
-            acked.push((k, v));
+        match client.put(&k, &v).await {
+            Ok(()) => acked.push((k, v)),
+            Err(e) => {
+                stats.failed_write(&e);
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     acked
+}
+
+/// Every `every`, opens `burst` new write sessions (a fresh client each,
+/// one write to a `churn-` key), until `duration` has passed. With a
+/// per-shard cap of at most `burst`, each burst evicts every older session,
+/// so the other clients' next writes get `SessionExpired`.
+pub async fn session_churn(
+    endpoints: Vec<String>,
+    burst: u64,
+    every: Duration,
+    duration: Duration,
+) {
+    let start = tokio::time::Instant::now();
+    let config = ClientConfig {
+        deadline: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    };
+    let mut round = 0u64;
+    while start.elapsed() < duration {
+        round += 1;
+        for i in 0..burst {
+            // Failures are expected under faults; the burst only needs to
+            // register some sessions.
+            if let Ok(c) = Client::with_config(endpoints.clone(), config.clone()).await {
+                let _ = c.put(format!("churn-{round}-{i}"), "x").await;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }

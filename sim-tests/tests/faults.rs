@@ -54,3 +54,27 @@ fn net_chaos() {
 fn mixed() {
     schedule("mixed", Schedule::Mixed);
 }
+
+/// Every fault, with a per-shard cap of 4 sessions and a client opening 4
+/// new ones every 1.5 s: the workload's sessions are evicted over and over,
+/// its writes end as `SessionExpired` (recorded as indeterminate), and the
+/// history must still be linearizable with no acknowledged write lost.
+#[test]
+fn mixed_with_session_eviction() {
+    let scenario = Scenario {
+        session_cap: Some(4),
+        ..Scenario::new(Schedule::Mixed)
+    };
+    let failures = sweep(
+        "faults",
+        "mixed_with_session_eviction",
+        &scenario,
+        &seeds(DEFAULT_SEEDS),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} seed(s) failed: {:?}",
+        failures.len(),
+        failures.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+}

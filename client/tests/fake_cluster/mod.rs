@@ -1,9 +1,10 @@
 //! An in-process fake of a three-node Atoll cluster for client tests: real
 //! gRPC servers on localhost, one shared in-memory "world" standing in for
 //! Raft. It checks request headers like a node would (shard, epoch, range,
-//! leadership), deduplicates writes on `(client_id, seq)`, caps scan pages,
-//! and lets a test move leaders, split shards, take nodes down and lose
-//! replies.
+//! leadership), opens write sessions and refuses writes of unknown ones
+//! with `SessionExpired`, deduplicates writes on `(client_id, seq)`, caps
+//! scan pages, and lets a test move leaders, split shards, take nodes down,
+//! lose replies and expire sessions.
 
 // Shared by several test binaries; each uses a different part.
 #![allow(dead_code, clippy::result_large_err)]
@@ -33,8 +34,14 @@ pub struct World {
     pub down: BTreeSet<u64>,
     pub data: BTreeMap<Vec<u8>, Vec<u8>>,
     dedup: HashMap<(u64, u64), Saved>,
+    /// Open sessions: client id -> shard id. Ids are unique across shards.
+    pub sessions: HashMap<u64, u64>,
+    next_session: u64,
     pub applied_writes: u64,
     pub lose_next_reply: bool,
+    /// With `lose_next_reply`: also evict the writer's session, as if other
+    /// clients had opened enough sessions before the retry arrived.
+    pub expire_with_lost_reply: bool,
     pub page_cap: usize,
     /// Every request that reached a node: (node id, method).
     pub log: Vec<(u64, &'static str)>,
@@ -122,6 +129,40 @@ impl World {
         Ok(shard.clone())
     }
 
+    /// Opens a session on `shard`; returns its id.
+    fn open_session(&mut self, shard: u64) -> u64 {
+        self.next_session += 1;
+        self.sessions.insert(self.next_session, shard);
+        self.next_session
+    }
+
+    /// Refuses a write whose session the shard does not know.
+    fn check_session(&self, shard: &ShardDescriptor, id: &Option<WriteId>) -> Result<(), Error> {
+        let client_id = id.as_ref().map_or(0, |id| id.client_id);
+        if self.sessions.get(&client_id) == Some(&shard.id) {
+            return Ok(());
+        }
+        Err(Error {
+            message: "fake: session expired".into(),
+            kind: Some(error::Kind::SessionExpired(SessionExpired {
+                shard_id: shard.id,
+                client_id,
+            })),
+        })
+    }
+
+    /// The checks of a write: those of any request, then its session.
+    fn check_write(
+        &self,
+        node: u64,
+        header: Option<RequestHeader>,
+        keys: &[&[u8]],
+        id: &Option<WriteId>,
+    ) -> Result<(), Error> {
+        let shard = self.check(node, header, keys, true)?;
+        self.check_session(&shard, id)
+    }
+
     /// Applies a write once per write id; `apply` runs on first sight only.
     fn write(
         &mut self,
@@ -143,6 +184,9 @@ impl World {
             }
         };
         if std::mem::take(&mut self.lose_next_reply) {
+            if std::mem::take(&mut self.expire_with_lost_reply) {
+                self.sessions.remove(&id.client_id);
+            }
             return Err(Status::unavailable("fake: reply lost after apply"));
         }
         Ok(saved)
@@ -196,7 +240,7 @@ impl Kv for Node {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
         let mut world = self.enter("put")?;
-        if let Err(e) = world.check(self.id, req.header, &[&req.key], true) {
+        if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(PutResponse { error: Some(e) }));
         }
         world.write(req.write_id, |w| {
@@ -212,7 +256,7 @@ impl Kv for Node {
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
         let mut world = self.enter("delete")?;
-        if let Err(e) = world.check(self.id, req.header, &[&req.key], true) {
+        if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(DeleteResponse {
                 error: Some(e),
                 existed: false,
@@ -231,7 +275,7 @@ impl Kv for Node {
     async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
         let req = req.into_inner();
         let mut world = self.enter("cas")?;
-        if let Err(e) = world.check(self.id, req.header, &[&req.key], true) {
+        if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(CasResponse {
                 error: Some(e),
                 ..Default::default()
@@ -302,7 +346,7 @@ impl Kv for Node {
         let req = req.into_inner();
         let mut world = self.enter("batch")?;
         let keys: Vec<&[u8]> = req.mutations.iter().map(|m| m.key.as_slice()).collect();
-        if let Err(e) = world.check(self.id, req.header, &keys, true) {
+        if let Err(e) = world.check_write(self.id, req.header, &keys, &req.write_id) {
             return Ok(Response::new(BatchResponse { error: Some(e) }));
         }
         world.write(req.write_id, |w| {
@@ -315,6 +359,24 @@ impl Kv for Node {
             Saved::Done
         })?;
         Ok(Response::new(BatchResponse { error: None }))
+    }
+
+    async fn open_session(
+        &self,
+        req: Request<OpenSessionRequest>,
+    ) -> Result<Response<OpenSessionResponse>, Status> {
+        let mut world = self.enter("open_session")?;
+        let reply = match world.check(self.id, req.into_inner().header, &[], true) {
+            Err(e) => OpenSessionResponse {
+                error: Some(e),
+                client_id: 0,
+            },
+            Ok(shard) => OpenSessionResponse {
+                error: None,
+                client_id: world.open_session(shard.id),
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     async fn shards(&self, _: Request<ShardsRequest>) -> Result<Response<ShardsResponse>, Status> {

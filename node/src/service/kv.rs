@@ -1,6 +1,8 @@
 //! The client KV service. Each call: validate input → find the shard →
 //! check epoch and key range → propose the write through Raft (or pass the
 //! ReadIndex barrier for a read) → answer, with failures as typed errors.
+//! `OpenSession` proposes a session registration the same way; a write of
+//! an unknown session comes back as `SessionExpired`.
 
 use std::sync::Arc;
 
@@ -78,15 +80,11 @@ impl KvService {
         for key in op.keys() {
             Self::check_key(&replica, key)?;
         }
-        let req = command::Request {
-            write_id: Some(write_id),
-            op,
-        };
         #[cfg(all(madsim, feature = "sim-bugs"))]
         if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeCommit)
             && replica.raft.metrics().borrow().current_leader == Some(self.ctx.node_id())
         {
-            let fake = match &req.op {
+            let fake = match &op {
                 WriteOp::Put { .. } => Response::Put,
                 WriteOp::Delete { .. } => Response::Delete { existed: true },
                 WriteOp::Cas { expected, .. } => Response::Cas {
@@ -95,9 +93,31 @@ impl KvService {
                 },
                 WriteOp::Batch(_) => Response::Batch,
             };
-            let _ = replica.raft.client_write_ff(req).await;
+            let _ = replica
+                .raft
+                .client_write_ff(command::Request::Write { write_id, op })
+                .await;
             return Ok(fake);
         }
+        self.propose(&replica, command::Request::Write { write_id, op })
+            .await
+    }
+
+    /// Registers a new client session on the header's shard.
+    async fn do_open_session(&self, header: Option<&pb::RequestHeader>) -> Result<u64, KvError> {
+        let replica = self.route(header)?;
+        let req = command::Request::RegisterSession {
+            max_sessions: self.ctx.config.sessions.max_per_shard,
+        };
+        match self.propose(&replica, req).await? {
+            Response::SessionRegistered { client_id } => Ok(client_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Proposes `req` through the replica's Raft group and waits until it
+    /// is applied; rejections of the state machine become typed errors.
+    async fn propose(&self, replica: &Replica, req: command::Request) -> Result<Response, KvError> {
         let timeout = self.ctx.config.raft.write_timeout();
         let result = match tokio::time::timeout(timeout, replica.raft.client_write(req)).await {
             Ok(r) => r,
@@ -115,6 +135,9 @@ impl KvService {
                 Response::Rejected(Rejection::StaleSequence { seq, first_incomplete }) => Err(KvError::InvalidArgument(
                     format!("write seq {seq} was already acknowledged (client is past seq {first_incomplete})"),
                 )),
+                Response::Rejected(Rejection::SessionExpired { client_id }) => {
+                    Err(KvError::SessionExpired { shard: replica.id, client_id })
+                }
                 other => Ok(other),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(replica.id, &f)),
@@ -380,6 +403,30 @@ impl Kv for KvService {
         Ok(GrpcResponse::new(pb::BatchResponse {
             error: result.err().and_then(err),
         }))
+    }
+
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Reply<pb::OpenSessionResponse> {
+        let req = request.into_inner();
+        let s = span(&self.ctx, "open_session", req.header.as_ref());
+        Ok(GrpcResponse::new(
+            match self
+                .do_open_session(req.header.as_ref())
+                .instrument(s)
+                .await
+            {
+                Ok(client_id) => pb::OpenSessionResponse {
+                    error: None,
+                    client_id,
+                },
+                Err(e) => pb::OpenSessionResponse {
+                    error: err(e),
+                    client_id: 0,
+                },
+            },
+        ))
     }
 
     async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Reply<pb::ShardsResponse> {

@@ -13,7 +13,7 @@ use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
 use crate::raft::type_config::{NodeId, Raft};
 use crate::state_machine::view::{ApplyGate, ViewGuard};
-use crate::state_machine::{self, dedup, SharedMeta, StateMachine};
+use crate::state_machine::{self, SharedMeta, StateMachine};
 use crate::storage::engine::SharedEngine;
 use crate::storage::keys::ShardId;
 use crate::storage::{Flusher, LogStore};
@@ -51,7 +51,6 @@ impl Replica {
             deps.flusher.clone(),
             meta.clone(),
             gate.clone(),
-            dedup::DEFAULT_MAX_SESSIONS,
         )?;
         let network = ShardNetwork::new(
             id,

@@ -2,7 +2,9 @@
 //!
 //! `apply` decodes each committed entry, checks the dedup table, executes the
 //! write against the node's data keyspace and stores data, sessions and the
-//! applied log id in one atomic engine batch ([`apply`], [`dedup`]).
+//! applied log id in one atomic engine batch ([`apply`], [`dedup`]). Session
+//! registrations go through the same path: the id counter and any evictions
+//! land in the same batch.
 //! Snapshots carry range, sessions and data ([`snapshot`]).
 
 // openraft's trait methods return its (large) `StorageError`; our helpers
@@ -21,11 +23,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 
 use self::apply::Overlay;
-use self::dedup::{Check, Session, Sessions};
+use self::dedup::{Check, Sessions};
 use self::snapshot::SnapshotPayload;
 use self::view::ApplyGate;
 use crate::codec;
-use crate::command::{Rejection, Request, Response};
+use crate::command::{Rejection, Request, Response, WriteId, WriteOp};
 use crate::raft::type_config::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -73,7 +75,6 @@ impl StateMachine {
         flusher: Flusher,
         meta: SharedMeta,
         gate: ApplyGate,
-        max_sessions: usize,
     ) -> Result<Self, StorageError> {
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
             engine
@@ -88,13 +89,13 @@ impl StateMachine {
             Some(b) => codec::decode("membership", &b).map_err(sm_read_err)?,
             None => StoredMembership::default(),
         };
+        let next_session_id = match get(SmMeta::NextSessionId)? {
+            Some(b) => Some(codec::decode("next session id", &b).map_err(sm_read_err)?),
+            None => None,
+        };
         let (lo, hi) = keys::sessions_range(shard);
-        let mut sessions = Vec::new();
-        for (k, v) in engine.scan(&lo, &hi, usize::MAX).map_err(sm_read_err)? {
-            let client = u64::from_be_bytes(k[9..17].try_into().unwrap_or([0; 8]));
-            let s: Session = codec::decode("session", &v).map_err(sm_read_err)?;
-            sessions.push((client, s));
-        }
+        let rows = engine.scan(&lo, &hi, usize::MAX).map_err(sm_read_err)?;
+        let sessions = Sessions::load(next_session_id, rows).map_err(sm_read_err)?;
         Ok(Self {
             shard,
             engine,
@@ -102,40 +103,58 @@ impl StateMachine {
             meta,
             applied,
             membership,
-            sessions: Sessions::from_sessions(max_sessions, sessions),
+            sessions,
             snapshots_built: 0,
             gate,
         })
     }
 
+    /// Applies one normal entry at log `index`.
     fn apply_request(
         &mut self,
         req: Request,
         index: u64,
         data: &mut Overlay<'_>,
     ) -> Result<Response, StorageError> {
+        match req {
+            Request::Write { write_id, op } => self.apply_write(write_id, op, index, data),
+            Request::RegisterSession { max_sessions } => Ok(Response::SessionRegistered {
+                client_id: self.sessions.register(index, max_sessions),
+            }),
+        }
+    }
+
+    /// Range check → dedup check → execute → record the result.
+    fn apply_write(
+        &mut self,
+        id: WriteId,
+        op: WriteOp,
+        index: u64,
+        data: &mut Overlay<'_>,
+    ) -> Result<Response, StorageError> {
         let meta = read_meta(&self.meta);
-        if let Some(key) = req.op.keys().into_iter().find(|k| !meta.contains(k)) {
+        if let Some(key) = op.keys().into_iter().find(|k| !meta.contains(k)) {
             return Ok(Response::Rejected(Rejection::KeyOutOfRange {
                 key: key.to_vec(),
             }));
         }
-        if let Some(id) = &req.write_id {
-            match self.sessions.check(id) {
-                Check::Fresh => {}
-                Check::Duplicate(r) => return Ok(r),
-                Check::Stale { first_incomplete } => {
-                    return Ok(Response::Rejected(Rejection::StaleSequence {
-                        seq: id.seq,
-                        first_incomplete,
-                    }))
-                }
+        match self.sessions.check(&id) {
+            Check::Fresh => {}
+            Check::Duplicate(r) => return Ok(r),
+            Check::Stale { first_incomplete } => {
+                return Ok(Response::Rejected(Rejection::StaleSequence {
+                    seq: id.seq,
+                    first_incomplete,
+                }))
+            }
+            Check::Expired => {
+                return Ok(Response::Rejected(Rejection::SessionExpired {
+                    client_id: id.client_id,
+                }))
             }
         }
-        let response = apply::execute(req.op, data).map_err(sm_write_err)?;
-        if let Some(id) = &req.write_id {
-            self.sessions.record(id, index, response.clone());
-        }
+        let response = apply::execute(op, data).map_err(sm_write_err)?;
+        self.sessions.record(&id, index, response.clone());
         Ok(response)
     }
 
@@ -163,16 +182,9 @@ impl StateMachine {
                 codec::encode("shard", &meta).map_err(sm_write_err)?,
             );
         }
-        for (client, session) in self.sessions.take_changes() {
-            match session {
-                Some(s) => batch.put(
-                    keys::session(shard, client),
-                    codec::encode("session", &s).map_err(sm_write_err)?,
-                ),
-                None => batch.delete(keys::session(shard, client)),
-            }
-        }
-        Ok(())
+        self.sessions
+            .persist_into(shard, batch)
+            .map_err(sm_write_err)
     }
 
     fn snapshot_from_bytes(bytes: &[u8]) -> Result<Snapshot, StorageError> {
@@ -278,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .and_then(|data| {
                 let payload = SnapshotPayload {
                     shard,
-                    sessions: self.sessions.sorted(),
+                    sessions: self.sessions.to_snapshot(),
                     data,
                 };
                 codec::encode("snapshot payload", &payload).map_err(|e| snap_err(Some(&meta), e))
@@ -334,18 +346,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             batch.delete(k);
         }
-        for (k, v) in &payload.data {
-            batch.put(keys::data(k), v.clone());
+        for (k, v) in payload.data {
+            batch.put(keys::data(&k), v);
         }
-        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = payload.shard.clone();
-        self.sessions =
-            Sessions::from_sessions(dedup::DEFAULT_MAX_SESSIONS, payload.sessions.clone());
-        for (client, s) in &payload.sessions {
-            batch.put(
-                keys::session(self.shard, *client),
-                codec::encode("session", s).map_err(sm_write_err)?,
-            );
-        }
+        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = payload.shard;
+        // Every key of the new table is rewritten by `persist_state` below.
+        self.sessions = Sessions::from_snapshot(payload.sessions);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.persist_state(&mut batch, true)?;
@@ -372,5 +378,121 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => Ok(None),
             Some(bytes) => Ok(Some(Self::snapshot_from_bytes(&bytes)?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::log_id;
+
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn open(engine: &SharedEngine) -> StateMachine {
+        let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(1)));
+        StateMachine::open(
+            1,
+            engine.clone(),
+            Flusher::spawn(engine.clone()),
+            meta,
+            ApplyGate::new(),
+        )
+        .expect("open state machine")
+    }
+
+    fn entry(index: u64, req: Request) -> Entry {
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    fn register(max_sessions: u64) -> Request {
+        Request::RegisterSession { max_sessions }
+    }
+
+    fn put(client: u64, seq: u64, value: &[u8]) -> Request {
+        Request::Write {
+            write_id: WriteId {
+                client_id: client,
+                seq,
+                first_incomplete: seq,
+            },
+            op: WriteOp::Put {
+                key: b"k".to_vec(),
+                value: value.to_vec(),
+            },
+        }
+    }
+
+    fn value(engine: &SharedEngine) -> Option<Vec<u8>> {
+        engine.get(&keys::data(b"k")).expect("engine get")
+    }
+
+    async fn apply_one(sm: &mut StateMachine, index: u64, req: Request) -> Response {
+        let mut out = sm.apply([entry(index, req)]).await.expect("apply");
+        out.pop().expect("one response")
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_its_session_was_evicted_is_refused_not_applied_twice() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut sm = open(&engine);
+        let registered = sm
+            .apply([entry(1, register(2)), entry(2, register(2))])
+            .await
+            .unwrap();
+        assert_eq!(
+            registered,
+            vec![
+                Response::SessionRegistered { client_id: 1 },
+                Response::SessionRegistered { client_id: 2 }
+            ]
+        );
+        assert_eq!(apply_one(&mut sm, 3, put(1, 1, b"a")).await, Response::Put);
+        assert_eq!(apply_one(&mut sm, 4, put(2, 1, b"b")).await, Response::Put);
+        // Session 1 (last write at 3) is the least recently written.
+        assert_eq!(
+            apply_one(&mut sm, 5, register(2)).await,
+            Response::SessionRegistered { client_id: 3 }
+        );
+        let expired = Response::Rejected(Rejection::SessionExpired { client_id: 1 });
+        assert_eq!(apply_one(&mut sm, 6, put(1, 1, b"a")).await, expired);
+        assert_eq!(value(&engine), Some(b"b".to_vec()), "applied twice");
+        // A write under an id no registration ever gave out is refused too.
+        assert_eq!(
+            apply_one(&mut sm, 7, put(99, 1, b"x")).await,
+            Response::Rejected(Rejection::SessionExpired { client_id: 99 })
+        );
+
+        // The table and the id counter survive a restart...
+        drop(sm);
+        let mut sm = open(&engine);
+        assert_eq!(apply_one(&mut sm, 8, put(1, 1, b"a")).await, expired);
+        assert_eq!(apply_one(&mut sm, 9, put(2, 1, b"b")).await, Response::Put);
+        assert_eq!(value(&engine), Some(b"b".to_vec()));
+
+        // ...and travel in snapshots.
+        let mut builder = sm.get_snapshot_builder().await;
+        let snapshot = builder.build_snapshot().await.unwrap();
+        let other: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut copy = open(&other);
+        copy.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(apply_one(&mut copy, 10, put(1, 1, b"a")).await, expired);
+        assert_eq!(
+            apply_one(&mut copy, 11, register(2)).await,
+            Response::SessionRegistered { client_id: 4 }
+        );
+        assert_eq!(value(&other), Some(b"b".to_vec()));
+        drop(copy);
+        let mut reopened = open(&other);
+        assert_eq!(
+            apply_one(&mut reopened, 12, register(2)).await,
+            Response::SessionRegistered { client_id: 5 }
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dedup::Session;
+use super::dedup::SessionsSnapshot;
 use crate::shard::meta::ShardMeta;
 use crate::storage::engine::{EngineError, Kv, SharedEngine};
 use crate::storage::keys;
@@ -13,7 +13,8 @@ use crate::storage::keys;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayload {
     pub shard: ShardMeta,
-    pub sessions: Vec<(u64, Session)>,
+    /// The dedup table, including the next session id.
+    pub sessions: SessionsSnapshot,
     /// User key-value pairs in the shard's range, ascending.
     pub data: Vec<Kv>,
 }

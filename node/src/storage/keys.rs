@@ -4,8 +4,10 @@
 //! 0x00 name                      node meta (node id, ...)
 //! 0x01 shard(8) index(8)         raft log entry           (big-endian)
 //! 0x02 shard(8) tag              raft meta: vote, committed, purged
-//! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot
-//! 0x04 shard(8) client(8)        dedup session of one client
+//! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot,
+//!                                next session id
+//! 0x04 shard(8) client(8)        dedup session header of one client
+//! 0x04 shard(8) client(8) seq(8) one recorded write result of that client
 //! 0x10 user-key                  user data (shards on a node never overlap)
 //! ```
 //! Every shard-scoped prefix puts the shard id first, so one shard's log or
@@ -33,6 +35,7 @@ pub enum SmMeta {
     Membership = 2,
     Shard = 3,
     Snapshot = 4,
+    NextSessionId = 5,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {
@@ -97,6 +100,40 @@ pub fn session(shard: ShardId, client: u64) -> Vec<u8> {
     k
 }
 
+/// The recorded result of write `seq` of `client`; sorts right after the
+/// client's header, so one session is one contiguous range.
+pub fn session_result(shard: ShardId, client: u64, seq: u64) -> Vec<u8> {
+    let mut k = session(shard, client);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A key in [`sessions_range`]: a session header or one of its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKey {
+    Header { client: u64 },
+    Result { client: u64, seq: u64 },
+}
+
+/// Decodes a key made by [`session`] or [`session_result`].
+pub fn parse_session(key: &[u8]) -> Option<SessionKey> {
+    if key.first() != Some(&SESSION) {
+        return None;
+    }
+    let word = |at: usize| -> Option<u64> {
+        let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    };
+    match key.len() {
+        17 => Some(SessionKey::Header { client: word(9)? }),
+        25 => Some(SessionKey::Result {
+            client: word(9)?,
+            seq: word(17)?,
+        }),
+        _ => None,
+    }
+}
+
 pub fn sessions_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
     (
         shard_prefix(SESSION, shard),
@@ -144,6 +181,23 @@ mod tests {
         let (lo, hi) = data_range(b"", None);
         assert!(data(b"") >= lo && data(&[0xff; 100]) < hi);
         assert!(session(u64::MAX, u64::MAX) < lo);
+    }
+
+    #[test]
+    fn session_keys_round_trip_and_group_by_client() {
+        assert_eq!(
+            parse_session(&session(3, 9)),
+            Some(SessionKey::Header { client: 9 })
+        );
+        assert_eq!(
+            parse_session(&session_result(3, 9, 4)),
+            Some(SessionKey::Result { client: 9, seq: 4 })
+        );
+        assert_eq!(parse_session(&log(3, 9)), None);
+        assert!(session(3, 9) < session_result(3, 9, 0));
+        assert!(session_result(3, 9, u64::MAX) < session(3, 10));
+        let (lo, hi) = sessions_range(3);
+        assert!(lo <= session(3, 0) && session_result(3, u64::MAX, u64::MAX) < hi);
     }
 
     #[test]
