@@ -18,13 +18,16 @@ use rand::Rng;
 /// Per-RPC fault probabilities for Raft messages between nodes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NetFaults {
+    /// The request is lost: the peer never sees it.
     pub drop: f64,
+    /// The peer handles the request but its reply is lost.
+    pub lose_reply: f64,
     pub duplicate: f64,
     pub max_delay: Duration,
 }
 
 thread_local! {
-    static NET: Cell<NetFaults> = const { Cell::new(NetFaults { drop: 0.0, duplicate: 0.0, max_delay: Duration::ZERO }) };
+    static NET: Cell<NetFaults> = const { Cell::new(NetFaults { drop: 0.0, lose_reply: 0.0, duplicate: 0.0, max_delay: Duration::ZERO }) };
 }
 
 pub fn set_net_faults(f: NetFaults) {
@@ -38,6 +41,7 @@ pub fn net_faults() -> NetFaults {
 /// What to do with one outgoing RPC.
 pub struct RpcFate {
     pub drop: bool,
+    pub lose_reply: bool,
     pub duplicate: bool,
     pub delay: Duration,
 }
@@ -53,6 +57,7 @@ pub fn rpc_fate() -> RpcFate {
     };
     RpcFate {
         drop: rng.gen_bool(f.drop.clamp(0.0, 1.0)),
+        lose_reply: rng.gen_bool(f.lose_reply.clamp(0.0, 1.0)),
         duplicate: rng.gen_bool(f.duplicate.clamp(0.0, 1.0)),
         delay,
     }
@@ -71,7 +76,29 @@ pub fn flush_latency() -> Duration {
         900..=979 => rng.gen_range(2_000..30_000),
         _ => rng.gen_range(100_000..400_000),
     };
-    Duration::from_micros(micros)
+    Duration::from_micros(micros) + slow_disk_extra(madsim::plugin::node())
+}
+
+thread_local! {
+    static SLOW_DISKS: std::cell::RefCell<std::collections::HashMap<madsim::task::NodeId, Duration>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Makes every flush of simulated node `node` take `extra` longer (a slow
+/// disk); `Duration::ZERO` restores it.
+pub fn set_slow_disk(node: madsim::task::NodeId, extra: Duration) {
+    SLOW_DISKS.with(|m| {
+        let mut m = m.borrow_mut();
+        if extra.is_zero() {
+            m.remove(&node);
+        } else {
+            m.insert(node, extra);
+        }
+    });
+}
+
+fn slow_disk_extra(node: madsim::task::NodeId) -> Duration {
+    SLOW_DISKS.with(|m| m.borrow().get(&node).copied().unwrap_or_default())
 }
 
 /// Deliberately broken behaviours, for proving the checkers work.
@@ -88,6 +115,9 @@ pub enum Bug {
     /// Read scan pages without the replica's consistent view, so a page can
     /// show half of an applied batch.
     ScanWithoutView,
+    /// A restarted replica whose stored vote is committed for itself resumes
+    /// leadership of that term without an election (decision 0006 undone).
+    ResumeLeadership,
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -6,8 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
+
 use atoll_client::{Client, ClientConfig};
 use atoll_node::config::{Config, RaftTuning, SessionLimits};
+use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::MemoryEngine;
 use madsim::net::NetSim;
@@ -125,11 +128,21 @@ impl SimCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    /// Power loss: the node stops at once and loses every unflushed write.
+    /// Power loss: the node stops at once; of its unflushed writes a random
+    /// prefix survives (often none), the rest is lost.
     pub fn crash(&self, id: u64) {
         let n = self.node(id);
         Handle::current().kill(n.handle.id());
-        n.engine.crash();
+        let pending = n.engine.unflushed_batches();
+        let kept = {
+            let mut rng = madsim::rand::thread_rng();
+            if pending == 0 || rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(0..=pending)
+            }
+        };
+        n.engine.crash_keeping(kept);
     }
 
     /// A lost disk: the node stops at once and its engine is emptied.
@@ -141,7 +154,15 @@ impl SimCluster {
 
     /// Starts a crashed node again from what its engine kept.
     pub fn restart(&self, id: u64) {
-        Handle::current().restart(self.node(id).handle.id());
+        let handle = self.node(id).handle.id();
+        // A node comes back on a disk of normal speed.
+        sim_hooks::set_slow_disk(handle, Duration::ZERO);
+        Handle::current().restart(handle);
+    }
+
+    /// Every flush of node `id` takes `extra` longer until it restarts.
+    pub fn slow_disk(&self, id: u64, extra: Duration) {
+        sim_hooks::set_slow_disk(self.node(id).handle.id(), extra);
     }
 
     pub fn pause(&self, id: u64) {

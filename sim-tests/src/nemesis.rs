@@ -24,18 +24,22 @@ pub enum Schedule {
     Pauses,
     /// Raft RPCs dropped, duplicated and delayed.
     NetChaos,
+    /// The leader loses power and comes back within a few hundred
+    /// milliseconds, often before the others elect a new leader.
+    LeaderRestarts,
     /// All of the above.
     Mixed,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 7] = [
+    pub const ALL: [Schedule; 8] = [
         Schedule::Calm,
         Schedule::Partitions,
         Schedule::Crashes,
         Schedule::PowerLoss,
         Schedule::Pauses,
         Schedule::NetChaos,
+        Schedule::LeaderRestarts,
         Schedule::Mixed,
     ];
 
@@ -47,6 +51,7 @@ impl Schedule {
             Schedule::PowerLoss => "power-loss",
             Schedule::Pauses => "pauses",
             Schedule::NetChaos => "net-chaos",
+            Schedule::LeaderRestarts => "leader-restarts",
             Schedule::Mixed => "mixed",
         }
     }
@@ -64,6 +69,7 @@ impl Schedule {
             Schedule::PowerLoss => &[CrashMany],
             Schedule::Pauses => &[Pause],
             Schedule::NetChaos => &[Chaos],
+            Schedule::LeaderRestarts => &[LeaderBlip],
             Schedule::Mixed => &Kind::ALL,
         }
     }
@@ -79,11 +85,12 @@ enum Kind {
     CrashMany,
     Pause,
     Chaos,
+    LeaderBlip,
 }
 
 impl Kind {
     /// Every fault, in the order `Mixed` draws from.
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Halves,
         Kind::IsolateLeader,
         Kind::Bridge,
@@ -92,7 +99,16 @@ impl Kind {
         Kind::CrashMany,
         Kind::Pause,
         Kind::Chaos,
+        Kind::LeaderBlip,
     ];
+
+    /// How long the fault lasts.
+    fn hold(self, rng: &mut impl rand::Rng) -> Duration {
+        match self {
+            Kind::LeaderBlip => Duration::from_millis(rng.gen_range(20..300)),
+            _ => Duration::from_millis(rng.gen_range(500..4000)),
+        }
+    }
 }
 
 /// `ids` in random order.
@@ -122,10 +138,26 @@ pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -
             let mut rng = madsim::rand::thread_rng();
             let quiet = Duration::from_millis(rng.gen_range(300..2000));
             let kind = kinds[rng.gen_range(0..kinds.len())];
-            let hold = Duration::from_millis(rng.gen_range(500..4000));
+            let hold = kind.hold(&mut rng);
             (quiet, kind, hold)
         };
         tokio::time::sleep(quiet).await;
+        if let Kind::LeaderBlip = kind {
+            // The leader's disk turns slow first, so that entries commit on
+            // the followers' flushes while the leader's own are still
+            // pending when the power goes.
+            if let Some(leader) = cluster.observer.believed_leader() {
+                let (extra, lag) = {
+                    let mut rng = madsim::rand::thread_rng();
+                    (
+                        Duration::from_millis(rng.gen_range(150..400)),
+                        Duration::from_millis(rng.gen_range(50..300)),
+                    )
+                };
+                cluster.slow_disk(leader, extra);
+                tokio::time::sleep(lag).await;
+            }
+        }
         let t = start.elapsed().as_millis();
         let active = inject(cluster, kind, &ids);
         log.push(format!("{t}ms: {}", describe(&active, kind)));
@@ -163,7 +195,7 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
             cluster.crash(victim);
             Active::Crashed(vec![victim])
         }
-        Kind::CrashLeader => {
+        Kind::CrashLeader | Kind::LeaderBlip => {
             cluster.crash(leader);
             Active::Crashed(vec![leader])
         }
@@ -188,6 +220,7 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
         Kind::Chaos => {
             sim_hooks::set_net_faults(NetFaults {
                 drop: rng.gen_range(0.05..0.3),
+                lose_reply: rng.gen_range(0.0..0.2),
                 duplicate: rng.gen_range(0.0..0.2),
                 max_delay: Duration::from_millis(rng.gen_range(10..300)),
             });

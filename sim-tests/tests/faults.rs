@@ -51,6 +51,11 @@ fn net_chaos() {
 }
 
 #[test]
+fn leader_restarts() {
+    schedule("leader_restarts", Schedule::LeaderRestarts);
+}
+
+#[test]
 fn mixed() {
     schedule("mixed", Schedule::Mixed);
 }

@@ -172,6 +172,12 @@ impl PeerClient {
             }
         }
         let reply = Self::send(&mut client, rpc, Self::request(message, option)).await;
+        #[cfg(madsim)]
+        if fate.lose_reply {
+            // The peer handled the request; only its answer is lost.
+            let lost = std::io::Error::other("simulated loss of the reply");
+            return Err(RPCError::Unreachable(Unreachable::new(&lost)));
+        }
         let reply = reply.map_err(|status| self.classify(rpc, option, status))?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft response", &reply.into_inner().payload)

@@ -99,8 +99,18 @@ impl KvService {
                 .await;
             return Ok(fake);
         }
-        self.propose(&replica, command::Request::Write { write_id, op })
-            .await
+        let result = self
+            .propose(&replica, command::Request::Write { write_id, op })
+            .await;
+        #[cfg(madsim)]
+        if result.is_ok() && crate::sim_hooks::rpc_fate().lose_reply {
+            // Applied, but the client never hears so: it retries the same
+            // write id, and dedup must answer with the first result.
+            return Err(KvError::Unavailable(
+                "simulated loss of the reply; the write was applied".into(),
+            ));
+        }
+        result
     }
 
     /// Registers a new client session on the header's shard.

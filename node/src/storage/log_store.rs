@@ -55,6 +55,10 @@ fn vote_err(e: impl std::error::Error + 'static) -> StorageError {
 /// the replica start as a follower and win a fresh election first, as in
 /// standard Raft. See docs/decisions/0006-no-leadership-across-restarts.md.
 pub fn restart_as_candidate(vote: Vote) -> Vote {
+    #[cfg(all(madsim, feature = "sim-bugs"))]
+    if crate::sim_hooks::bug(crate::sim_hooks::Bug::ResumeLeadership) {
+        return vote;
+    }
     Vote {
         committed: false,
         ..vote

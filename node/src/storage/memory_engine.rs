@@ -40,9 +40,23 @@ impl MemoryEngine {
 
     /// Simulated power loss: every write not yet flushed is forgotten.
     pub fn crash(&self) {
+        self.crash_keeping(0);
+    }
+
+    /// Power loss where the device had already written the first `kept`
+    /// unflushed batches (in write order) when the power went: a prefix of
+    /// the unflushed writes survives, the rest is lost. A real disk keeps
+    /// some such prefix; a crash that loses exactly all unflushed writes is
+    /// only one of its outcomes.
+    pub fn crash_keeping(&self, kept: usize) {
         let mut s = self.lock();
-        s.unflushed.clear();
-        s.current = s.durable.clone();
+        let unflushed = std::mem::take(&mut s.unflushed);
+        let mut durable = s.durable.clone();
+        for batch in unflushed.into_iter().take(kept) {
+            apply(&mut durable, batch);
+        }
+        s.durable = durable.clone();
+        s.current = durable;
     }
 
     /// A lost disk: everything is forgotten, flushed or not.
@@ -129,6 +143,23 @@ mod tests {
         e.crash();
         assert_eq!(e.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(e.get(b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_crash_can_keep_a_prefix_of_the_unflushed_writes_in_order() {
+        let e = MemoryEngine::new();
+        for (k, v) in [(b"a", b"1"), (b"a", b"2"), (b"b", b"3")] {
+            let mut b = WriteBatch::new();
+            b.put(k.to_vec(), v.to_vec());
+            e.write(b).unwrap();
+        }
+        e.crash_keeping(2);
+        assert_eq!(e.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(e.get(b"b").unwrap(), None);
+        assert_eq!(e.unflushed_batches(), 0);
+        // What survived is now durable: a second crash keeps it.
+        e.crash();
+        assert_eq!(e.get(b"a").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]
