@@ -71,6 +71,35 @@ pub enum Request {
     /// proposing leader's configuration), so every replica evicts the same
     /// sessions whatever its own configuration says.
     RegisterSession { max_sessions: u64 },
+    /// Several requests proposed together as one entry (see
+    /// `shard::proposer`): applied in order at the same log index, each
+    /// with its own dedup check, answered with `Response::Multi` in the
+    /// same order. Never nested.
+    Multi(Vec<Request>),
+}
+
+impl Request {
+    /// Key and value bytes the request carries (for batch budgets).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Request::Write { op, .. } => op.payload_bytes(),
+            Request::RegisterSession { .. } => 0,
+            Request::Multi(reqs) => reqs.iter().map(Request::payload_bytes).sum(),
+        }
+    }
+}
+
+impl WriteOp {
+    /// Key and value bytes of the operation.
+    pub fn payload_bytes(&self) -> usize {
+        let opt = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        match self {
+            WriteOp::Put { key, value } => key.len() + value.len(),
+            WriteOp::Delete { key } => key.len(),
+            WriteOp::Cas { key, expected, new } => key.len() + opt(expected) + opt(new),
+            WriteOp::Batch(m) => m.iter().map(|(k, v)| k.len() + opt(v)).sum(),
+        }
+    }
 }
 
 /// Why the state machine refused to apply a write (nothing was changed).
@@ -87,6 +116,8 @@ pub enum Rejection {
     /// registered on this shard. An earlier attempt of the same write may
     /// have been applied before the eviction, so its outcome is unknown.
     SessionExpired { client_id: u64 },
+    /// A `Multi` inside a `Multi` (never proposed by this node).
+    NestedMulti,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,4 +139,6 @@ pub enum Response {
         client_id: u64,
     },
     Rejected(Rejection),
+    /// The answers to a `Request::Multi`, in order.
+    Multi(Vec<Response>),
 }

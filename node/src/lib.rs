@@ -123,17 +123,19 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create: {e}")))?;
     let db = dir.join("db");
-    if dir
+    let mut entries = dir
         .read_dir()
-        .map_err(|e| bad(format!("cannot read: {e}")))?
-        .next()
-        .is_some()
-        && !db.exists()
-    {
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    // A dir holding only its format marker is one whose first start
+    // stopped before the database was created.
+    let has_other_files =
+        entries.any(|e| e.map_or(true, |e| e.file_name() != storage::format::FILE));
+    if has_other_files && !db.exists() {
         return Err(bad(
             "is not empty and holds no Atoll database; refusing to use it".into(),
         ));
     }
+    storage::format::check_or_create(dir, db.exists()).map_err(|e| bad(e.to_string()))?;
     let engine = storage::SledEngine::open(&db).map_err(|e| bad(e.to_string()))?;
     Ok(Arc::new(engine))
 }

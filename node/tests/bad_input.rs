@@ -252,6 +252,18 @@ fn a_data_dir_of_another_node_is_refused_with_a_clear_message() {
     );
     assert!(stderr.contains("belongs to node 1"), "stderr: {stderr}");
 
+    // A data dir written by another format version is refused, naming both.
+    std::fs::write(data.join("FORMAT"), "atoll-data-dir-format 99\n").unwrap();
+    let (exited, stderr) = run("1");
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "a data dir of format 99 must be refused"
+    );
+    assert!(
+        stderr.contains("format 99") && stderr.contains("this binary reads format"),
+        "stderr: {stderr}"
+    );
+
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_atoll-node"))

@@ -50,6 +50,7 @@ const FINDINGS: &[&str] = &[
     "more than one leader",
     "Some(log_id) <= self.committed()",
     "follower log is reverted",
+    "follower log reversion is not allowed",
 ];
 
 /// Every broken mode, the schedule it runs under, and which findings count.

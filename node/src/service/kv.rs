@@ -129,7 +129,7 @@ impl KvService {
     /// is applied; rejections of the state machine become typed errors.
     async fn propose(&self, replica: &Replica, req: command::Request) -> Result<Response, KvError> {
         let timeout = self.ctx.config.raft.write_timeout();
-        let result = match tokio::time::timeout(timeout, replica.raft.client_write(req)).await {
+        let result = match tokio::time::timeout(timeout, replica.propose(req)).await {
             Ok(r) => r,
             Err(_) => {
                 return Err(KvError::Unavailable(format!(
@@ -169,7 +169,7 @@ impl KvService {
             return Ok(applied.map(|l| l.index).unwrap_or(0));
         }
         let timeout = self.ctx.config.raft.write_timeout();
-        match tokio::time::timeout(timeout, replica.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(timeout, replica.ensure_linearizable()).await {
             Err(_) => Err(KvError::Unavailable(format!(
                 "could not confirm leadership within {timeout:?}"
             ))),

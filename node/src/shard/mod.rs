@@ -1,11 +1,15 @@
 //! Shards on a node: [`meta`] (range + epoch), [`replica`] (one shard's
 //! Raft group member with its storage) and [`host`] (all replicas of the
 //! node, by shard id). [`election_nudge`] re-randomises elections that keep
-//! splitting.
+//! splitting. [`proposer`] batches concurrent writes into one entry;
+//! [`read_index`] lets concurrent linearizable reads share one ReadIndex
+//! round.
 
 mod election_nudge;
 pub mod host;
 pub mod meta;
+pub mod proposer;
+pub mod read_index;
 pub mod replica;
 
 pub use host::ShardHost;

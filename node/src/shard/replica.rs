@@ -7,6 +7,8 @@ use atoll_proto as pb;
 use openraft::ServerState;
 
 use super::meta::ShardMeta;
+use super::proposer::{Proposer, WriteResult};
+use super::read_index::{ReadIndexResult, ReadIndexer};
 use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
@@ -23,6 +25,8 @@ pub struct Replica {
     pub raft: Raft,
     meta: SharedMeta,
     gate: ApplyGate,
+    proposer: Proposer,
+    reads: ReadIndexer,
 }
 
 /// What a replica needs from its node.
@@ -70,10 +74,24 @@ impl Replica {
         );
         Ok(Self {
             id,
+            proposer: Proposer::spawn(raft.clone()),
+            reads: ReadIndexer::spawn(raft.clone()),
             raft,
             meta,
             gate,
         })
+    }
+
+    /// Proposes a write (batched with concurrent ones, see
+    /// [`super::proposer`]) and waits until it is applied.
+    pub async fn propose(&self, req: crate::command::Request) -> WriteResult {
+        self.proposer.propose(req).await
+    }
+
+    /// The ReadIndex barrier, shared with concurrent reads (see
+    /// [`super::read_index`]).
+    pub async fn ensure_linearizable(&self) -> ReadIndexResult {
+        self.reads.ensure_linearizable().await
     }
 
     /// A consistent view of the shard's data for a multi-key read: no

@@ -121,6 +121,17 @@ impl StateMachine {
             Request::RegisterSession { max_sessions } => Ok(Response::SessionRegistered {
                 client_id: self.sessions.register(index, max_sessions),
             }),
+            Request::Multi(reqs) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for req in reqs {
+                    out.push(match req {
+                        // Never produced by the proposer; refused, not recursed.
+                        Request::Multi(_) => Response::Rejected(Rejection::NestedMulti),
+                        req => self.apply_request(req, index, data)?,
+                    });
+                }
+                Ok(Response::Multi(out))
+            }
         }
     }
 
@@ -493,6 +504,56 @@ mod tests {
         assert_eq!(
             apply_one(&mut reopened, 12, register(2)).await,
             Response::SessionRegistered { client_id: 5 }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_multi_entry_applies_each_request_in_order_with_its_own_dedup() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut sm = open(&engine);
+        apply_one(&mut sm, 1, register(10)).await;
+        apply_one(&mut sm, 2, register(10)).await;
+        let cas = |client, seq, expected: Option<&[u8]>, new: &[u8]| Request::Write {
+            write_id: WriteId {
+                client_id: client,
+                seq,
+                first_incomplete: seq,
+            },
+            op: WriteOp::Cas {
+                key: b"k".to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: Some(new.to_vec()),
+            },
+        };
+        // Client 1 puts "a"; client 2's CAS sees it; client 1's retry of its
+        // put (same write id) in the same entry is answered, not re-applied;
+        // a nested Multi is refused.
+        let multi = Request::Multi(vec![
+            put(1, 1, b"a"),
+            cas(2, 1, Some(b"a"), b"b"),
+            put(1, 1, b"a"),
+            Request::Multi(vec![put(1, 2, b"z")]),
+        ]);
+        assert_eq!(
+            apply_one(&mut sm, 3, multi).await,
+            Response::Multi(vec![
+                Response::Put,
+                Response::Cas {
+                    succeeded: true,
+                    previous: Some(b"a".to_vec())
+                },
+                Response::Put,
+                Response::Rejected(Rejection::NestedMulti),
+            ])
+        );
+        assert_eq!(value(&engine), Some(b"b".to_vec()), "the retry re-applied");
+        // A later retry of the CAS gets its first answer.
+        assert_eq!(
+            apply_one(&mut sm, 4, cas(2, 1, Some(b"a"), b"b")).await,
+            Response::Cas {
+                succeeded: true,
+                previous: Some(b"a".to_vec())
+            }
         );
     }
 }

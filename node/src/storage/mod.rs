@@ -10,9 +10,11 @@
 //! - [`flusher`]: one task that turns many concurrent "make this durable"
 //!   requests into one engine flush.
 //! - [`log_store`]: openraft's `RaftLogStorage` for one shard over the engine.
+//! - [`format`]: the data dir's format version (`FORMAT`), checked at start.
 
 pub mod engine;
 pub mod flusher;
+pub mod format;
 pub mod keys;
 pub mod log_store;
 mod memory_engine;
