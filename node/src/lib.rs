@@ -167,6 +167,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         cluster: cluster.clone(),
         raft_config: Arc::new(config.raft.to_openraft()?),
         max_append_bytes: config.raft.max_append_bytes,
+        snapshots: snapshot_store(&config)?,
     };
     let host = ShardHost::open(deps).await?;
     let ctx = Arc::new(NodeCtx {
@@ -259,5 +260,27 @@ fn note_stale_initial_cluster(ctx: &NodeCtx, members: &[(u64, String)]) {
             "--initial-cluster / --initial-cluster-token differ from those this data dir was \
              bootstrapped with; they are ignored (they are used on a node's first start only)"
         );
+    }
+}
+
+/// Snapshots live in `<data-dir>/snapshots/`; the simulation keeps them in
+/// its engine.
+fn snapshot_store(
+    config: &Config,
+) -> Result<state_machine::snapshot_store::SnapshotStore, NodeError> {
+    #[cfg(not(madsim))]
+    {
+        let dir = config.data_dir.join("snapshots");
+        state_machine::snapshot_store::SnapshotStore::open_dir(dir.clone()).map_err(|e| {
+            NodeError::DataDir {
+                path: dir.display().to_string(),
+                reason: format!("cannot prepare the snapshot directory: {e}"),
+            }
+        })
+    }
+    #[cfg(madsim)]
+    {
+        let _ = config;
+        Ok(state_machine::snapshot_store::SnapshotStore::Memory)
     }
 }

@@ -4,6 +4,8 @@
 //!   transport. madsim's connections are reliable (a clogged link holds
 //!   messages, it never loses them), so message loss is modelled here.
 //! - [`flush_latency`]: a simulated disk's flush time, with slow outliers.
+//! - [`record_applied`]: what each replica applied at each index, for the
+//!   State Machine Safety check.
 //! - [`Bug`] (feature `sim-bugs`): deliberately broken modes that the
 //!   simulation's checkers must catch, proving they can fail.
 //!
@@ -99,6 +101,47 @@ pub fn set_slow_disk(node: madsim::task::NodeId, extra: Duration) {
 
 fn slow_disk_extra(node: madsim::task::NodeId) -> Duration {
     SLOW_DISKS.with(|m| m.borrow().get(&node).copied().unwrap_or_default())
+}
+
+/// Every entry any replica applied, by (shard, index): its digest and the
+/// simulated node that applied it first. Raft's State Machine Safety says
+/// no two replicas ever apply different entries at the same index.
+#[derive(Default)]
+struct AppliedLog {
+    by_index: std::collections::HashMap<(u64, u64), (u32, madsim::task::NodeId)>,
+    conflicts: Vec<String>,
+}
+
+thread_local! {
+    static APPLIED: std::cell::RefCell<AppliedLog> = std::cell::RefCell::new(AppliedLog::default());
+}
+
+/// Records that this node applied an entry with `digest` at `index`.
+pub fn record_applied(shard: u64, index: u64, digest: u32) {
+    let node = madsim::plugin::node();
+    APPLIED.with(|a| {
+        let mut a = a.borrow_mut();
+        match a.by_index.get(&(shard, index)).copied() {
+            None => {
+                a.by_index.insert((shard, index), (digest, node));
+            }
+            Some((d, _)) if d == digest => {}
+            Some((d, first)) => a.conflicts.push(format!(
+                "shard {shard} index {index}: node {first} applied entry {d:08x}, node {node} applied {digest:08x}"
+            )),
+        }
+    });
+}
+
+/// Forgets every recorded entry and slow disk (a new run).
+pub fn reset_applied() {
+    APPLIED.with(|a| *a.borrow_mut() = AppliedLog::default());
+    SLOW_DISKS.with(|m| m.borrow_mut().clear());
+}
+
+/// Indexes at which replicas applied different entries.
+pub fn applied_conflicts() -> Vec<String> {
+    APPLIED.with(|a| a.borrow().conflicts.clone())
 }
 
 /// Deliberately broken behaviours, for proving the checkers work.

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use atoll_node::raft::type_config::{StorageError, TypeConfig};
 use atoll_node::shard::ShardMeta;
+use atoll_node::state_machine::snapshot_store::SnapshotStore;
 use atoll_node::state_machine::view::ApplyGate;
 use atoll_node::state_machine::StateMachine;
 use atoll_node::storage::engine::SharedEngine;
@@ -32,7 +33,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
         let shard = 7;
         let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(shard)));
         let log = LogStore::new(shard, engine.clone(), flusher.clone());
-        let sm = StateMachine::open(shard, engine, flusher, meta, ApplyGate::new())?;
+        // On sled, snapshots are files (as on a real node); in memory, bytes.
+        #[cfg(not(madsim))]
+        let store = match &dir {
+            Some(d) => SnapshotStore::open_dir(d.path().join("snapshots")).expect("snapshot dir"),
+            None => SnapshotStore::Memory,
+        };
+        #[cfg(madsim)]
+        let store = SnapshotStore::Memory;
+        let sm = StateMachine::open(shard, engine, flusher, meta, ApplyGate::new(), store)?;
         Ok((dir, log, sm))
     }
 }

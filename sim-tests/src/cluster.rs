@@ -128,6 +128,13 @@ impl SimCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
+    /// Power loss that loses every unflushed write of node `id`.
+    pub fn crash_losing_all_unflushed(&self, id: u64) {
+        let n = self.node(id);
+        Handle::current().kill(n.handle.id());
+        n.engine.crash();
+    }
+
     /// Power loss: the node stops at once; of its unflushed writes a random
     /// prefix survives (often none), the rest is lost.
     pub fn crash(&self, id: u64) {

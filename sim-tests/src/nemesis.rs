@@ -102,6 +102,16 @@ impl Kind {
         Kind::LeaderBlip,
     ];
 
+    /// How long the cluster runs undisturbed before the fault.
+    fn quiet(self, rng: &mut impl rand::Rng) -> Duration {
+        match self {
+            // Short blips come often: each is a chance to catch a leader
+            // with entries on the followers that its own disk lost.
+            Kind::LeaderBlip => Duration::from_millis(rng.gen_range(100..600)),
+            _ => Duration::from_millis(rng.gen_range(300..2000)),
+        }
+    }
+
     /// How long the fault lasts.
     fn hold(self, rng: &mut impl rand::Rng) -> Duration {
         match self {
@@ -136,8 +146,8 @@ pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -
     while !kinds.is_empty() && start.elapsed() < duration {
         let (quiet, kind, hold) = {
             let mut rng = madsim::rand::thread_rng();
-            let quiet = Duration::from_millis(rng.gen_range(300..2000));
             let kind = kinds[rng.gen_range(0..kinds.len())];
+            let quiet = kind.quiet(&mut rng);
             let hold = kind.hold(&mut rng);
             (quiet, kind, hold)
         };
@@ -195,8 +205,14 @@ fn inject(cluster: &SimCluster, kind: Kind, ids: &[u64]) -> Active {
             cluster.crash(victim);
             Active::Crashed(vec![victim])
         }
-        Kind::CrashLeader | Kind::LeaderBlip => {
+        Kind::CrashLeader => {
             cluster.crash(leader);
+            Active::Crashed(vec![leader])
+        }
+        Kind::LeaderBlip => {
+            // Everything its slow disk had not flushed is gone, though the
+            // followers may hold it.
+            cluster.crash_losing_all_unflushed(leader);
             Active::Crashed(vec![leader])
         }
         Kind::CrashMany => {

@@ -9,7 +9,9 @@ use atoll_jepsen::{OpKind, OpResult, Outcome, Recorder};
 use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
 use crate::batch_groups;
-use crate::checks::{batch_atomicity, convergence, durability, leaders, linearizable, liveness};
+use crate::checks::{
+    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness,
+};
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
 use crate::workload::{self, Workload};
@@ -152,6 +154,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         return Err("a small session cap was set but no write saw SessionExpired".into());
     }
     leaders::check_one_leader_per_term(&cluster.observer)?;
+    applied::check_applied_entries_agree()?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;
     batch_atomicity::check_pages(&pages)?;
@@ -185,6 +188,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(900));
     sim_hooks::set_bug(scenario.bug);
+    sim_hooks::reset_applied();
     sim_hooks::set_net_faults(NetFaults::default());
     let s = scenario.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(run(s))));

@@ -48,6 +48,7 @@ const FINDINGS: &[&str] = &[
     "torn scan",
     "writes did not resume",
     "more than one leader",
+    "applied different entries",
     "Some(log_id) <= self.committed()",
     "follower log is reverted",
     "follower log reversion is not allowed",
@@ -64,7 +65,16 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         ),
         (Bug::AckBeforeFlush, Schedule::PowerLoss, FINDINGS),
         (Bug::ScanWithoutView, Schedule::Calm, &["torn scan"]),
-        (Bug::ResumeLeadership, Schedule::LeaderRestarts, FINDINGS),
+        (
+            Bug::ResumeLeadership,
+            Schedule::LeaderRestarts,
+            &[
+                "applied different entries",
+                "not linearizable",
+                "acknowledged writes lost",
+                "did not converge",
+            ],
+        ),
     ]
 }
 

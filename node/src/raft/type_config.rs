@@ -2,8 +2,6 @@
 //! This is the only file that names the async runtime: real tokio in
 //! production, madsim's simulated runtime under `--cfg madsim`.
 
-use std::io::Cursor;
-
 use openraft::BasicNode;
 
 use crate::command::{Request, Response};
@@ -21,7 +19,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::state_machine::snapshot_store::SnapshotBuf,
         AsyncRuntime = Runtime,
 );
 

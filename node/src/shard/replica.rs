@@ -14,6 +14,7 @@ use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
 use crate::raft::type_config::{NodeId, Raft};
+use crate::state_machine::snapshot_store::SnapshotStore;
 use crate::state_machine::view::{ApplyGate, ViewGuard};
 use crate::state_machine::{self, SharedMeta, StateMachine};
 use crate::storage::engine::SharedEngine;
@@ -40,6 +41,8 @@ pub struct ReplicaDeps {
     pub raft_config: Arc<openraft::Config>,
     /// Largest encoded AppendEntries sent to a peer.
     pub max_append_bytes: usize,
+    /// Where the node keeps snapshots.
+    pub snapshots: SnapshotStore,
 }
 
 impl Replica {
@@ -55,6 +58,7 @@ impl Replica {
             deps.flusher.clone(),
             meta.clone(),
             gate.clone(),
+            deps.snapshots.clone(),
         )?;
         let network = ShardNetwork::new(
             id,

@@ -5,7 +5,9 @@
 //! applied log id in one atomic engine batch ([`apply`], [`dedup`]). Session
 //! registrations go through the same path: the id counter and any evictions
 //! land in the same batch.
-//! Snapshots carry range, sessions and data ([`snapshot`]).
+//! Snapshots carry range, sessions and data, streamed to and from a file
+//! ([`snapshot`] is the format, [`snapshot_store`] where they are kept,
+//! [`install`] the bounded-memory, crash-safe install).
 
 // openraft's trait methods return its (large) `StorageError`; our helpers
 // return the same type rather than converting at every call.
@@ -13,10 +15,11 @@
 
 pub mod apply;
 pub mod dedup;
+pub mod install;
 pub mod snapshot;
+pub mod snapshot_store;
 pub mod view;
 
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -24,7 +27,8 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 
 use self::apply::Overlay;
 use self::dedup::{Check, Sessions};
-use self::snapshot::SnapshotPayload;
+use self::snapshot::{Header, SnapshotError};
+use self::snapshot_store::{SnapshotBuf, SnapshotStore, StoredSnapshot};
 use self::view::ApplyGate;
 use crate::codec;
 use crate::command::{Rejection, Request, Response, WriteId, WriteOp};
@@ -65,17 +69,64 @@ pub struct StateMachine {
     sessions: Sessions,
     snapshots_built: u64,
     gate: ApplyGate,
+    store: SnapshotStore,
+}
+
+/// How the engine records the current snapshot (and an install in
+/// progress): its meta and where it is kept.
+type SnapshotRecord = (SnapshotMeta, StoredSnapshot);
+
+/// Runs blocking work (engine scans and writes of a whole shard, file I/O)
+/// off the async workers; inline in the simulation, which has no threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    #[cfg(madsim)]
+    {
+        f()
+    }
 }
 
 impl StateMachine {
-    /// Loads the state machine of `shard` from the engine.
+    /// Loads the state machine of `shard` from the engine, first finishing
+    /// a snapshot install that a crash interrupted.
     pub fn open(
         shard: ShardId,
         engine: SharedEngine,
         flusher: Flusher,
         meta: SharedMeta,
         gate: ApplyGate,
+        store: SnapshotStore,
     ) -> Result<Self, StorageError> {
+        if let Some(bytes) = engine
+            .get(&keys::sm_meta(shard, SmMeta::Installing))
+            .map_err(sm_read_err)?
+        {
+            let (snap_meta, stored): SnapshotRecord =
+                codec::decode("snapshot install marker", &bytes).map_err(sm_read_err)?;
+            tracing::warn!(
+                shard,
+                snapshot = %snap_meta.snapshot_id,
+                "a snapshot install was interrupted; finishing it"
+            );
+            let old = read_meta(&meta);
+            let source = store
+                .reader(&stored)
+                .map_err(|e| snap_err(Some(&snap_meta), e))?;
+            let header = install::replace_shard_data(&engine, shard, &old, source)
+                .map_err(|e| snap_err(Some(&snap_meta), e))?;
+            let mut batch = WriteBatch::new();
+            finish_install(shard, &snap_meta, stored, header, &mut batch)?;
+            engine
+                .write(batch)
+                .and_then(|()| engine.flush())
+                .map_err(|e| snap_err(Some(&snap_meta), e))?;
+        }
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
             engine
                 .get(&keys::sm_meta(shard, which))
@@ -106,6 +157,7 @@ impl StateMachine {
             sessions,
             snapshots_built: 0,
             gate,
+            store,
         })
     }
 
@@ -198,39 +250,98 @@ impl StateMachine {
             .map_err(sm_write_err)
     }
 
-    fn snapshot_from_bytes(bytes: &[u8]) -> Result<Snapshot, StorageError> {
-        let (meta, data): (SnapshotMeta, Vec<u8>) =
-            codec::decode("snapshot", bytes).map_err(|e| {
-                StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
-            })?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+    fn current_record(&self) -> Result<Option<SnapshotRecord>, StorageError> {
+        match self
+            .engine
+            .get(&keys::sm_meta(self.shard, SmMeta::Snapshot))
+            .map_err(sm_read_err)?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(
+                codec::decode("snapshot record", &bytes).map_err(sm_read_err)?,
+            )),
+        }
     }
 }
 
-/// A snapshot whose content was captured when the builder was made.
+/// Writes the end state of an install into `batch`: the shard's meta, its
+/// sessions, the applied id and membership, the snapshot record; and removes
+/// the "installing" marker. (Used by `install_snapshot` and by `open` when it
+/// finishes an interrupted install.)
+fn finish_install(
+    shard: ShardId,
+    snap_meta: &SnapshotMeta,
+    stored: StoredSnapshot,
+    header: Header,
+    batch: &mut WriteBatch,
+) -> Result<Sessions, StorageError> {
+    let err = |e: crate::codec::EncodeError| snap_err(Some(snap_meta), e);
+    let mut sessions = Sessions::from_snapshot(header.sessions);
+    sessions.persist_into(shard, batch).map_err(sm_write_err)?;
+    if let Some(applied) = &snap_meta.last_log_id {
+        batch.put(
+            keys::sm_meta(shard, SmMeta::Applied),
+            codec::encode("applied", applied).map_err(err)?,
+        );
+    }
+    batch.put(
+        keys::sm_meta(shard, SmMeta::Membership),
+        codec::encode("membership", &snap_meta.last_membership).map_err(err)?,
+    );
+    batch.put(
+        keys::sm_meta(shard, SmMeta::Shard),
+        codec::encode("shard", &header.shard).map_err(err)?,
+    );
+    let record: SnapshotRecord = (snap_meta.clone(), stored);
+    batch.put(
+        keys::sm_meta(shard, SmMeta::Snapshot),
+        codec::encode("snapshot record", &record).map_err(err)?,
+    );
+    batch.delete(keys::sm_meta(shard, SmMeta::Installing));
+    Ok(sessions)
+}
+
+/// A snapshot that was written (to its file) when the builder was made.
 pub struct SnapshotBuilder {
     shard: ShardId,
     engine: SharedEngine,
+    flusher: Flusher,
+    store: SnapshotStore,
     meta: SnapshotMeta,
-    data: Result<Vec<u8>, StorageError>,
+    built: Option<Result<StoredSnapshot, SnapshotError>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
-        let stored = codec::encode("snapshot", &(&self.meta, &data))
-            .map_err(|e| snap_err(Some(&self.meta), e))?;
+        let meta = self.meta.clone();
+        let err =
+            |e: &dyn std::error::Error| snap_err(Some(&meta), std::io::Error::other(e.to_string()));
+        let stored = match self.built.take() {
+            Some(Ok(stored)) => stored,
+            Some(Err(e)) => return Err(err(&e)),
+            None => return Err(err(&std::io::Error::other("snapshot already taken"))),
+        };
+        let key = keys::sm_meta(self.shard, SmMeta::Snapshot);
+        let previous: Option<SnapshotRecord> = match self.engine.get(&key).map_err(sm_read_err)? {
+            Some(b) => codec::decode("snapshot record", &b).ok(),
+            None => None,
+        };
+        let record: SnapshotRecord = (meta.clone(), stored.clone());
         let mut batch = WriteBatch::new();
-        batch.put(keys::sm_meta(self.shard, SmMeta::Snapshot), stored);
-        self.engine
-            .write(batch)
-            .map_err(|e| snap_err(Some(&self.meta), e))?;
+        batch.put(
+            key,
+            codec::encode("snapshot record", &record).map_err(|e| err(&e))?,
+        );
+        self.engine.write(batch).map_err(|e| err(&e))?;
+        // The old snapshot goes only once nothing durable points at it.
+        self.flusher.flush().await.map_err(|e| err(&e))?;
+        if let Some((_, old)) = previous.filter(|(_, old)| *old != stored) {
+            self.store.remove(&old);
+        }
+        let data = self.store.open(&stored).await.map_err(|e| err(&e))?;
         Ok(Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(data)),
+            meta,
+            snapshot: Box::new(data),
         })
     }
 }
@@ -253,6 +364,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut meta_changed = false;
         for entry in entries {
             self.applied = Some(entry.log_id);
+            #[cfg(madsim)]
+            if let Ok(bytes) = codec::encode("applied entry", &entry.payload) {
+                crate::sim_hooks::record_applied(
+                    self.shard,
+                    entry.log_id.index,
+                    crc32fast::hash(&bytes),
+                );
+            }
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Normal(req) => {
@@ -294,101 +413,91 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        // Read everything now, while no entry is being applied, so the
-        // snapshot is exactly the state at `last_log_id`.
-        let data = snapshot::read_shard_data(&self.engine, &shard)
-            .map_err(|e| snap_err(Some(&meta), e))
-            .and_then(|data| {
-                let payload = SnapshotPayload {
-                    shard,
-                    sessions: self.sessions.to_snapshot(),
-                    data,
-                };
-                codec::encode("snapshot payload", &payload).map_err(|e| snap_err(Some(&meta), e))
-            });
+        // Write the snapshot now, while no entry is being applied, so it is
+        // exactly the state at `last_log_id`. It streams from the engine to
+        // its file: the shard's data is never held in memory.
+        let header = Header {
+            shard,
+            sessions: self.sessions.to_snapshot(),
+        };
+        let engine = self.engine.clone();
+        let fill = Box::new(move |out: &mut dyn std::io::Write| {
+            snapshot::write(out, &engine, &header).map(|_| ())
+        });
+        let built = self.store.build(&meta.snapshot_id, fill).await;
         SnapshotBuilder {
             shard: self.shard,
             engine: self.engine.clone(),
+            flusher: self.flusher.clone(),
+            store: self.store.clone(),
             meta,
-            data,
+            built: Some(built),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBuf>, StorageError> {
+        self.store
+            .begin_receive()
+            .await
+            .map(Box::new)
+            .map_err(|e| snap_err(None, e))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBuf>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let payload: SnapshotPayload =
-            codec::decode("snapshot payload", &bytes).map_err(|e| snap_err(Some(meta), e))?;
-        if payload.shard.id != self.shard {
-            let e = std::io::Error::other(format!(
-                "snapshot of shard {} offered to shard {}",
-                payload.shard.id, self.shard
-            ));
-            return Err(snap_err(Some(meta), e));
-        }
+        let err =
+            |e: &dyn std::error::Error| snap_err(Some(meta), std::io::Error::other(e.to_string()));
+        let previous = self.current_record()?;
+        let stored = self
+            .store
+            .keep_received(*snapshot, &meta.snapshot_id)
+            .await
+            .map_err(|e| err(&e))?;
+        // From here a crash finishes the install at the next start.
+        let marker: SnapshotRecord = (meta.clone(), stored.clone());
         let mut batch = WriteBatch::new();
-        // Replace the shard's data and sessions wholesale.
-        let old = read_meta(&self.meta);
-        for range in [
-            (&old.start, old.end.as_deref()),
-            (&payload.shard.start, payload.shard.end.as_deref()),
-        ] {
-            let (lo, hi) = keys::data_range(range.0, range.1);
-            for (k, _) in self
-                .engine
-                .scan(&lo, &hi, usize::MAX)
-                .map_err(|e| snap_err(Some(meta), e))?
-            {
-                batch.delete(k);
-            }
-        }
-        let (lo, hi) = keys::sessions_range(self.shard);
-        for (k, _) in self
-            .engine
-            .scan(&lo, &hi, usize::MAX)
-            .map_err(|e| snap_err(Some(meta), e))?
-        {
-            batch.delete(k);
-        }
-        for (k, v) in payload.data {
-            batch.put(keys::data(&k), v);
-        }
-        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = payload.shard;
-        // Every key of the new table is rewritten by `persist_state` below.
-        self.sessions = Sessions::from_snapshot(payload.sessions);
+        batch.put(
+            keys::sm_meta(self.shard, SmMeta::Installing),
+            codec::encode("snapshot install marker", &marker).map_err(|e| err(&e))?,
+        );
+        self.engine.write(batch).map_err(|e| err(&e))?;
+        self.flusher.flush().await.map_err(|e| err(&e))?;
+
+        let exclusive = self.gate.apply().await;
+        let (engine, shard, old) = (self.engine.clone(), self.shard, read_meta(&self.meta));
+        let source = self.store.reader(&stored).map_err(|e| err(&e))?;
+        let header = blocking(move || install::replace_shard_data(&engine, shard, &old, source))
+            .await
+            .map_err(|e| err(&e))?;
+        let new_meta = header.shard.clone();
+        let mut batch = WriteBatch::new();
+        self.sessions = finish_install(self.shard, meta, stored.clone(), header, &mut batch)?;
+        self.engine.write(batch).map_err(|e| err(&e))?;
+        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = new_meta;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.persist_state(&mut batch, true)?;
-        let stored =
-            codec::encode("snapshot", &(meta, &bytes)).map_err(|e| snap_err(Some(meta), e))?;
-        batch.put(keys::sm_meta(self.shard, SmMeta::Snapshot), stored);
-        let exclusive = self.gate.apply().await;
-        self.engine
-            .write(batch)
-            .map_err(|e| snap_err(Some(meta), e))?;
         drop(exclusive);
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| snap_err(Some(meta), e))
+        self.flusher.flush().await.map_err(|e| err(&e))?;
+        if let Some((_, old)) = previous.filter(|(_, old)| *old != stored) {
+            self.store.remove(&old);
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        match self
-            .engine
-            .get(&keys::sm_meta(self.shard, SmMeta::Snapshot))
-            .map_err(sm_read_err)?
-        {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(Self::snapshot_from_bytes(&bytes)?)),
-        }
+        let Some((meta, stored)) = self.current_record()? else {
+            return Ok(None);
+        };
+        let data = self.store.open(&stored).await.map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
+        })?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        }))
     }
 }
 
@@ -409,6 +518,7 @@ mod tests {
             Flusher::spawn(engine.clone()),
             meta,
             ApplyGate::new(),
+            SnapshotStore::Memory,
         )
         .expect("open state machine")
     }
@@ -554,6 +664,44 @@ mod tests {
                 succeeded: true,
                 previous: Some(b"a".to_vec())
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut sm = open(&engine);
+        apply_one(&mut sm, 1, register(10)).await;
+        apply_one(&mut sm, 2, put(1, 1, b"from-snapshot")).await;
+        let mut builder = sm.get_snapshot_builder().await;
+        let snap = builder.build_snapshot().await.unwrap();
+        let (stored_meta, stored) = sm.current_record().unwrap().unwrap();
+        assert_eq!(stored_meta, snap.meta);
+
+        // Another replica crashed half way through installing it: the
+        // marker is durable, its old data partly deleted.
+        let other: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut batch = WriteBatch::new();
+        batch.put(keys::data(b"stale"), b"old".to_vec());
+        let marker: SnapshotRecord = (snap.meta.clone(), stored);
+        batch.put(
+            keys::sm_meta(1, SmMeta::Installing),
+            codec::encode("marker", &marker).unwrap(),
+        );
+        other.write(batch).unwrap();
+        let mut reopened = open(&other);
+        assert_eq!(value(&other), Some(b"from-snapshot".to_vec()));
+        assert_eq!(other.get(&keys::data(b"stale")).unwrap(), None);
+        assert_eq!(
+            other.get(&keys::sm_meta(1, SmMeta::Installing)).unwrap(),
+            None
+        );
+        let (applied, _) = reopened.applied_state().await.unwrap();
+        assert_eq!(applied, snap.meta.last_log_id);
+        // Its sessions came along: a retry of the applied write is answered.
+        assert_eq!(
+            apply_one(&mut reopened, 3, put(1, 1, b"from-snapshot")).await,
+            Response::Put
         );
     }
 }

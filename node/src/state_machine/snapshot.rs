@@ -1,30 +1,284 @@
-//! A shard snapshot: the shard's key range, its dedup sessions and every
-//! key-value pair in its range, as one bincode blob. It is built from a
-//! consistent view (the state machine is not applying while it is read) and
-//! kept in the engine so it survives restarts and can be sent to peers.
+//! The snapshot format: a shard's range, its dedup sessions and every
+//! key-value pair in its range, written and read as a stream so neither side
+//! ever holds the shard's data in memory.
+//!
+//! ```text
+//! magic "ATOLLSNP" | u32 format version | u32 header length | header (bincode)
+//! { u32 key length | key | u32 value length | value }*
+//! u32 0xFFFF_FFFF (end) | u32 crc32 of everything before it
+//! ```
+//!
+//! The header is the shard descriptor and its sessions table. Keys are user
+//! keys, ascending. The writer reads the engine in chunks; the reader hands
+//! out chunks of a bounded size, and checks the checksum at the end.
+
+use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 use super::dedup::SessionsSnapshot;
+use crate::codec;
 use crate::shard::meta::ShardMeta;
 use crate::storage::engine::{EngineError, Kv, SharedEngine};
 use crate::storage::keys;
 
+const MAGIC: &[u8; 8] = b"ATOLLSNP";
+/// The snapshot format this binary writes and reads.
+pub const FORMAT_VERSION: u32 = 2;
+const END: u32 = u32::MAX;
+/// Engine rows read per call while writing.
+const READ_CHUNK: usize = 1024;
+/// Largest key or value a snapshot may carry (a corrupt length must not
+/// make the reader allocate gigabytes).
+const MAX_ITEM: u32 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotPayload {
+pub struct Header {
     pub shard: ShardMeta,
     /// The dedup table, including the next session id.
     pub sessions: SessionsSnapshot,
-    /// User key-value pairs in the shard's range, ascending.
-    pub data: Vec<Kv>,
 }
 
-/// Reads the user data of `shard` from the engine.
-pub fn read_shard_data(engine: &SharedEngine, shard: &ShardMeta) -> Result<Vec<Kv>, EngineError> {
-    let (lo, hi) = keys::data_range(&shard.start, shard.end.as_deref());
-    let rows = engine.scan(&lo, &hi, usize::MAX)?;
-    Ok(rows
-        .into_iter()
-        .map(|(k, v)| (keys::user_key(&k).to_vec(), v))
-        .collect())
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("reading the shard for a snapshot: {0}")]
+    Engine(#[from] EngineError),
+    #[error("not an Atoll snapshot (bad magic)")]
+    BadMagic,
+    #[error("snapshot format {found}, but this binary reads format {FORMAT_VERSION}")]
+    Version { found: u32 },
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+/// A writer that keeps a running checksum.
+struct Summed<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Summed<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc.update(bytes);
+        self.inner.write_all(bytes)
+    }
+
+    fn put_u32(&mut self, v: u32) -> std::io::Result<()> {
+        self.put(&v.to_be_bytes())
+    }
+}
+
+fn len32(what: &str, n: usize) -> Result<u32, SnapshotError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_ITEM)
+        .ok_or_else(|| SnapshotError::Corrupt(format!("{what} of {n} bytes is too large")))
+}
+
+/// Writes the snapshot of `header.shard` from `engine` to `out`. The caller
+/// makes sure nothing is applied to the shard meanwhile.
+pub fn write<W: Write>(out: W, engine: &SharedEngine, header: &Header) -> Result<W, SnapshotError> {
+    let mut w = Summed {
+        inner: out,
+        crc: crc32fast::Hasher::new(),
+    };
+    w.put(MAGIC)?;
+    w.put_u32(FORMAT_VERSION)?;
+    let head = codec::encode("snapshot header", header)
+        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    w.put_u32(len32("snapshot header", head.len())?)?;
+    w.put(&head)?;
+    let (mut cursor, hi) = keys::data_range(&header.shard.start, header.shard.end.as_deref());
+    loop {
+        let rows = engine.scan(&cursor, &hi, READ_CHUNK)?;
+        let done = rows.len() < READ_CHUNK;
+        for (k, v) in &rows {
+            let key = keys::user_key(k);
+            w.put_u32(len32("key", key.len())?)?;
+            w.put(key)?;
+            w.put_u32(len32("value", v.len())?)?;
+            w.put(v)?;
+        }
+        match rows.last() {
+            Some((last, _)) if !done => {
+                cursor.clone_from(last);
+                cursor.push(0);
+            }
+            _ => break,
+        }
+    }
+    w.put_u32(END)?;
+    let crc = w.crc.clone().finalize();
+    w.inner.write_all(&crc.to_be_bytes())?;
+    w.inner.flush()?;
+    Ok(w.inner)
+}
+
+/// Reads a snapshot written by [`write`].
+pub struct Reader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+    finished: bool,
+}
+
+impl<R: Read> Reader<R> {
+    /// Checks the magic and version and reads the header.
+    pub fn open(inner: R) -> Result<(Header, Self), SnapshotError> {
+        let mut r = Reader {
+            inner,
+            crc: crc32fast::Hasher::new(),
+            finished: false,
+        };
+        let mut magic = [0u8; 8];
+        r.take(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = r.take_u32()?;
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::Version { found: version });
+        }
+        let len = r.take_u32()?;
+        let head = r.take_vec(len)?;
+        let header = codec::decode("snapshot header", &head)
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        Ok((header, r))
+    }
+
+    fn take(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        self.inner.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                SnapshotError::Corrupt("snapshot ends early (truncated)".into())
+            }
+            _ => SnapshotError::Io(e),
+        })?;
+        self.crc.update(buf);
+        Ok(())
+    }
+
+    fn take_u32(&mut self) -> Result<u32, SnapshotError> {
+        let mut b = [0u8; 4];
+        self.take(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn take_vec(&mut self, len: u32) -> Result<Vec<u8>, SnapshotError> {
+        if len > MAX_ITEM {
+            return Err(SnapshotError::Corrupt(format!("item of {len} bytes")));
+        }
+        let mut v = vec![0u8; len as usize];
+        self.take(&mut v)?;
+        Ok(v)
+    }
+
+    /// The next pairs, about `max_bytes` of them (at least one); empty at
+    /// the end, once the checksum has been verified.
+    pub fn next_chunk(&mut self, max_bytes: usize) -> Result<Vec<Kv>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while !self.finished && (out.is_empty() || bytes < max_bytes) {
+            let klen = self.take_u32()?;
+            if klen == END {
+                let expected = self.crc.clone().finalize();
+                let mut b = [0u8; 4];
+                self.inner.read_exact(&mut b)?;
+                if u32::from_be_bytes(b) != expected {
+                    return Err(SnapshotError::Corrupt("checksum mismatch".into()));
+                }
+                self.finished = true;
+                break;
+            }
+            let key = self.take_vec(klen)?;
+            let vlen = self.take_u32()?;
+            let value = self.take_vec(vlen)?;
+            bytes += key.len() + value.len();
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state_machine::dedup::SessionsSnapshot;
+    use crate::storage::engine::WriteBatch;
+    use crate::storage::MemoryEngine;
+
+    fn engine_with(n: usize) -> SharedEngine {
+        let e = MemoryEngine::new();
+        let mut b = WriteBatch::new();
+        for i in 0..n {
+            b.put(
+                keys::data(format!("k{i:05}").as_bytes()),
+                vec![i as u8; 100],
+            );
+        }
+        // Outside the shard below: must not be in the snapshot.
+        b.put(keys::data(b"zzz"), b"x".to_vec());
+        crate::storage::engine::Engine::write(&e, b).unwrap();
+        Arc::new(e)
+    }
+
+    fn header() -> Header {
+        let mut shard = ShardMeta::whole_keyspace(3);
+        shard.end = Some(b"z".to_vec());
+        Header {
+            shard,
+            sessions: SessionsSnapshot {
+                next_id: 7,
+                sessions: Vec::new(),
+            },
+        }
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Kv>), SnapshotError> {
+        let (h, mut r) = Reader::open(bytes)?;
+        let mut all = Vec::new();
+        loop {
+            let chunk = r.next_chunk(10_000)?;
+            if chunk.is_empty() {
+                return Ok((h, all));
+            }
+            assert!(chunk.len() <= 100, "a chunk is bounded by bytes");
+            all.extend(chunk);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_in_bounded_chunks() {
+        let engine = engine_with(2500);
+        let bytes = write(Vec::new(), &engine, &header()).unwrap();
+        let (h, all) = read_all(&bytes).unwrap();
+        assert_eq!(h, header());
+        assert_eq!(all.len(), 2500);
+        assert_eq!(all[0].0, b"k00000");
+        assert_eq!(all[2499].1, vec![(2499 % 256) as u8; 100]);
+    }
+
+    #[test]
+    fn truncation_corruption_and_other_versions_are_refused() {
+        let engine = engine_with(10);
+        let bytes = write(Vec::new(), &engine, &header()).unwrap();
+        let cut = &bytes[..bytes.len() - 7];
+        assert!(matches!(read_all(cut), Err(SnapshotError::Corrupt(_))));
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 0xFF;
+        assert!(matches!(read_all(&flipped), Err(SnapshotError::Corrupt(_))));
+        let mut other = bytes.clone();
+        other[11] = 9;
+        assert!(matches!(
+            read_all(&other),
+            Err(SnapshotError::Version { found: 9 })
+        ));
+        assert!(matches!(
+            read_all(b"garbage!garbage!"),
+            Err(SnapshotError::BadMagic)
+        ));
+    }
 }

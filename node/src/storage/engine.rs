@@ -64,6 +64,21 @@ pub trait Engine: Send + Sync + 'static {
     /// (`usize::MAX` for all).
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError>;
 
+    /// The keys in `[start, end)`, ascending, at most `limit`, without
+    /// their values.
+    fn scan_keys(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        Ok(self
+            .scan(start, end, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// The entry with the greatest key in `[start, end)`.
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError>;
 

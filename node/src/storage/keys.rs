@@ -36,6 +36,8 @@ pub enum SmMeta {
     Shard = 3,
     Snapshot = 4,
     NextSessionId = 5,
+    /// A snapshot install in progress (see `state_machine::install`).
+    Installing = 6,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {

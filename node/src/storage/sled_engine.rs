@@ -51,6 +51,22 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
+    fn scan_keys(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for key in self.db.range(start..end).keys().take(limit) {
+            out.push(key.map_err(io)?.to_vec());
+        }
+        Ok(out)
+    }
+
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError> {
         if start >= end {
             return Ok(None);

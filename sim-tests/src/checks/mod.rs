@@ -1,5 +1,6 @@
 //! One invariant per file. Each returns `Err(explanation)` on violation.
 
+pub mod applied;
 pub mod batch_atomicity;
 pub mod convergence;
 pub mod durability;
