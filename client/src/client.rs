@@ -15,6 +15,7 @@ use atoll_proto::{
 use tracing::Instrument;
 
 use crate::config::ClientConfig;
+use crate::deadline::Budget;
 use crate::dispatch::{Dispatcher, Op, Reply, RouteBy, SessionPin, Stop, Target};
 use crate::error::Error;
 use crate::limits::{check_bound, check_key, check_value};
@@ -73,7 +74,7 @@ impl Client {
             config,
         };
         let generation = dispatch.router.generation();
-        let budget = dispatch.config.request_timeout;
+        let budget = Budget::new(dispatch.config.request_timeout, dispatch.config.deadline);
         dispatch
             .router
             .refresh(generation, &dispatch.pool, budget)
@@ -125,12 +126,12 @@ impl Client {
         check_value(value)?;
         let span = tracing::debug_span!("atoll.put", key_len = key.len());
         let send = |mut t: Target, write_id| {
-            let req = PutRequest {
+            let req = t.budget.request(PutRequest {
                 header: Some(t.header),
                 write_id: Some(write_id),
                 key: key.to_vec(),
                 value: value.to_vec(),
-            };
+            });
             async move { t.kv.put(req).await }
         };
         self.write("put", RouteBy::Key(key), send)
@@ -145,11 +146,11 @@ impl Client {
         check_key(key)?;
         let span = tracing::debug_span!("atoll.delete", key_len = key.len());
         let send = |mut t: Target, write_id| {
-            let req = DeleteRequest {
+            let req = t.budget.request(DeleteRequest {
                 header: Some(t.header),
                 write_id: Some(write_id),
                 key: key.to_vec(),
-            };
+            });
             async move { t.kv.delete(req).await }
         };
         let reply = self
@@ -174,13 +175,13 @@ impl Client {
         new.map(check_value).transpose()?;
         let span = tracing::debug_span!("atoll.cas", key_len = key.len());
         let send = |mut t: Target, write_id| {
-            let req = CasRequest {
+            let req = t.budget.request(CasRequest {
                 header: Some(t.header),
                 write_id: Some(write_id),
                 key: key.to_vec(),
                 expected: expected.map(<[u8]>::to_vec),
                 new_value: new.map(<[u8]>::to_vec),
-            };
+            });
             async move { t.kv.cas(req).await }
         };
         let reply = self
@@ -251,11 +252,11 @@ impl Client {
             .collect();
         let span = tracing::debug_span!("atoll.batch", len = wire.len());
         let send = |mut t: Target, write_id| {
-            let req = BatchRequest {
+            let req = t.budget.request(BatchRequest {
                 header: Some(t.header),
                 write_id: Some(write_id),
                 mutations: wire.clone(),
-            };
+            });
             async move { t.kv.batch(req).await }
         };
         self.write("batch", RouteBy::AllKeys(&keys), send)
@@ -355,9 +356,9 @@ impl Client {
         let mut shard = None;
         let send = |mut t: Target| {
             shard = Some(t.header.shard_id);
-            let req = OpenSessionRequest {
+            let req = t.budget.request(OpenSessionRequest {
                 header: Some(t.header),
-            };
+            });
             async move { t.kv.open_session(req).await }
         };
         let span = tracing::debug_span!("atoll.open_session");
@@ -418,11 +419,11 @@ impl Client {
             },
         };
         let send = |mut t: Target| {
-            let req = GetRequest {
+            let req = t.budget.request(GetRequest {
                 header: Some(t.header),
                 key: key.to_vec(),
                 consistency: consistency.into(),
-            };
+            });
             async move { t.kv.get(req).await }
         };
         self.dispatch().run(op, RouteBy::Key(key), send).await
@@ -440,13 +441,13 @@ impl Client {
             session: None,
         };
         let send = |mut t: Target| {
-            let req = ScanRequest {
+            let req = t.budget.request(ScanRequest {
                 header: Some(t.header),
                 start: cursor.to_vec(),
                 end: end.to_vec(),
                 limit,
                 consistency: ReadConsistency::Linearizable.into(),
-            };
+            });
             async move { t.kv.scan(req).await }
         };
         self.dispatch().run(op, RouteBy::Key(cursor), send).await

@@ -6,6 +6,9 @@
 //! route's address list (cached leader, other voters, learners, then the
 //! seed endpoints) at the current rotation; every "try another node"
 //! decision advances the rotation.
+//!
+//! Each attempt waits at most its [`Budget`], which it also sends as the
+//! request's gRPC deadline, so the server answers within it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
+use crate::deadline::Budget;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::retry::{decide, may_have_applied, Action, Failure};
@@ -26,10 +30,14 @@ use crate::router::Router;
 /// two nodes naming each other leader) backs off like any other failure.
 const MAX_IMMEDIATE_RETRIES: u32 = 4;
 
-/// What one attempt gets to build its request from.
+/// What one attempt gets to build its request from: the header, the
+/// client, and the budget that wraps the message
+/// (`t.budget.request(message)`) so the server learns the attempt's
+/// deadline.
 pub(crate) struct Target {
     pub(crate) header: RequestHeader,
     pub(crate) kv: KvClient<Channel>,
+    pub(crate) budget: Budget,
 }
 
 /// Why a pinned write stopped without a reply.
@@ -194,7 +202,7 @@ impl Dispatcher {
                 continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let budget = self.config.request_timeout.min(left);
+            let budget = Budget::new(self.config.request_timeout, left);
             p.attempts += 1;
             let failure = match self.attempt(&route, &addr, budget, &mut send).await {
                 Ok(reply) => {
@@ -206,7 +214,7 @@ impl Dispatcher {
                 }
                 Err(failure) => failure,
             };
-            let error = failure.to_error(&addr, budget);
+            let error = failure.to_error(&addr, budget.duration());
             let action = decide(&failure);
             p.maybe_applied |= may_have_applied(&failure);
             tracing::debug!(op = op.name, attempt = p.attempts, %addr, shard = route.shard_id, %error, ?action, "attempt failed");
@@ -249,7 +257,7 @@ impl Dispatcher {
             }),
             Action::RefreshRoutes => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let budget = self.config.request_timeout.min(left);
+                let budget = Budget::new(self.config.request_timeout, left);
                 let refreshed = self.router.refresh(failed.generation, &self.pool, budget);
                 if let Err(e) = refreshed.await {
                     p.last = Some(e);
@@ -273,7 +281,7 @@ impl Dispatcher {
         &self,
         route: &Route,
         addr: &str,
-        budget: Duration,
+        budget: Budget,
         send: &mut F,
     ) -> Result<R, Failure>
     where
@@ -289,7 +297,8 @@ impl Dispatcher {
             shard_id: route.shard_id,
             epoch: route.epoch,
         };
-        match tokio::time::timeout(budget, send(Target { header, kv })).await {
+        let target = Target { header, kv, budget };
+        match tokio::time::timeout(budget.duration(), send(target)).await {
             Ok(Ok(reply)) => {
                 let mut reply = reply.into_inner();
                 match reply.take_error() {
@@ -313,7 +322,7 @@ impl Dispatcher {
         p: &mut Progress,
         remaining: Duration,
     ) -> Result<Option<Route>, Error> {
-        let budget = self.config.request_timeout.min(remaining);
+        let budget = Budget::new(self.config.request_timeout, remaining);
         let generation = self.router.generation();
         let found = match self.lookup(by) {
             Lookup::Found(route) => return Ok(Some(route)),

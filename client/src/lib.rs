@@ -9,6 +9,8 @@
 //!   id ([`session`]), builds the request.
 //! - `dispatch`: runs one operation: route, send, and on failure ask
 //!   [`retry::decide`] what to do, until success or the deadline.
+//! - `deadline`: each attempt's time budget, sent as the request's gRPC
+//!   deadline so the server answers before the client gives up.
 //! - `router`: the live shard map: a [`route_cache::RouteCache`] plus the
 //!   single-flight refresh from the cluster (`Kv/Shards`).
 //! - [`route_cache`]: key → shard range map; no two cached shards intersect.
@@ -64,6 +66,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+mod deadline;
 mod dispatch;
 pub mod error;
 pub mod limits;

@@ -11,10 +11,10 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use atoll_proto::ShardsRequest;
 
+use crate::deadline::Budget;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::route_cache::{Route, RouteCache};
@@ -68,7 +68,7 @@ impl Router {
         &self,
         seen: u64,
         pool: &Pool,
-        budget: Duration,
+        budget: Budget,
     ) -> Result<(), Error> {
         let _flight = self.refresh_lock.lock().await;
         if self.generation() != seen {
@@ -119,14 +119,16 @@ impl Router {
 async fn ask_shards(
     pool: &Pool,
     addr: &str,
-    budget: Duration,
+    budget: Budget,
 ) -> Result<Vec<atoll_proto::ShardDescriptor>, Error> {
     let mut kv = pool.kv(addr)?;
-    match tokio::time::timeout(budget, kv.shards(ShardsRequest {})).await {
+    let ask = kv.shards(budget.request(ShardsRequest {}));
+    match tokio::time::timeout(budget.duration(), ask).await {
         Ok(Ok(reply)) => Ok(reply.into_inner().shards),
         Ok(Err(status)) => Err(Error::from_status(addr, &status)),
         Err(_) => Err(Error::Transport(format!(
-            "{addr}: no reply within {budget:?}"
+            "{addr}: no reply within {:?}",
+            budget.duration()
         ))),
     }
 }

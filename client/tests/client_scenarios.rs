@@ -74,6 +74,30 @@ async fn invalid_arguments_fail_without_a_round_trip() {
 }
 
 #[tokio::test]
+async fn every_kv_request_carries_its_attempt_deadline() {
+    let world = fake_cluster::start().await;
+    let client = client(&world).await;
+    client.put("k", "v").await.expect("put");
+    client.get("k").await.expect("get");
+    client.get_stale("k").await.expect("get_stale");
+    client.cas("k", Some(b"v"), Some(b"w")).await.expect("cas");
+    client
+        .batch(vec![Mutation::put("b", "1")])
+        .await
+        .expect("batch");
+    client.scan("", "", 0).await.expect("scan");
+    client.delete("k").await.expect("delete");
+    let deadlines = lock(&world).kv_deadlines.clone();
+    // Shards, OpenSession and the seven calls above, at least.
+    assert!(deadlines.len() >= 9, "{deadlines:?}");
+    // No attempt ran near the operation's deadline, so each one carries the
+    // whole request timeout (500 ms), in tonic's encoding.
+    for d in deadlines {
+        assert_eq!(d.as_deref(), Some("500000u"));
+    }
+}
+
+#[tokio::test]
 async fn follows_the_leader_after_a_leader_change() {
     let world = fake_cluster::start().await;
     let client = client(&world).await;

@@ -56,7 +56,10 @@ pub struct RaftTuning {
     /// heartbeat: a follower writing a large append under load must still
     /// be able to acknowledge it.
     pub append_timeout_ms: u64,
-    /// How long a write may wait for commit before `Unavailable`.
+    /// How long a write may wait for commit and apply, and a linearizable
+    /// read for its ReadIndex, before `Unavailable`. A request's gRPC
+    /// deadline, if sooner, bounds the wait instead
+    /// ([`crate::service::deadline`]; docs/operations.md, "Timeouts").
     pub write_timeout_ms: u64,
 }
 

@@ -45,6 +45,8 @@ pub struct World {
     pub page_cap: usize,
     /// Every request that reached a node: (node id, method).
     pub log: Vec<(u64, &'static str)>,
+    /// The `grpc-timeout` header of every Kv request, in arrival order.
+    pub kv_deadlines: Vec<Option<String>>,
 }
 
 impl World {
@@ -505,8 +507,15 @@ pub async fn start() -> Shared {
             id: i as u64 + 1,
             world: world.clone(),
         };
+        let seen = world.clone();
+        let kv = KvServer::with_interceptor(node.clone(), move |req: Request<()>| {
+            let deadline = req.metadata().get("grpc-timeout");
+            let deadline = deadline.and_then(|v| v.to_str().ok()).map(str::to_string);
+            lock(&seen).kv_deadlines.push(deadline);
+            Ok(req)
+        });
         let server = tonic::transport::Server::builder()
-            .add_service(KvServer::new(node.clone()))
+            .add_service(kv)
             .add_service(AdminServer::new(node))
             .serve_with_incoming(incoming);
         tokio::spawn(server);

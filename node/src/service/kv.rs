@@ -1,6 +1,8 @@
 //! The client KV service. Each call: validate input → find the shard →
 //! check epoch and key range → propose the write through Raft (or pass the
 //! ReadIndex barrier for a read) → answer, with failures as typed errors.
+//! The wait for Raft is bounded by the request's [`Deadline`]: the node's
+//! `raft.write_timeout_ms`, or the caller's gRPC deadline if that is sooner.
 //! `OpenSession` proposes a session registration the same way; a write of
 //! an unknown session comes back as `SessionExpired`.
 
@@ -13,6 +15,7 @@ use openraft::BasicNode;
 use tonic::{Request, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
+use super::deadline::Deadline;
 use super::scan_page::{read_page, PageBudget};
 use super::{validate, NodeCtx};
 use crate::command::{self, Rejection, Response, WriteOp};
@@ -37,6 +40,11 @@ fn not_leader(shard: u64, f: &ForwardToLeader<u64, BasicNode>) -> KvError {
 impl KvService {
     pub fn new(ctx: Arc<NodeCtx>) -> Self {
         Self { ctx }
+    }
+
+    /// The deadline of a request arriving now.
+    fn deadline<T>(&self, request: &Request<T>) -> Deadline {
+        Deadline::of(request.metadata(), self.ctx.config.raft.write_timeout())
     }
 
     /// The replica named by the header, after the epoch check.
@@ -74,6 +82,7 @@ impl KvService {
         header: Option<&pb::RequestHeader>,
         id: Option<pb::WriteId>,
         op: WriteOp,
+        deadline: &Deadline,
     ) -> Result<Response, KvError> {
         let write_id = validate::write_id(id)?;
         let replica = self.route(header)?;
@@ -100,7 +109,7 @@ impl KvService {
             return Ok(fake);
         }
         let result = self
-            .propose(&replica, command::Request::Write { write_id, op })
+            .propose(&replica, command::Request::Write { write_id, op }, deadline)
             .await;
         #[cfg(madsim)]
         if result.is_ok() && crate::sim_hooks::rpc_fate().lose_reply {
@@ -114,29 +123,35 @@ impl KvService {
     }
 
     /// Registers a new client session on the header's shard.
-    async fn do_open_session(&self, header: Option<&pb::RequestHeader>) -> Result<u64, KvError> {
+    async fn do_open_session(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        deadline: &Deadline,
+    ) -> Result<u64, KvError> {
         let replica = self.route(header)?;
         let req = command::Request::RegisterSession {
             max_sessions: self.ctx.config.sessions.max_per_shard,
         };
-        match self.propose(&replica, req).await? {
+        match self.propose(&replica, req, deadline).await? {
             Response::SessionRegistered { client_id } => Ok(client_id),
             other => Err(unexpected(other)),
         }
     }
 
     /// Proposes `req` through the replica's Raft group and waits until it
-    /// is applied; rejections of the state machine become typed errors.
-    async fn propose(&self, replica: &Replica, req: command::Request) -> Result<Response, KvError> {
-        let timeout = self.ctx.config.raft.write_timeout();
-        let result = match tokio::time::timeout(timeout, replica.propose(req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(KvError::Unavailable(format!(
-                    "write not committed within {timeout:?} (no quorum?); it may still apply - retry with the same write id"
-                )))
-            }
-        };
+    /// is applied, or until the deadline; rejections of the state machine
+    /// become typed errors.
+    async fn propose(
+        &self,
+        replica: &Replica,
+        req: command::Request,
+        deadline: &Deadline,
+    ) -> Result<Response, KvError> {
+        let result = deadline.run(replica.propose(req)).await.map_err(|wait| {
+            KvError::Unavailable(format!(
+                "write not committed within {wait} (no quorum?); it may still apply - retry with the same write id"
+            ))
+        })?;
         match result {
             Ok(resp) => match resp.data {
                 Response::Rejected(Rejection::KeyOutOfRange { key }) => {
@@ -160,7 +175,12 @@ impl KvService {
 
     /// Waits until a read at this replica is linearizable (or allowed to
     /// be stale) and returns the applied index it reflects.
-    async fn read_barrier(&self, replica: &Replica, consistency: i32) -> Result<u64, KvError> {
+    async fn read_barrier(
+        &self,
+        replica: &Replica,
+        consistency: i32,
+        deadline: &Deadline,
+    ) -> Result<u64, KvError> {
         let stale = consistency == pb::ReadConsistency::Stale as i32;
         #[cfg(all(madsim, feature = "sim-bugs"))]
         let stale = stale || crate::sim_hooks::bug(crate::sim_hooks::Bug::StaleReads);
@@ -168,10 +188,9 @@ impl KvService {
             let applied = replica.raft.metrics().borrow().last_applied;
             return Ok(applied.map(|l| l.index).unwrap_or(0));
         }
-        let timeout = self.ctx.config.raft.write_timeout();
-        match tokio::time::timeout(timeout, replica.ensure_linearizable()).await {
-            Err(_) => Err(KvError::Unavailable(format!(
-                "could not confirm leadership within {timeout:?}"
+        match deadline.run(replica.ensure_linearizable()).await {
+            Err(wait) => Err(KvError::Unavailable(format!(
+                "could not confirm leadership within {wait}"
             ))),
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
@@ -191,11 +210,17 @@ impl KvService {
         KvError::Unavailable(format!("storage error on this node: {e}"))
     }
 
-    async fn do_get(&self, req: pb::GetRequest) -> Result<(Option<Vec<u8>>, u64), KvError> {
+    async fn do_get(
+        &self,
+        req: pb::GetRequest,
+        deadline: &Deadline,
+    ) -> Result<(Option<Vec<u8>>, u64), KvError> {
         validate::key(&self.ctx.config.limits, &req.key)?;
         let replica = self.route(req.header.as_ref())?;
         Self::check_key(&replica, &req.key)?;
-        let index = self.read_barrier(&replica, req.consistency).await?;
+        let index = self
+            .read_barrier(&replica, req.consistency, deadline)
+            .await?;
         let value = self
             .ctx
             .host_engine()
@@ -204,7 +229,11 @@ impl KvService {
         Ok((value, index))
     }
 
-    async fn do_scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, KvError> {
+    async fn do_scan(
+        &self,
+        req: pb::ScanRequest,
+        deadline: &Deadline,
+    ) -> Result<pb::ScanResponse, KvError> {
         let limits = &self.ctx.config.limits;
         validate::scan_range(limits, &req.start, &req.end)?;
         let replica = self.route(req.header.as_ref())?;
@@ -216,7 +245,9 @@ impl KvService {
                 key: req.start.clone(),
                 shard: Box::new(replica.descriptor()),
             })?;
-        let index = self.read_barrier(&replica, req.consistency).await?;
+        let index = self
+            .read_barrier(&replica, req.consistency, deadline)
+            .await?;
         let limit = match req.limit {
             0 => limits.max_scan_limit,
             n => n.min(limits.max_scan_limit),
@@ -276,10 +307,11 @@ fn span(ctx: &NodeCtx, op: &'static str, header: Option<&pb::RequestHeader>) -> 
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Reply<pb::GetResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "get", req.header.as_ref());
         Ok(GrpcResponse::new(
-            match self.do_get(req).instrument(s).await {
+            match self.do_get(req, &deadline).instrument(s).await {
                 Ok((value, applied_index)) => pb::GetResponse {
                     error: None,
                     value,
@@ -294,6 +326,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Reply<pb::PutResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "put", req.header.as_ref());
         let limits = &self.ctx.config.limits;
@@ -304,7 +337,8 @@ impl Kv for KvService {
                 key: req.key,
                 value: req.value,
             };
-            self.write(req.header.as_ref(), req.write_id, op).await
+            self.write(req.header.as_ref(), req.write_id, op, &deadline)
+                .await
         }
         .instrument(s)
         .await;
@@ -314,6 +348,7 @@ impl Kv for KvService {
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Reply<pb::DeleteResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "delete", req.header.as_ref());
         let result = async {
@@ -322,6 +357,7 @@ impl Kv for KvService {
                 req.header.as_ref(),
                 req.write_id,
                 WriteOp::Delete { key: req.key },
+                &deadline,
             )
             .await
         }
@@ -344,6 +380,7 @@ impl Kv for KvService {
     }
 
     async fn cas(&self, request: Request<pb::CasRequest>) -> Reply<pb::CasResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "cas", req.header.as_ref());
         let limits = &self.ctx.config.limits;
@@ -357,7 +394,8 @@ impl Kv for KvService {
                 expected: req.expected,
                 new: req.new_value,
             };
-            self.write(req.header.as_ref(), req.write_id, op).await
+            self.write(req.header.as_ref(), req.write_id, op, &deadline)
+                .await
         }
         .instrument(s)
         .await;
@@ -382,10 +420,11 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, request: Request<pb::ScanRequest>) -> Reply<pb::ScanResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "scan", req.header.as_ref());
         Ok(GrpcResponse::new(
-            match self.do_scan(req).instrument(s).await {
+            match self.do_scan(req, &deadline).instrument(s).await {
                 Ok(r) => r,
                 Err(e) => pb::ScanResponse {
                     error: err(e),
@@ -396,6 +435,7 @@ impl Kv for KvService {
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Reply<pb::BatchResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "batch", req.header.as_ref());
         let result = async {
@@ -406,7 +446,8 @@ impl Kv for KvService {
                     .map(|m| (m.key, m.value))
                     .collect(),
             );
-            self.write(req.header.as_ref(), req.write_id, op).await
+            self.write(req.header.as_ref(), req.write_id, op, &deadline)
+                .await
         }
         .instrument(s)
         .await;
@@ -419,11 +460,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::OpenSessionRequest>,
     ) -> Reply<pb::OpenSessionResponse> {
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let s = span(&self.ctx, "open_session", req.header.as_ref());
         Ok(GrpcResponse::new(
             match self
-                .do_open_session(req.header.as_ref())
+                .do_open_session(req.header.as_ref(), &deadline)
                 .instrument(s)
                 .await
             {
