@@ -88,6 +88,9 @@ pub enum Bug {
     /// Read scan pages without the replica's consistent view, so a page can
     /// show half of an applied batch.
     ScanWithoutView,
+    /// Skip the dedup table when applying: every write is fresh, so a
+    /// retried write whose first attempt was applied is applied again.
+    NoDedup,
 }
 
 #[cfg(feature = "sim-bugs")]

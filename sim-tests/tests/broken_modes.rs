@@ -81,8 +81,21 @@ fn scanning_without_the_consistent_view_is_caught_within_5_seeds() {
 }
 
 #[test]
+fn applying_retried_writes_again_is_caught_within_5_seeds() {
+    // Dropped and delayed Raft messages make clients time out and retry
+    // writes that were (or will be) applied; without dedup a retry applies
+    // again, and the cas or delete answers with what its second application
+    // found.
+    assert_caught(Bug::NoDedup, Schedule::NetChaos, 5, &["not linearizable"]);
+}
+
+#[test]
 fn the_healthy_node_passes_the_same_seeds() {
-    for schedule in [Schedule::Partitions, Schedule::PowerLoss] {
+    for schedule in [
+        Schedule::Partitions,
+        Schedule::PowerLoss,
+        Schedule::NetChaos,
+    ] {
         let scenario = Scenario::new(schedule);
         for seed in 1..=2 {
             if let Err(e) = run_seed(seed, &scenario) {

@@ -11,8 +11,11 @@
 //!
 //! The model per key is a register `Option<Vec<u8>>` starting at `None`: a get returns it, put
 //! sets it, delete clears it, cas sets it to `new` iff it equals `expected`, and a cas reported
-//! as not succeeded must have seen a different value. Failed ops are ignored; indeterminate ops
-//! may take effect at any time after their call, or never.
+//! as not succeeded must have seen a different value. What a write reports having found must
+//! hold where it linearizes: a delete's `existed` whether the register held a value, a cas's
+//! `previous` the register's value (so a mismatched cas is a read of it, and a cas whose
+//! `previous` contradicts its own `succeeded` fits nowhere). Failed ops are ignored;
+//! indeterminate ops may take effect at any time after their call, or never.
 
 mod anomalies;
 mod model;
@@ -78,10 +81,14 @@ pub struct Violation {
     pub anomaly: Anomaly,
 }
 
-/// The evidence. A "reader" is a get that returned a value, or a successful cas that expected
-/// it. The first three are found without search, for values that a single op writes.
+/// The evidence. A "reader" is a get that returned a value, a successful cas that expected it,
+/// or a mismatched cas that reported it as `previous`. All but the last are found without
+/// search; the first three for values that a single op writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Anomaly {
+    /// A cas reported a `previous` value that its own `succeeded` rules out: equal to
+    /// `expected` though it did not swap, or different though it did.
+    ContradictoryReply { op: IndexedOp },
     /// The reader saw a value that no op wrote, or only ops called after it returned.
     NeverWritten { reader: IndexedOp },
     /// The reader saw the value only `write` writes, though `overwrite` replaced it in between:
@@ -119,6 +126,13 @@ impl fmt::Display for Violation {
         let op =
             |f: &mut fmt::Formatter<'_>, o: &IndexedOp| writeln!(f, "    #{} {}", o.index, o.op);
         match &self.anomaly {
+            Anomaly::ContradictoryReply { op: o } => {
+                writeln!(
+                    f,
+                    "  this cas reported a previous value its own result rules out:"
+                )?;
+                op(f, o)
+            }
             Anomaly::NeverWritten { reader } => {
                 writeln!(
                     f,
@@ -204,6 +218,20 @@ pub fn check_with(history: &History, options: &CheckOptions) -> CheckResult {
     }
     let mut unknown = Vec::new();
     for (key, indices) in by_key {
+        if let Some(&index) = indices
+            .iter()
+            .find(|&&i| model::contradicts_itself(&history.ops()[i]))
+        {
+            return CheckResult::NotLinearizable(Box::new(Violation {
+                key: key.to_vec(),
+                anomaly: Anomaly::ContradictoryReply {
+                    op: IndexedOp {
+                        index,
+                        op: history.ops()[index].clone(),
+                    },
+                },
+            }));
+        }
         let prepared = model::prepare(history.ops(), &indices);
         let indexed = |op: usize| IndexedOp {
             index: prepared.ops[op].index,
