@@ -322,7 +322,7 @@ fn read_of_a_value_never_written() {
     ] {
         let read = ops.len() - 1;
         match assert_violation(ops).anomaly {
-            Anomaly::NeverWritten { reader } => assert_eq!(reader.index, read),
+            Anomaly::NeverWritten { reader, .. } => assert_eq!(reader.index, read),
             other => panic!("{other:?}"),
         }
     }

@@ -185,10 +185,31 @@ fn cas_applied_twice_sees_its_own_value() {
         put(3, 15, 25, "c"),
         cas(2, (20, 30), Some("a"), Some("b"), false, Some("b")),
     ]);
-    assert!(
-        matches!(anomaly, Anomaly::NeverWritten { .. }),
-        "{anomaly:?}"
-    );
+    match anomaly {
+        // The cas itself is the reader, and the only op asking to write "b".
+        Anomaly::NeverWritten { reader, asked } => {
+            assert_eq!(reader.index, 2);
+            assert!(asked.is_empty(), "{asked:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A read of the first application's "b" (a violation with or without reports) names
+    // the cas as the op that asked to write it.
+    let ops = vec![
+        put(1, 0, 10, "a"),
+        cas(2, (20, 30), Some("a"), Some("b"), false, Some("b")),
+        get(4, 22, 24, Some("b")),
+    ];
+    match verdict(ops) {
+        CheckResult::NotLinearizable(v) => match v.anomaly {
+            Anomaly::NeverWritten { reader, asked } => {
+                assert_eq!(reader.index, 2);
+                assert_eq!(asked.iter().map(|o| o.index).collect::<Vec<_>>(), [1]);
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! Client workloads. `register_clients` runs concurrent get/put/cas/delete
+//! Client workloads. `register_client` runs concurrent get/put/cas/delete
 //! on a few keys and records every invocation and completion, with what
-//! each delete and cas reported having found (`existed`, `previous`); `unique_writer`
-//! writes fresh keys and remembers which writes were acknowledged;
+//! each delete and cas reported having found (`existed`, `previous`);
+//! `unique_writer` writes fresh keys and remembers which writes were
+//! acknowledged;
 //! `session_churn` opens bursts of new write sessions so a small per-shard
 //! session cap evicts the other clients' sessions.
 

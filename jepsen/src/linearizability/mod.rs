@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use self::anomalies::Found;
-use crate::history::{Bytes, History, MaybeBytes, Op, OpKind};
+use crate::history::{Bytes, History, MaybeBytes, Op, OpKind, OpResult, Outcome};
 
 /// Limits that keep a check from running away; exceeding one gives [`CheckResult::Unknown`].
 #[derive(Clone, Debug)]
@@ -90,7 +90,14 @@ pub enum Anomaly {
     /// `expected` though it did not swap, or different though it did.
     ContradictoryReply { op: IndexedOp },
     /// The reader saw a value that no op wrote, or only ops called after it returned.
-    NeverWritten { reader: IndexedOp },
+    ///
+    /// `asked` lists the ops that asked to write that value all the same: called after the
+    /// reader returned, failed, or a cas that reported not swapping. A cas that reports it saw
+    /// its own new value was applied twice: the reply is from the second application.
+    NeverWritten {
+        reader: IndexedOp,
+        asked: Vec<IndexedOp>,
+    },
     /// The reader saw the value only `write` writes, though `overwrite` replaced it in between:
     /// `write` returned before `overwrite` was called, which returned before the reader was.
     Overwritten {
@@ -133,12 +140,22 @@ impl fmt::Display for Violation {
                 )?;
                 op(f, o)
             }
-            Anomaly::NeverWritten { reader } => {
+            Anomaly::NeverWritten { reader, asked } => {
                 writeln!(
                     f,
                     "  this saw a value that nothing wrote before it returned:"
                 )?;
-                op(f, reader)
+                op(f, reader)?;
+                if !asked.is_empty() {
+                    writeln!(
+                        f,
+                        "  ops asking to write it (called later, failed, or reporting no swap):"
+                    )?;
+                    for o in asked {
+                        op(f, o)?;
+                    }
+                }
+                Ok(())
             }
             Anomaly::Overwritten {
                 write,
@@ -238,9 +255,19 @@ pub fn check_with(history: &History, options: &CheckOptions) -> CheckResult {
             op: history.ops()[prepared.ops[op].index].clone(),
         };
         let anomaly = match anomalies::find(&prepared) {
-            Some(Found::NeverWritten { reader }) => Anomaly::NeverWritten {
-                reader: indexed(reader),
-            },
+            Some(Found::NeverWritten { reader }) => {
+                let reader = indexed(reader);
+                let value = seen(&reader.op);
+                let asked = indices
+                    .iter()
+                    .filter(|&&i| i != reader.index && asks_to_write(&history.ops()[i]) == value)
+                    .map(|&index| IndexedOp {
+                        index,
+                        op: history.ops()[index].clone(),
+                    })
+                    .collect();
+                Anomaly::NeverWritten { reader, asked }
+            }
             Some(Found::Overwritten {
                 writer,
                 overwrite,
@@ -291,6 +318,36 @@ pub fn check_with(history: &History, options: &CheckOptions) -> CheckResult {
         CheckResult::Linearizable
     } else {
         CheckResult::Unknown { keys: unknown }
+    }
+}
+
+/// The present value a completed op reports having seen, if any.
+fn seen(op: &Op) -> Option<&[u8]> {
+    match (&op.kind, &op.outcome) {
+        (_, Outcome::Ok(OpResult::Get(v))) => v.as_deref(),
+        (
+            OpKind::Cas { expected, .. },
+            Outcome::Ok(OpResult::Cas {
+                succeeded: true, ..
+            }),
+        ) => expected.as_deref(),
+        (
+            _,
+            Outcome::Ok(OpResult::Cas {
+                succeeded: false,
+                previous: Some(previous),
+            }),
+        ) => previous.as_deref(),
+        _ => None,
+    }
+}
+
+/// The present value an op asks to write, if any.
+fn asks_to_write(op: &Op) -> Option<&[u8]> {
+    match &op.kind {
+        OpKind::Put { value, .. } => Some(value),
+        OpKind::Cas { new, .. } => new.as_deref(),
+        OpKind::Get { .. } | OpKind::Delete { .. } => None,
     }
 }
 
