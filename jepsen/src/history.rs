@@ -90,28 +90,96 @@ impl OpKind {
 }
 
 /// The result of an op that definitely took effect; its variant matches the [`OpKind`].
+///
+/// Write results carry what the write found (a delete's `existed`, a cas's `previous`): the
+/// checker requires them to match the state where the op linearizes, so a reply that belongs to
+/// another application of the write (a retry applied twice, a misattributed dedup answer) is
+/// caught. They are `None` in histories recorded before they were kept; such ops are checked
+/// without them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpResult {
     /// The value read; `None` if the key was absent.
     Get(Option<Vec<u8>>),
     Put,
-    Delete,
-    /// Whether the comparison held (and so the swap happened).
+    Delete {
+        /// Whether the key held a value just before the delete; `None`: not recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        existed: Option<bool>,
+    },
     Cas {
+        /// Whether the comparison held (and so the swap happened).
         succeeded: bool,
+        /// The value the comparison saw: `Some(None)` if the key was absent, `None` if not
+        /// recorded. In JSON: the field missing, `null`, or the bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "recorded")]
+        previous: Option<Option<Vec<u8>>>,
     },
 }
 
 impl OpResult {
+    /// A delete's result, `existed` as the server reported it.
+    pub fn delete(existed: bool) -> Self {
+        OpResult::Delete {
+            existed: Some(existed),
+        }
+    }
+
+    /// A cas's result, with the value it compared against (`None`: the key was absent).
+    pub fn cas(succeeded: bool, previous: Option<Vec<u8>>) -> Self {
+        OpResult::Cas {
+            succeeded,
+            previous: Some(previous),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             OpResult::Get(_) => "get",
             OpResult::Put => "put",
-            OpResult::Delete => "delete",
+            OpResult::Delete { .. } => "delete",
             OpResult::Cas { .. } => "cas",
         }
     }
+}
+
+/// Serde for a recorded optional value: a present field is recorded, `null` included.
+mod recorded {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<Option<Vec<u8>>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        // Only called for `Some`: the field is skipped when `None`.
+        v.as_ref().unwrap_or(&None).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Vec<u8>>>, D::Error> {
+        Option::<Vec<u8>>::deserialize(d).map(Some)
+    }
+}
+
+/// Reads a result as written now, or as histories written before deletes recorded `existed`
+/// wrote a delete's: the bare string `"delete"`.
+fn result_any_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OpResult, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Unit {
+        Delete,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AnyVersion {
+        Current(OpResult),
+        Unit(Unit),
+    }
+    Ok(match AnyVersion::deserialize(d)? {
+        AnyVersion::Current(r) => r,
+        AnyVersion::Unit(Unit::Delete) => OpResult::Delete { existed: None },
+    })
 }
 
 /// How an op ended, as far as the client knows.
@@ -119,7 +187,7 @@ impl OpResult {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It took effect, once, between `call` and `ret`, with this result.
-    Ok(OpResult),
+    Ok(#[serde(deserialize_with = "result_any_version")] OpResult),
     /// It definitely did not take effect (e.g. `InvalidArgument`, or `NotLeader` before the
     /// request was proposed). The checker ignores such ops.
     Failed,
@@ -192,9 +260,19 @@ impl fmt::Display for Op {
         }
         match &self.outcome {
             Outcome::Ok(OpResult::Get(v)) => write!(f, " = {}", MaybeBytes(v.as_deref())),
-            Outcome::Ok(OpResult::Put | OpResult::Delete) => write!(f, " ok"),
-            Outcome::Ok(OpResult::Cas { succeeded }) => {
-                write!(f, " {}", if *succeeded { "ok" } else { "mismatch" })
+            Outcome::Ok(OpResult::Put | OpResult::Delete { existed: None }) => write!(f, " ok"),
+            Outcome::Ok(OpResult::Delete {
+                existed: Some(existed),
+            }) => write!(f, " ok, {}", if *existed { "existed" } else { "absent" }),
+            Outcome::Ok(OpResult::Cas {
+                succeeded,
+                previous,
+            }) => {
+                write!(f, " {}", if *succeeded { "ok" } else { "mismatch" })?;
+                match previous {
+                    Some(p) => write!(f, ", was {}", MaybeBytes(p.as_deref())),
+                    None => Ok(()),
+                }
             }
             Outcome::Failed => write!(f, " failed"),
             Outcome::Indeterminate => write!(f, " indeterminate"),
@@ -468,7 +546,10 @@ mod tests {
                 kind: OpKind::cas("k", None, Some(vec![0, 255])),
                 call: 3,
                 ret: Some(4),
-                outcome: Outcome::Ok(OpResult::Cas { succeeded: false }),
+                outcome: Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    previous: None,
+                }),
             },
             Op {
                 client: 3,
@@ -476,6 +557,34 @@ mod tests {
                 call: 5,
                 ret: None,
                 outcome: Outcome::Indeterminate,
+            },
+            Op {
+                client: 2,
+                kind: OpKind::cas("k", None, Some(vec![1])),
+                call: 5,
+                ret: Some(6),
+                outcome: Outcome::Ok(OpResult::cas(true, None)),
+            },
+            Op {
+                client: 2,
+                kind: OpKind::cas("k", None, Some(vec![2])),
+                call: 5,
+                ret: Some(6),
+                outcome: Outcome::Ok(OpResult::cas(false, Some(vec![1]))),
+            },
+            Op {
+                client: 3,
+                kind: OpKind::delete("k"),
+                call: 7,
+                ret: Some(8),
+                outcome: Outcome::Ok(OpResult::delete(true)),
+            },
+            Op {
+                client: 3,
+                kind: OpKind::delete("k"),
+                call: 7,
+                ret: Some(8),
+                outcome: Outcome::Ok(OpResult::Delete { existed: None }),
             },
             Op {
                 client: 3,
@@ -488,7 +597,11 @@ mod tests {
         let history = History::from_ops(ops).unwrap();
         let mut buf = Vec::new();
         history.write_jsonl(&mut buf).unwrap();
-        assert_eq!(buf.iter().filter(|b| **b == b'\n').count(), 4);
+        assert_eq!(buf.iter().filter(|b| **b == b'\n').count(), 8);
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.contains(r#""ok":{"cas":{"succeeded":true,"previous":null}}"#));
+        assert!(text.contains(r#""ok":{"delete":{"existed":true}}"#));
+        assert!(text.contains(r#""ok":{"delete":{}}"#));
         let back = History::read_jsonl(&buf[..]).unwrap();
         assert_eq!(back, history);
 
@@ -497,6 +610,25 @@ mod tests {
             History::read_jsonl(&bad[..]),
             Err(HistoryError::Json { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn histories_without_existed_and_previous_still_load() {
+        let old = br#"{"client":1,"kind":{"delete":{"key":[107]}},"call":1,"ret":2,"outcome":{"ok":"delete"}}
+{"client":1,"kind":{"cas":{"key":[107],"expected":null,"new":[97]}},"call":3,"ret":4,"outcome":{"ok":{"cas":{"succeeded":true}}}}
+"#;
+        let h = History::read_jsonl(&old[..]).unwrap();
+        assert_eq!(
+            h.ops()[0].outcome,
+            Outcome::Ok(OpResult::Delete { existed: None })
+        );
+        assert_eq!(
+            h.ops()[1].outcome,
+            Outcome::Ok(OpResult::Cas {
+                succeeded: true,
+                previous: None
+            })
+        );
     }
 
     #[test]
@@ -546,5 +678,20 @@ mod tests {
             op.to_string(),
             "c1 cas(\"k\", nil -> 0x0001) [3, -] indeterminate"
         );
+        let op = Op {
+            outcome: Outcome::Ok(OpResult::cas(false, Some(b"a".to_vec()))),
+            ret: Some(4),
+            ..op
+        };
+        assert_eq!(
+            op.to_string(),
+            "c1 cas(\"k\", nil -> 0x0001) [3, 4] mismatch, was \"a\""
+        );
+        let op = Op {
+            kind: OpKind::delete("k"),
+            outcome: Outcome::Ok(OpResult::delete(false)),
+            ..op
+        };
+        assert_eq!(op.to_string(), "c1 delete(\"k\") [3, 4] ok, absent");
     }
 }

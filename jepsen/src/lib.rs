@@ -9,6 +9,8 @@
 //! - [`linearizability`]: [`check`] / [`check_with`], a Porcupine-style checker
 //!   (Wing & Gong search, Lowe's memoization, one key at a time) against a per-key register
 //!   model with put, delete and compare-and-swap, plus quick proofs of common anomalies.
+//!   What a write reports having found (a delete's `existed`, a cas's `previous`) must hold
+//!   where it linearizes, so a retry applied twice shows.
 //!   Returns a [`CheckResult`]; a [`Violation`] names the key and the [`Anomaly`] with its ops.
 //!   [`CheckOptions`] bound the search per key: past them the answer is `Unknown`, never a hang.
 //!

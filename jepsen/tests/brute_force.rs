@@ -1,6 +1,7 @@
 //! The checker against a brute-force one on many small random histories, linearizable or not.
 //! Every shortcut of the checker (pruning, merging, static proofs, search cuts) must agree with
-//! plainly trying every order.
+//! plainly trying every order, with and without the reports of what writes found (a delete's
+//! `existed`, a cas's `previous`).
 
 use atoll_jepsen::{check, History, Op, OpKind, OpResult, Outcome};
 use rand::rngs::StdRng;
@@ -56,11 +57,19 @@ fn step(op: &Op, state: &Value) -> Option<Value> {
         (OpKind::Get { .. }, Some(OpResult::Get(v))) => (v == state).then(|| state.clone()),
         (OpKind::Get { .. }, _) => Some(state.clone()),
         (OpKind::Put { value, .. }, _) => Some(Some(value.clone())),
+        (OpKind::Delete { .. }, Some(OpResult::Delete { existed: Some(e) }))
+            if *e != state.is_some() =>
+        {
+            None
+        }
         (OpKind::Delete { .. }, _) => Some(None),
         (OpKind::Cas { expected, new, .. }, result) => {
             let matches = state == expected;
             match result {
-                Some(OpResult::Cas { succeeded }) if *succeeded != matches => None,
+                Some(OpResult::Cas { succeeded, .. }) if *succeeded != matches => None,
+                Some(OpResult::Cas {
+                    previous: Some(p), ..
+                }) if p != state => None,
                 _ if matches => Some(new.clone()),
                 _ => Some(state.clone()),
             }
@@ -85,11 +94,18 @@ fn random_history(rng: &mut StdRng) -> History {
             let (kind, result) = match rng.gen_range(0..4) {
                 0 => (OpKind::get("k"), OpResult::Get(value(rng))),
                 1 => (OpKind::put("k", present(rng)), OpResult::Put),
-                2 => (OpKind::delete("k"), OpResult::Delete),
+                // Reports of what a write found: sometimes missing, as in older histories.
+                2 => (
+                    OpKind::delete("k"),
+                    OpResult::Delete {
+                        existed: rng.gen_bool(0.7).then(|| rng.gen_bool(0.5)),
+                    },
+                ),
                 _ => (
                     OpKind::cas("k", value(rng), value(rng)),
                     OpResult::Cas {
                         succeeded: rng.gen_bool(0.5),
+                        previous: rng.gen_bool(0.5).then(|| value(rng)),
                     },
                 ),
             };

@@ -24,7 +24,14 @@ fn put(client: u64, call: u64, ret: u64, v: &str) -> Op {
 }
 
 fn del(client: u64, call: u64, ret: u64) -> Op {
-    op(client, OpKind::delete("k"), call, ret, OpResult::Delete)
+    // Without `existed`, as older histories recorded it (see reported_results.rs).
+    op(
+        client,
+        OpKind::delete("k"),
+        call,
+        ret,
+        OpResult::Delete { existed: None },
+    )
 }
 
 fn get(client: u64, call: u64, ret: u64, v: Option<&str>) -> Op {
@@ -40,7 +47,11 @@ fn cas(
     ok: bool,
 ) -> Op {
     let kind = OpKind::cas("k", expected.map(b), new.map(b));
-    op(client, kind, call, ret, OpResult::Cas { succeeded: ok })
+    let result = OpResult::Cas {
+        succeeded: ok,
+        previous: None,
+    };
+    op(client, kind, call, ret, result)
 }
 
 /// The same op, timed out: no return, result unknown.
@@ -311,7 +322,7 @@ fn read_of_a_value_never_written() {
     ] {
         let read = ops.len() - 1;
         match assert_violation(ops).anomaly {
-            Anomaly::NeverWritten { reader } => assert_eq!(reader.index, read),
+            Anomaly::NeverWritten { reader, .. } => assert_eq!(reader.index, read),
             other => panic!("{other:?}"),
         }
     }

@@ -87,17 +87,15 @@ fn generate(seed: u64, shape: &Shape) -> History {
                     written.push(value.clone());
                     OpResult::Put
                 }
-                OpKind::Delete { .. } => {
-                    *slot = None;
-                    OpResult::Delete
-                }
+                OpKind::Delete { .. } => OpResult::delete(slot.take().is_some()),
                 OpKind::Cas { expected, new, .. } => {
+                    let previous = slot.clone();
                     let succeeded = slot == expected;
                     if succeeded {
                         slot.clone_from(new);
                         written.extend(new.iter().cloned());
                     }
-                    OpResult::Cas { succeeded }
+                    OpResult::cas(succeeded, previous)
                 }
             });
         }
@@ -174,6 +172,66 @@ fn read_of_a_never_written_value_is_always_caught() {
     assert_eq!(caught, 200);
 }
 
+#[test]
+fn mismatched_cas_reporting_a_never_written_value_is_always_caught() {
+    let mut tried = 0;
+    for seed in 0..200 {
+        let h = generate(seed, &small(1 + seed % 8));
+        let Some(victim) = (0..h.len()).find(|&i| {
+            matches!(
+                h.ops()[i].outcome,
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    ..
+                })
+            )
+        }) else {
+            continue;
+        };
+        tried += 1;
+        let mut ops = h.ops().to_vec();
+        ops[victim].outcome = Outcome::Ok(OpResult::cas(false, Some(b"corrupt".to_vec())));
+        match check(&History::from_ops(ops).unwrap()) {
+            CheckResult::NotLinearizable(v) => {
+                assert!(matches!(v.anomaly, Anomaly::NeverWritten { .. }), "{v}")
+            }
+            other => panic!("seed {seed}: corrupted previous #{victim} not caught: {other:?}"),
+        }
+    }
+    assert!(tried > 150, "only {tried} histories had a mismatched cas");
+}
+
+#[test]
+fn sequential_delete_reporting_the_wrong_existed_is_caught() {
+    // With one client every op is ordered, so flipping what a delete found is a violation
+    // unless a timed-out write (which may land anywhere after its call) explains it.
+    let (mut caught, mut tried) = (0, 0);
+    for seed in 0..200 {
+        let h = generate(seed, &small(1));
+        let Some(victim) = (0..h.len())
+            .find(|&i| matches!(h.ops()[i].outcome, Outcome::Ok(OpResult::Delete { .. })))
+        else {
+            continue;
+        };
+        tried += 1;
+        let mut ops = h.ops().to_vec();
+        if let Outcome::Ok(OpResult::Delete {
+            existed: Some(existed),
+        }) = &mut ops[victim].outcome
+        {
+            *existed = !*existed;
+        }
+        if check(&History::from_ops(ops).unwrap()).is_violation() {
+            caught += 1;
+        }
+    }
+    println!("flipped existed: caught {caught}/{tried}");
+    assert!(
+        tried > 150 && caught * 10 >= tried * 9,
+        "caught {caught}/{tried}"
+    );
+}
+
 /// Finds a read R (at or after position `from`), a completed write W2 of its key before it in
 /// real time, and a completed put W1 before W2; R reading W1's value is then a stale read no
 /// interleaving can explain (values are unique).
@@ -193,7 +251,12 @@ fn stale_read_candidate(h: &History, from: usize) -> Option<(usize, Vec<u8>)> {
                     matches!(
                         o.outcome,
                         Outcome::Ok(
-                            OpResult::Put | OpResult::Delete | OpResult::Cas { succeeded: true }
+                            OpResult::Put
+                                | OpResult::Delete { .. }
+                                | OpResult::Cas {
+                                    succeeded: true,
+                                    ..
+                                }
                         )
                     )
                 })

@@ -161,6 +161,9 @@ pub enum Bug {
     /// A restarted replica whose stored vote is committed for itself resumes
     /// leadership of that term without an election (decision 0006 undone).
     ResumeLeadership,
+    /// Skip the dedup table when applying: every write is fresh, so a
+    /// retried write whose first attempt was applied is applied again.
+    NoDedup,
 }
 
 #[cfg(feature = "sim-bugs")]

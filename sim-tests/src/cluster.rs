@@ -2,6 +2,7 @@
 //! production start-up path over its own [`MemoryEngine`], which outlives
 //! the node so a restart finds exactly what was flushed before the crash.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,13 @@ use std::time::Duration;
 use rand::Rng;
 
 use atoll_client::{Client, ClientConfig};
+use atoll_node::codec;
 use atoll_node::config::{Config, RaftTuning, SessionLimits};
+use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
-use atoll_node::storage::MemoryEngine;
+use atoll_node::storage::keys::{self, ShardId, SmMeta};
+use atoll_node::storage::{Engine, MemoryEngine};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -228,12 +232,19 @@ impl SimCluster {
         }
     }
 
-    /// A client connected from the client machine.
+    /// A client connected from the client machine, waiting up to 1 s for
+    /// each RPC.
     pub async fn client(&self, deadline: Duration) -> Client {
+        self.client_with(deadline, Duration::from_secs(1)).await
+    }
+
+    /// A client connected from the client machine, with its own per-RPC
+    /// timeout.
+    pub async fn client_with(&self, deadline: Duration, request_timeout: Duration) -> Client {
         let endpoints = self.endpoints();
         let config = ClientConfig {
             deadline,
-            request_timeout: Duration::from_secs(1),
+            request_timeout,
             ..ClientConfig::default()
         };
         self.on_client(async move {
@@ -253,12 +264,51 @@ impl SimCluster {
 
     /// User data of one node, as its engine holds it now.
     pub fn data_of(&self, id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-        use atoll_node::storage::keys;
-        use atoll_node::storage::Engine;
         let (lo, hi) = keys::data_range(b"", None);
+        self.scan(id, &lo, &hi)
+    }
+
+    /// The replicated state of each shard on one node, besides user data:
+    /// its descriptor, its session table and the session id counter, as the
+    /// node's engine holds them now.
+    pub fn shards_of(&self, id: u64) -> BTreeMap<ShardId, ShardState> {
+        let mut shards: BTreeMap<ShardId, ShardState> = BTreeMap::new();
+        let (lo, hi) = keys::all_sm_meta();
+        for (k, v) in self.scan(id, &lo, &hi) {
+            let Some((shard, tag)) = keys::parse_sm_meta(&k) else {
+                continue;
+            };
+            let state = shards.entry(shard).or_default();
+            if tag == SmMeta::Shard as u8 {
+                state.meta = Some(codec::decode("shard", &v).map_err(|e| e.to_string()));
+            } else if tag == SmMeta::NextSessionId as u8 {
+                state.next_session_id =
+                    Some(codec::decode("next session id", &v).map_err(|e| e.to_string()));
+            }
+        }
+        for (shard, state) in shards.iter_mut() {
+            let (lo, hi) = keys::sessions_range(*shard);
+            state.sessions = self.scan(id, &lo, &hi);
+        }
+        shards
+    }
+
+    fn scan(&self, id: u64, lo: &[u8], hi: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.node(id)
             .engine
-            .scan(&lo, &hi, usize::MAX)
+            .scan(lo, hi, usize::MAX)
             .unwrap_or_default()
     }
+}
+
+/// One shard's replicated state apart from user data (see
+/// [`SimCluster::shards_of`]); a field that failed to decode holds the error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardState {
+    /// Range and epoch.
+    pub meta: Option<Result<ShardMeta, String>>,
+    pub next_session_id: Option<Result<u64, String>>,
+    /// Session headers and recorded results, as stored (keys
+    /// `keys::session`, `keys::session_result`).
+    pub sessions: Vec<(Vec<u8>, Vec<u8>)>,
 }

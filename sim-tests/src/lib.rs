@@ -7,11 +7,13 @@
 //!   partitions them.
 //! - [`observer`]: node-side observations (who was leader in which term).
 //! - [`nemesis`]: named fault schedules, randomised per seed.
-//! - [`workload`]: concurrent clients on a small key set, recorded as an
+//! - [`workload`]: concurrent clients on a small key set (one of them
+//!   impatient, so writes are retried while in flight), recorded as an
 //!   `atoll_jepsen::History`, plus a unique-key writer for durability.
 //! - [`batch_groups`]: whole-group batches and one-page scans of the group.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
-//!   term, no lost acknowledged write, replica convergence, no torn scan.
+//!   term, no lost acknowledged write, replica convergence (data, sessions,
+//!   shard descriptors), no torn scan, liveness.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!

@@ -64,7 +64,14 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     let mut tasks = Vec::new();
     for me in 1..=w.clients + w.readers {
         // Separate clients, separate route caches: like separate processes.
-        let own = cluster.client(Duration::from_secs(5)).await;
+        let rpc_timeout = if me <= w.impatient {
+            workload::IMPATIENT_RPC_TIMEOUT
+        } else {
+            Duration::from_secs(1)
+        };
+        let own = cluster
+            .client_with(Duration::from_secs(5), rpc_timeout)
+            .await;
         let read_only = me > w.clients;
         let fut =
             workload::register_client(own, me, read_only, w.clone(), rec.clone(), stats.clone());

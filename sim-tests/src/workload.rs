@@ -1,6 +1,8 @@
-//! Client workloads. `register_clients` runs concurrent get/put/cas/delete
-//! on a few keys and records every invocation and completion; `unique_writer`
-//! writes fresh keys and remembers which writes were acknowledged;
+//! Client workloads. `register_client` runs concurrent get/put/cas/delete
+//! on a few keys and records every invocation and completion, with what
+//! each delete and cas reported having found (`existed`, `previous`);
+//! `unique_writer` writes fresh keys and remembers which writes were
+//! acknowledged;
 //! `session_churn` opens bursts of new write sessions so a small per-shard
 //! session cap evicts the other clients' sessions.
 
@@ -42,6 +44,11 @@ impl Stats {
 pub struct Workload {
     /// Clients doing a mix of reads and writes.
     pub clients: u64,
+    /// How many of `clients` wait only [`IMPATIENT_RPC_TIMEOUT`] for each
+    /// RPC, so they often retry a write whose first attempt is still in
+    /// flight, and both reach the log: the dedup table must answer the retry
+    /// with the first attempt's result, or the write applies twice.
+    pub impatient: u64,
     /// Clients doing only reads: they stay with whichever leader answers
     /// them, so they are the ones that notice a deposed leader serving reads.
     pub readers: u64,
@@ -53,12 +60,16 @@ impl Default for Workload {
     fn default() -> Self {
         Self {
             clients: 3,
+            impatient: 1,
             readers: 1,
             keys: 4,
             duration: Duration::from_secs(20),
         }
     }
 }
+
+/// The per-RPC timeout of impatient clients (others wait 1 s).
+pub const IMPATIENT_RPC_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub fn key(i: usize) -> Vec<u8> {
     format!("reg{i}").into_bytes()
@@ -119,16 +130,15 @@ pub async fn register_client(
                 Err(e) => stats.failed_write(&e),
             },
             OpKind::Delete { .. } => match client.delete(&key).await {
-                Ok(_) => Outcome::Ok(OpResult::Delete),
+                Ok(existed) => Outcome::Ok(OpResult::delete(existed)),
                 Err(e) => stats.failed_write(&e),
             },
             OpKind::Cas { expected, new, .. } => {
                 match client.cas(&key, expected.as_deref(), new.as_deref()).await {
                     Ok(o) => {
+                        let result = OpResult::cas(o.succeeded, o.previous.clone());
                         seen.insert(k, if o.succeeded { new } else { o.previous });
-                        Outcome::Ok(OpResult::Cas {
-                            succeeded: o.succeeded,
-                        })
+                        Outcome::Ok(result)
                     }
                     Err(e) => stats.failed_write(&e),
                 }

@@ -65,6 +65,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         ),
         (Bug::AckBeforeFlush, Schedule::PowerLoss, FINDINGS),
         (Bug::ScanWithoutView, Schedule::Calm, &["torn scan"]),
+        (Bug::NoDedup, Schedule::NetChaos, &["not linearizable"]),
         (
             Bug::ResumeLeadership,
             Schedule::LeaderRestarts,
@@ -118,6 +119,14 @@ fn scanning_without_the_consistent_view_is_caught_within_5_seeds() {
 #[test]
 fn resuming_leadership_after_a_restart_is_caught_within_5_seeds() {
     assert_caught_by_its_checks(Bug::ResumeLeadership);
+}
+
+/// Dropped and delayed Raft messages make clients time out and retry writes
+/// that were (or will be) applied; without dedup a retry applies again, and
+/// the cas or delete answers with what its second application found.
+#[test]
+fn applying_retried_writes_again_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::NoDedup);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

@@ -110,7 +110,12 @@ struct Overwrites {
 impl Overwrites {
     fn new(completed: &[KeyOp]) -> Self {
         let mut by_call: Vec<usize> = (0..completed.len())
-            .filter(|&i| matches!(completed[i].step, Step::Write(_) | Step::CasOk { .. }))
+            .filter(|&i| {
+                matches!(
+                    completed[i].step,
+                    Step::Write(_) | Step::CasOk { .. } | Step::DeleteExisting
+                )
+            })
             .collect();
         by_call.sort_by_key(|&i| completed[i].call);
         let mut earliest = vec![(u64::MAX, usize::MAX); by_call.len()];

@@ -11,8 +11,11 @@
 //!
 //! The model per key is a register `Option<Vec<u8>>` starting at `None`: a get returns it, put
 //! sets it, delete clears it, cas sets it to `new` iff it equals `expected`, and a cas reported
-//! as not succeeded must have seen a different value. Failed ops are ignored; indeterminate ops
-//! may take effect at any time after their call, or never.
+//! as not succeeded must have seen a different value. What a write reports having found must
+//! hold where it linearizes: a delete's `existed` whether the register held a value, a cas's
+//! `previous` the register's value (so a mismatched cas is a read of it, and a cas whose
+//! `previous` contradicts its own `succeeded` fits nowhere). Failed ops are ignored;
+//! indeterminate ops may take effect at any time after their call, or never.
 
 mod anomalies;
 mod model;
@@ -22,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use self::anomalies::Found;
-use crate::history::{Bytes, History, MaybeBytes, Op, OpKind};
+use crate::history::{Bytes, History, MaybeBytes, Op, OpKind, OpResult, Outcome};
 
 /// Limits that keep a check from running away; exceeding one gives [`CheckResult::Unknown`].
 #[derive(Clone, Debug)]
@@ -78,12 +81,23 @@ pub struct Violation {
     pub anomaly: Anomaly,
 }
 
-/// The evidence. A "reader" is a get that returned a value, or a successful cas that expected
-/// it. The first three are found without search, for values that a single op writes.
+/// The evidence. A "reader" is a get that returned a value, a successful cas that expected it,
+/// or a mismatched cas that reported it as `previous`. All but the last are found without
+/// search; the first three for values that a single op writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Anomaly {
+    /// A cas reported a `previous` value that its own `succeeded` rules out: equal to
+    /// `expected` though it did not swap, or different though it did.
+    ContradictoryReply { op: IndexedOp },
     /// The reader saw a value that no op wrote, or only ops called after it returned.
-    NeverWritten { reader: IndexedOp },
+    ///
+    /// `asked` lists the ops that asked to write that value all the same: called after the
+    /// reader returned, failed, or a cas that reported not swapping. A cas that reports it saw
+    /// its own new value was applied twice: the reply is from the second application.
+    NeverWritten {
+        reader: IndexedOp,
+        asked: Vec<IndexedOp>,
+    },
     /// The reader saw the value only `write` writes, though `overwrite` replaced it in between:
     /// `write` returned before `overwrite` was called, which returned before the reader was.
     Overwritten {
@@ -119,12 +133,29 @@ impl fmt::Display for Violation {
         let op =
             |f: &mut fmt::Formatter<'_>, o: &IndexedOp| writeln!(f, "    #{} {}", o.index, o.op);
         match &self.anomaly {
-            Anomaly::NeverWritten { reader } => {
+            Anomaly::ContradictoryReply { op: o } => {
+                writeln!(
+                    f,
+                    "  this cas reported a previous value its own result rules out:"
+                )?;
+                op(f, o)
+            }
+            Anomaly::NeverWritten { reader, asked } => {
                 writeln!(
                     f,
                     "  this saw a value that nothing wrote before it returned:"
                 )?;
-                op(f, reader)
+                op(f, reader)?;
+                if !asked.is_empty() {
+                    writeln!(
+                        f,
+                        "  ops asking to write it (called later, failed, or reporting no swap):"
+                    )?;
+                    for o in asked {
+                        op(f, o)?;
+                    }
+                }
+                Ok(())
             }
             Anomaly::Overwritten {
                 write,
@@ -204,15 +235,39 @@ pub fn check_with(history: &History, options: &CheckOptions) -> CheckResult {
     }
     let mut unknown = Vec::new();
     for (key, indices) in by_key {
+        if let Some(&index) = indices
+            .iter()
+            .find(|&&i| model::contradicts_itself(&history.ops()[i]))
+        {
+            return CheckResult::NotLinearizable(Box::new(Violation {
+                key: key.to_vec(),
+                anomaly: Anomaly::ContradictoryReply {
+                    op: IndexedOp {
+                        index,
+                        op: history.ops()[index].clone(),
+                    },
+                },
+            }));
+        }
         let prepared = model::prepare(history.ops(), &indices);
         let indexed = |op: usize| IndexedOp {
             index: prepared.ops[op].index,
             op: history.ops()[prepared.ops[op].index].clone(),
         };
         let anomaly = match anomalies::find(&prepared) {
-            Some(Found::NeverWritten { reader }) => Anomaly::NeverWritten {
-                reader: indexed(reader),
-            },
+            Some(Found::NeverWritten { reader }) => {
+                let reader = indexed(reader);
+                let value = seen(&reader.op);
+                let asked = indices
+                    .iter()
+                    .filter(|&&i| i != reader.index && asks_to_write(&history.ops()[i]) == value)
+                    .map(|&index| IndexedOp {
+                        index,
+                        op: history.ops()[index].clone(),
+                    })
+                    .collect();
+                Anomaly::NeverWritten { reader, asked }
+            }
             Some(Found::Overwritten {
                 writer,
                 overwrite,
@@ -263,6 +318,36 @@ pub fn check_with(history: &History, options: &CheckOptions) -> CheckResult {
         CheckResult::Linearizable
     } else {
         CheckResult::Unknown { keys: unknown }
+    }
+}
+
+/// The present value a completed op reports having seen, if any.
+fn seen(op: &Op) -> Option<&[u8]> {
+    match (&op.kind, &op.outcome) {
+        (_, Outcome::Ok(OpResult::Get(v))) => v.as_deref(),
+        (
+            OpKind::Cas { expected, .. },
+            Outcome::Ok(OpResult::Cas {
+                succeeded: true, ..
+            }),
+        ) => expected.as_deref(),
+        (
+            _,
+            Outcome::Ok(OpResult::Cas {
+                succeeded: false,
+                previous: Some(previous),
+            }),
+        ) => previous.as_deref(),
+        _ => None,
+    }
+}
+
+/// The present value an op asks to write, if any.
+fn asks_to_write(op: &Op) -> Option<&[u8]> {
+    match &op.kind {
+        OpKind::Put { value, .. } => Some(value),
+        OpKind::Cas { new, .. } => new.as_deref(),
+        OpKind::Get { .. } | OpKind::Delete { .. } => None,
     }
 }
 

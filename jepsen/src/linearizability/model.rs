@@ -1,7 +1,11 @@
 //! The register model of one key, and the preparation of that key's ops for the search.
 //!
-//! Values are interned to small integers. Preparation then removes freedom the search would
-//! otherwise explore in vain, without changing the verdict:
+//! Values are interned to small integers. What a write reports having found is part of its step:
+//! a delete that found the key absent is a read of absence, one that found it present needs some
+//! present value ([`Step::DeleteExisting`]), and a mismatched cas that reports the value it saw is
+//! a read of that value. (A cas whose report contradicts itself is rejected before preparation,
+//! see [`contradicts_itself`].) Preparation then removes freedom the search would otherwise
+//! explore in vain, without changing the verdict:
 //! 1. failed ops and indeterminate gets are dropped: they constrain nothing;
 //! 2. an indeterminate write whose value was observed is given a return time (see
 //!    [`bound_observed`]);
@@ -29,9 +33,12 @@ pub(super) enum Step {
         expected: Val,
         new: Val,
     },
+    /// A cas that did not swap and did not report what it saw (older histories).
     CasMismatch {
         expected: Val,
     },
+    /// A delete that found the key present: needs any present value, leaves it absent.
+    DeleteExisting,
     /// An indeterminate cas: applies iff the comparison holds. One that did not apply is the
     /// same as one linearized after everything else, which the search also tries.
     CasMaybe {
@@ -48,6 +55,7 @@ impl Step {
             Step::Write(v) => Some(v),
             Step::CasOk { expected, new } => (expected == state).then_some(new),
             Step::CasMismatch { expected } => (expected != state).then_some(state),
+            Step::DeleteExisting => (state != ABSENT).then_some(ABSENT),
             Step::CasMaybe { expected, new } => Some(if expected == state { new } else { state }),
         }
     }
@@ -56,6 +64,7 @@ impl Step {
     pub(super) fn writes(self) -> Option<Val> {
         match self {
             Step::Write(v) | Step::CasOk { new: v, .. } | Step::CasMaybe { new: v, .. } => Some(v),
+            Step::DeleteExisting => Some(ABSENT),
             Step::Read(_) | Step::CasMismatch { .. } => None,
         }
     }
@@ -64,7 +73,10 @@ impl Step {
     pub(super) fn needs(self) -> Option<Val> {
         match self {
             Step::Read(v) | Step::CasOk { expected: v, .. } => Some(v),
-            Step::Write(_) | Step::CasMismatch { .. } | Step::CasMaybe { .. } => None,
+            Step::Write(_)
+            | Step::CasMismatch { .. }
+            | Step::DeleteExisting
+            | Step::CasMaybe { .. } => None,
         }
     }
 
@@ -76,6 +88,7 @@ impl Step {
                 *expected = f(*expected);
                 *new = f(*new);
             }
+            Step::DeleteExisting => {}
         }
     }
 
@@ -85,7 +98,7 @@ impl Step {
             Step::Write(v) | Step::CasOk { new: v, .. } | Step::CasMaybe { new: v, .. } => {
                 (v != ABSENT).then_some(v)
             }
-            Step::Read(_) | Step::CasMismatch { .. } => None,
+            Step::Read(_) | Step::CasMismatch { .. } | Step::DeleteExisting => None,
         }
     }
 }
@@ -122,7 +135,24 @@ pub(super) struct Prepared {
     pub(super) values: usize,
 }
 
-/// Prepares the ops at `indices` (all on one key) of `ops`.
+/// Whether a cas's reply contradicts itself: the value it reports having compared against
+/// equals `expected` though it did not swap, or differs though it did. No state fits such an op.
+pub(super) fn contradicts_itself(op: &Op) -> bool {
+    match (&op.kind, &op.outcome) {
+        (
+            OpKind::Cas { expected, .. },
+            Outcome::Ok(OpResult::Cas {
+                succeeded,
+                previous: Some(previous),
+            }),
+        ) => (previous == expected) != *succeeded,
+        _ => false,
+    }
+}
+
+/// Prepares the ops at `indices` (all on one key) of `ops`. A cas that
+/// [`contradicts_itself`] is prepared as if it had not reported `previous`; the caller reports
+/// it first.
 pub(super) fn prepare<'a>(ops: &'a [Op], indices: &[usize]) -> Prepared {
     let mut ids: HashMap<&'a [u8], Val> = HashMap::new();
     let mut intern = |v: Option<&'a [u8]>| -> Val {
@@ -139,16 +169,41 @@ pub(super) fn prepare<'a>(ops: &'a [Op], indices: &[usize]) -> Prepared {
             (OpKind::Get { .. }, Outcome::Ok(OpResult::Get(v))) => Step::Read(intern(v.as_deref())),
             (OpKind::Get { .. }, _) => continue,
             (OpKind::Put { value, .. }, _) => Step::Write(intern(Some(value))),
+            (
+                OpKind::Delete { .. },
+                Outcome::Ok(OpResult::Delete {
+                    existed: Some(true),
+                }),
+            ) => Step::DeleteExisting,
+            (
+                OpKind::Delete { .. },
+                Outcome::Ok(OpResult::Delete {
+                    existed: Some(false),
+                }),
+            ) => Step::Read(ABSENT),
             (OpKind::Delete { .. }, _) => Step::Write(ABSENT),
-            (OpKind::Cas { expected, new, .. }, outcome) => {
-                let expected = intern(expected.as_deref());
-                let new = intern(new.as_deref());
-                match outcome {
-                    Outcome::Ok(OpResult::Cas { succeeded: true }) => Step::CasOk { expected, new },
-                    Outcome::Ok(_) => Step::CasMismatch { expected },
-                    _ => Step::CasMaybe { expected, new },
-                }
-            }
+            (OpKind::Cas { expected, new, .. }, outcome) => match outcome {
+                // Succeeded: `previous`, if reported, is `expected` (else it contradicts itself).
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: true, ..
+                }) => Step::CasOk {
+                    expected: intern(expected.as_deref()),
+                    new: intern(new.as_deref()),
+                },
+                // Mismatched, having seen `previous`: exactly a read of it, since it differs
+                // from `expected` (else it contradicts itself).
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    previous: Some(previous),
+                }) if previous != expected => Step::Read(intern(previous.as_deref())),
+                Outcome::Ok(_) => Step::CasMismatch {
+                    expected: intern(expected.as_deref()),
+                },
+                _ => Step::CasMaybe {
+                    expected: intern(expected.as_deref()),
+                    new: intern(new.as_deref()),
+                },
+            },
         };
         let ret = match op.outcome {
             Outcome::Ok(_) => op.ret.unwrap_or(u64::MAX),
@@ -235,16 +290,18 @@ fn bound_observed(ops: &mut [KeyOp]) {
 
 /// Drops indeterminate writes of a value that no op could observe.
 ///
-/// A value is observed if a get returned it or any cas expected it. If the key has no
-/// mismatched cas (which any *other* value satisfies), an indeterminate write of an unobserved
-/// value `v` can be moved to the end of any linearization: until the next write, the ops after
-/// it were valid in state `v`, so they are writes or indeterminate cas ops (which can move to the
-/// end too). Moved to the end, it means "did not take effect", so it can be dropped. Timed-out
-/// writes whose value nobody read are the common case.
+/// A value is observed if a read returned it (a get, or a mismatched cas or a delete reporting
+/// what it found) or any cas expected it. If the key has no op that some *other* value
+/// satisfies (a mismatched cas that reported nothing, a delete that found the key present), an
+/// indeterminate write of an unobserved value `v` can be moved to the end of any
+/// linearization: until the next write, the ops after it were valid in state `v`, so they are
+/// writes or indeterminate cas ops (which can move to the end too). Moved to the end, it means
+/// "did not take effect", so it can be dropped. Timed-out writes whose value nobody read are
+/// the common case.
 fn prune_unobservable(ops: Vec<KeyOp>) -> Vec<KeyOp> {
     if ops
         .iter()
-        .any(|o| matches!(o.step, Step::CasMismatch { .. }))
+        .any(|o| matches!(o.step, Step::CasMismatch { .. } | Step::DeleteExisting))
     {
         return ops;
     }
@@ -256,7 +313,7 @@ fn prune_unobservable(ops: Vec<KeyOp>) -> Vec<KeyOp> {
             | Step::CasMaybe { expected: v, .. } => {
                 observed.insert(v);
             }
-            Step::Write(_) | Step::CasMismatch { .. } => {}
+            Step::Write(_) | Step::CasMismatch { .. } | Step::DeleteExisting => {}
         }
     }
     ops.into_iter()
@@ -267,7 +324,8 @@ fn prune_unobservable(ops: Vec<KeyOp>) -> Vec<KeyOp> {
 /// Writes every present value that no get returned and no cas expected as [`UNSEEN`].
 ///
 /// In a state holding such a value, every op behaves alike: gets and successful cas fail
-/// (they name observed values), mismatched cas succeed, writes overwrite. Merging them lets the
+/// (they name observed values), mismatched cas succeed, writes overwrite, deletes that found
+/// the key present fit (the value is present: [`ABSENT`] is never merged). Merging them lets the
 /// memo see that, say, two timed-out writes of never-read values led to the same place.
 fn merge_unobservable(ops: &mut [KeyOp]) {
     let mut observed = HashSet::new();
@@ -279,7 +337,7 @@ fn merge_unobservable(ops: &mut [KeyOp]) {
             | Step::CasMaybe { expected: v, .. } => {
                 observed.insert(v);
             }
-            Step::Write(_) => {}
+            Step::Write(_) | Step::DeleteExisting => {}
         }
     }
     let merge = |v: &mut Val| {
@@ -290,7 +348,7 @@ fn merge_unobservable(ops: &mut [KeyOp]) {
     for o in ops.iter_mut() {
         match &mut o.step {
             Step::Write(v) | Step::CasOk { new: v, .. } | Step::CasMaybe { new: v, .. } => merge(v),
-            Step::Read(_) | Step::CasMismatch { .. } => {}
+            Step::Read(_) | Step::CasMismatch { .. } | Step::DeleteExisting => {}
         }
     }
 }
@@ -344,6 +402,9 @@ mod tests {
         );
         assert_eq!(Step::CasMismatch { expected: 1 }.apply(1), None);
         assert_eq!(Step::CasMismatch { expected: 1 }.apply(0), Some(0));
+        assert_eq!(Step::DeleteExisting.apply(1), Some(ABSENT));
+        assert_eq!(Step::DeleteExisting.apply(UNSEEN), Some(ABSENT));
+        assert_eq!(Step::DeleteExisting.apply(ABSENT), None);
         assert_eq!(
             Step::CasMaybe {
                 expected: 1,
@@ -404,6 +465,16 @@ mod tests {
         ];
         bound_observed(&mut ops);
         assert!(ops[0].indeterminate());
+    }
+
+    #[test]
+    fn unobservable_writes_are_kept_for_a_delete_that_found_a_value() {
+        // The delete needs some present value; only the unread write can supply it.
+        let ops = vec![
+            op(0, None, Step::Write(1)),
+            op(5, Some(6), Step::DeleteExisting),
+        ];
+        assert_eq!(prune_unobservable(ops).len(), 2);
     }
 
     #[test]

@@ -201,7 +201,17 @@ impl StateMachine {
                 key: key.to_vec(),
             }));
         }
-        match self.sessions.check(&id) {
+        let check = self.sessions.check(&id);
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let check = match check {
+            Check::Duplicate(_) | Check::Stale { .. }
+                if crate::sim_hooks::bug(crate::sim_hooks::Bug::NoDedup) =>
+            {
+                Check::Fresh
+            }
+            other => other,
+        };
+        match check {
             Check::Fresh => {}
             Check::Duplicate(r) => return Ok(r),
             Check::Stale { first_incomplete } => {
