@@ -86,6 +86,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), EngineError>;
+
+    /// Like `flush`, and durable even against power loss: everything the
+    /// engine wrote is fsync'ed. Slow; done before the Raft log is purged
+    /// past what the state machine holds.
+    fn checkpoint(&self) -> Result<(), EngineError> {
+        self.flush()
+    }
 }
 
 pub type SharedEngine = Arc<dyn Engine>;
