@@ -5,15 +5,19 @@
 //! 1. [`service::kv`] validates it ([`service::validate`]), finds the shard
 //!    ([`shard::ShardHost`]), checks epoch and key range ([`shard::meta`]);
 //! 2. it is proposed to the shard's Raft ([`raft`]): openraft appends it via
-//!    [`storage::log_store`], acknowledged after the shared group-commit
-//!    flush ([`storage::flusher`]), and replicates it over the shard-tagged
-//!    [`raft::network`];
+//!    [`storage::log_store`] to the node's write-ahead log ([`wal`]),
+//!    acknowledged after the group-commit `fdatasync` shared by every shard,
+//!    and replicates it over the shard-tagged [`raft::network`];
 //! 3. once committed, [`state_machine`] applies it — dedup check, data and
 //!    applied log id in one atomic batch on the [`storage::engine`].
 //!
-//! Everything durable goes through the [`storage::Engine`] trait: sled in
-//! production, [`storage::MemoryEngine`] (crash = lose unflushed writes) in
-//! the madsim simulation. [`start`] wires config → engine → shards → server.
+//! Two stores, each behind a seam with a simulated twin: the Raft log of
+//! every shard in the [`wal`] (segment files through [`wal::WalFs`]: real
+//! files in production, [`wal::SimFs`] in the madsim simulation, whose crash
+//! loses unsynced bytes and tears the last write), and the state machine
+//! behind the [`storage::Engine`] trait (sled in production,
+//! [`storage::MemoryEngine`] in simulation). [`start`] wires config → data
+//! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
 //! Every node belongs to one cluster, named by an id stored next to the
 //! node id ([`cluster`]); messages from another cluster are refused, and a
@@ -47,6 +51,7 @@ pub mod shard;
 pub mod sim_hooks;
 pub mod state_machine;
 pub mod storage;
+pub mod wal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,11 +67,13 @@ use crate::shard::replica::ReplicaDeps;
 use crate::shard::ShardHost;
 use crate::storage::engine::SharedEngine;
 use crate::storage::Flusher;
+use crate::wal::{SharedFs, Wal};
 
 /// A running node.
 pub struct Node {
     ctx: Arc<NodeCtx>,
     flusher: Flusher,
+    wal: Wal,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), NodeError>>,
@@ -86,13 +93,15 @@ impl Node {
         &self.ctx.host
     }
 
-    /// Stops serving, stops every Raft group and flushes the engine.
+    /// Stops serving, stops every Raft group, syncs the WAL and flushes the
+    /// engine.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let served = (&mut self.server).await;
         self.ctx.host.shutdown().await;
+        self.wal.sync().await?;
         self.flusher.flush().await?;
         match served {
             Ok(r) => r,
@@ -104,16 +113,22 @@ impl Node {
     }
 }
 
-/// Opens the data directory's sled database and starts the node.
+/// Opens the data directory (sled database and WAL) and starts the node.
 #[cfg(not(madsim))]
 pub async fn start(config: Config) -> Result<Node, NodeError> {
-    let engine = open_data_dir(&config.data_dir)?;
-    start_with_engine(config, engine).await
+    let (engine, wal_fs) = open_data_dir(&config.data_dir)?;
+    start_with_engine(config, engine, wal_fs).await
 }
 
-/// Checks and opens the data directory.
+/// The format of a data dir this binary reads: `db/` (sled, state machine
+/// and node identity) and `wal/` (segments of [`wal::FORMAT_VERSION`]).
+/// Format 0 kept the Raft log inside the sled database and had no `wal/`.
+pub const DATA_DIR_FORMAT: u32 = wal::FORMAT_VERSION;
+
+/// Checks and opens the data directory: its sled database and the file
+/// seam of its WAL.
 #[cfg(not(madsim))]
-pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
+pub fn open_data_dir(dir: &std::path::Path) -> Result<(SharedEngine, SharedFs), NodeError> {
     let bad = |reason: String| NodeError::DataDir {
         path: dir.display().to_string(),
         reason,
@@ -122,34 +137,54 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
         return Err(bad("exists but is not a directory".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create: {e}")))?;
-    let db = dir.join("db");
+    let (db, wal_dir) = (dir.join("db"), dir.join("wal"));
     if dir
         .read_dir()
         .map_err(|e| bad(format!("cannot read: {e}")))?
         .next()
         .is_some()
         && !db.exists()
+        && !wal_dir.exists()
     {
         return Err(bad(
             "is not empty and holds no Atoll database; refusing to use it".into(),
         ));
     }
+    if db.exists() && !wal_dir.exists() {
+        return Err(bad(format!(
+            "holds data format version 0 (the Raft log inside the sled database, no wal/); \
+             this binary reads data format version {DATA_DIR_FORMAT}. Start a node of the old \
+             version on it, or wipe it and rejoin the node with --join"
+        )));
+    }
+    // The WAL directory first: a crash between the two leaves a dir that
+    // still reads as this format.
+    let wal_fs = wal::RealFs::open(&wal_dir)
+        .map_err(|e| bad(format!("cannot open {}: {e}", wal_dir.display())))?;
     let engine = storage::SledEngine::open(&db).map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), Arc::new(wal_fs)))
 }
 
-/// Starts a node over an already-open engine (the simulation passes its
-/// in-memory engine here).
+/// Starts a node over an already-open engine and WAL file seam (the
+/// simulation passes its in-memory engine and [`wal::SimFs`] here). The WAL
+/// is recovered from the seam first; a corrupt WAL or one of another format
+/// version stops the start with [`NodeError::Wal`].
 ///
 /// A fresh engine (no node id stored) with an `initial_cluster` is claimed
 /// only once the peers agree it may bootstrap ([`preflight`]); if it must
 /// not, the node stops and returns [`NodeError::BootstrapRefused`] with
 /// nothing written, so the data dir can be used for a `--join` start.
-pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<Node, NodeError> {
+pub async fn start_with_engine(
+    config: Config,
+    engine: SharedEngine,
+    wal_fs: SharedFs,
+) -> Result<Node, NodeError> {
     config.validate()?;
     let members = config.initial_members()?;
     let stored = check_owner(&config, &engine)?;
     let fresh = stored.node_id.is_none();
+    let wal_dir = config.data_dir.join("wal").display().to_string();
+    let wal = wal::open(wal_fs, &wal_dir, config.wal.options())?;
     let flusher = Flusher::spawn(engine.clone());
     let cluster = ClusterIdentity::new(engine.clone(), flusher.clone(), stored.cluster_id);
     if fresh && members.is_empty() {
@@ -161,6 +196,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         node_id: config.id,
         engine: engine.clone(),
         flusher: flusher.clone(),
+        wal: wal.clone(),
         peers: peers.clone(),
         cluster: cluster.clone(),
         raft_config: Arc::new(config.raft.to_openraft()?),
@@ -193,6 +229,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
     let node = Node {
         ctx,
         flusher,
+        wal,
         addr,
         stop: Some(stop_tx),
         server: tokio::spawn(serving),
@@ -256,6 +293,35 @@ fn note_stale_initial_cluster(ctx: &NodeCtx, members: &[(u64, String)]) {
             cluster = %identity::show(stored),
             "--initial-cluster / --initial-cluster-token differ from those this data dir was \
              bootstrapped with; they are ignored (they are used on a node's first start only)"
+        );
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_data_dir_gets_a_database_and_a_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node");
+        let opened = open_data_dir(&path);
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert!(path.join("db").is_dir() && path.join("wal").is_dir());
+    }
+
+    #[test]
+    fn a_data_dir_from_before_the_wal_is_refused_naming_both_formats() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("db")).expect("mkdir");
+        let msg = match open_data_dir(dir.path()) {
+            Ok(_) => panic!("a format-0 data dir must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("format version 0")
+                && msg.contains(&format!("format version {DATA_DIR_FORMAT}")),
+            "{msg}"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! A simulated cluster: each Atoll node is a madsim node running the
-//! production start-up path over its own [`MemoryEngine`], which outlives
-//! the node so a restart finds exactly what was flushed before the crash.
+//! production start-up path over its own [`MemoryEngine`] (state machine)
+//! and [`SimFs`] (WAL segment files), which outlive the node so a restart
+//! finds exactly what was flushed / synced before the crash (plus, for the
+//! WAL, a torn prefix of what was not).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use atoll_client::{Client, ClientConfig};
 use atoll_node::config::{Config, RaftTuning, SessionLimits};
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::MemoryEngine;
+use atoll_node::wal::{SharedFs, SimFs};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -22,6 +25,7 @@ pub struct SimNode {
     pub addr: String,
     pub handle: NodeHandle,
     pub engine: Arc<MemoryEngine>,
+    pub wal: Arc<SimFs>,
 }
 
 pub struct SimCluster {
@@ -65,6 +69,7 @@ impl SimCluster {
         for id in 1..=n {
             let addr = format!("{}:{PORT}", ip(id));
             let engine = Arc::new(MemoryEngine::new());
+            let wal = Arc::new(SimFs::new());
             let config = Config {
                 id,
                 data_dir: format!("/sim/node{id}").into(),
@@ -75,16 +80,20 @@ impl SimCluster {
                 sessions: sessions.clone(),
                 ..Config::default()
             };
-            let (engine2, obs) = (engine.clone(), observer.clone());
+            let (engine2, wal2, obs) = (engine.clone(), wal.clone(), observer.clone());
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
                 .ip(ip(id))
                 .init(move || {
-                    let (config, engine, obs) =
-                        (config.clone(), engine2.clone() as SharedEngine, obs.clone());
+                    let (config, engine, wal, obs) = (
+                        config.clone(),
+                        engine2.clone() as SharedEngine,
+                        wal2.clone() as SharedFs,
+                        obs.clone(),
+                    );
                     async move {
-                        match atoll_node::start_with_engine(config, engine).await {
+                        match atoll_node::start_with_engine(config, engine, wal).await {
                             Ok(node) => {
                                 obs.watch(&node);
                                 std::future::pending::<()>().await;
@@ -99,6 +108,7 @@ impl SimCluster {
                 addr,
                 handle: node,
                 engine,
+                wal,
             });
         }
         let client_node = handle
@@ -125,18 +135,22 @@ impl SimCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    /// Power loss: the node stops at once and loses every unflushed write.
+    /// Power loss: the node stops at once and loses every unflushed engine
+    /// write and every unsynced WAL byte (the last write may be torn).
     pub fn crash(&self, id: u64) {
         let n = self.node(id);
         Handle::current().kill(n.handle.id());
         n.engine.crash();
+        n.wal.crash();
     }
 
-    /// A lost disk: the node stops at once and its engine is emptied.
+    /// A lost disk: the node stops at once and its engine and WAL are
+    /// emptied.
     pub fn wipe(&self, id: u64) {
         let n = self.node(id);
         Handle::current().kill(n.handle.id());
         n.engine.wipe();
+        n.wal.wipe();
     }
 
     /// Starts a crashed node again from what its engine kept.

@@ -1,15 +1,18 @@
-//! Durable state of a node: one ordered key-value engine shared by every
-//! shard replica on the node.
+//! Durable state of a node apart from the Raft log (which is in
+//! [`crate::wal`]): one ordered key-value engine shared by every shard
+//! replica on the node, and the log store that puts openraft on the WAL.
 //!
 //! - [`engine`]: the small engine trait (get, scan, atomic batch, flush) and
 //!   its two implementations, [`SledEngine`] for production and
 //!   [`MemoryEngine`] for simulation (a crash loses exactly what was not
 //!   flushed).
-//! - [`keys`]: how every keyspace (raft log, raft meta, state-machine meta,
-//!   dedup sessions, user data) is laid out in the one ordered key space.
+//! - [`keys`]: how every keyspace (node meta, state-machine meta, dedup
+//!   sessions, user data) is laid out in the one ordered key space. (The
+//!   raft log and raft meta keyspaces are from data format 0, before the
+//!   WAL; nothing writes them now.)
 //! - [`flusher`]: one task that turns many concurrent "make this durable"
 //!   requests into one engine flush.
-//! - [`log_store`]: openraft's `RaftLogStorage` for one shard over the engine.
+//! - [`log_store`]: openraft's `RaftLogStorage` for one shard over the WAL.
 
 pub mod engine;
 pub mod flusher;
