@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::{Client, ClientConfig};
-use atoll_node::config::{Config, RaftTuning, SessionLimits};
+use atoll_node::config::{Config, RaftTuning, SessionLimits, WalTuning};
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::MemoryEngine;
 use atoll_node::wal::{SharedFs, SimFs};
@@ -78,6 +78,11 @@ impl SimCluster {
                 initial_cluster: initial.clone(),
                 raft: sim_tuning(),
                 sessions: sessions.clone(),
+                // Small segments, so rotation and purge by whole segments
+                // run under faults too.
+                wal: WalTuning {
+                    segment_bytes: 4 << 10,
+                },
                 ..Config::default()
             };
             let (engine2, wal2, obs) = (engine.clone(), wal.clone(), observer.clone());
