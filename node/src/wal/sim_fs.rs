@@ -23,6 +23,7 @@ struct SimFile {
 struct State {
     files: BTreeMap<String, SimFile>,
     syncs: u64,
+    failing_syncs: bool,
 }
 
 /// In-memory segment files with simulated power loss.
@@ -82,6 +83,12 @@ impl SimFs {
         self.lock().syncs
     }
 
+    /// Makes every later `sync` fail with an I/O error (a dying disk), or
+    /// work again.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.lock().failing_syncs = fail;
+    }
+
     /// Overwrites bytes of a file in place, synced (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize, bytes: &[u8]) -> io::Result<()> {
         let mut s = self.lock();
@@ -119,6 +126,9 @@ impl WalFs for SimFs {
     fn sync(&self, name: &str) -> io::Result<()> {
         let mut s = self.lock();
         s.syncs += 1;
+        if s.failing_syncs {
+            return Err(io::Error::other("simulated EIO on fdatasync"));
+        }
         let f = s.files.get_mut(name).ok_or_else(|| not_found(name))?;
         f.synced = f.data.len();
         Ok(())

@@ -101,6 +101,39 @@ async fn a_segment_of_another_format_version_is_refused_naming_both_versions() {
 }
 
 #[tokio::test]
+async fn a_new_segment_whose_header_never_reached_the_disk_is_dropped() {
+    let fs = Arc::new(SimFs::new());
+    let wal = open_sim(&fs, WalOptions::default()).unwrap();
+    wal.save_vote(1, b"v".to_vec()).await.unwrap();
+    drop(wal);
+    // A crash between creating segment 2 and syncing its header.
+    let next = segment::name(2);
+    fs.create(&next).unwrap();
+    fs.append(&next, &segment::MAGIC[..5]).unwrap();
+    let wal = open_sim(&fs, WalOptions::default()).unwrap();
+    assert_eq!(wal.segment_ids(), vec![1]);
+    assert_eq!(wal.vote(1), Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn after_a_failed_sync_nothing_is_acknowledged_and_the_log_stops() {
+    let fs = Arc::new(SimFs::new());
+    let wal = open_sim(&fs, WalOptions::default()).unwrap();
+    wal.append_entries(1, 1, vec![entry(1, 1)]).unwrap();
+    fs.fail_syncs(true);
+    assert!(wal.sync().await.is_err());
+    fs.fail_syncs(false);
+    // The page cache may have dropped what the failed sync did not write:
+    // nothing written before it can be trusted, so the log refuses to go on.
+    assert!(matches!(
+        wal.append_entries(1, 2, vec![entry(1, 2)]),
+        Err(WalError::Failed(_))
+    ));
+    assert!(wal.save_vote(1, b"v".to_vec()).await.is_err());
+    assert!(wal.sync().await.is_err());
+}
+
+#[tokio::test]
 async fn segments_are_freed_only_once_every_shard_has_purged_past_them() {
     let fs = Arc::new(SimFs::new());
     let wal = open_sim(&fs, small()).unwrap();
