@@ -7,9 +7,7 @@
 //!   [`MemoryEngine`] for simulation (a crash loses exactly what was not
 //!   flushed).
 //! - [`keys`]: how every keyspace (node meta, state-machine meta, dedup
-//!   sessions, user data) is laid out in the one ordered key space. (The
-//!   raft log and raft meta keyspaces are from data format 0, before the
-//!   WAL; nothing writes them now.)
+//!   sessions, user data) is laid out in the one ordered key space.
 //! - [`flusher`]: one task that turns many concurrent "make this durable"
 //!   requests into one engine flush.
 //! - [`log_store`]: openraft's `RaftLogStorage` for one shard over the WAL.
