@@ -65,6 +65,32 @@ async fn real_files_with_a_damaged_record_in_the_middle_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn purge_deletes_whole_segment_files_and_the_rest_reopens() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("wal");
+    let fs: SharedFs = Arc::new(RealFs::open(&dir).expect("wal dir"));
+    let options = WalOptions { segment_bytes: 512 };
+    let log = wal::open(fs.clone(), "wal", options).unwrap();
+    for i in 1..=20 {
+        log.append_entries(1, i, vec![vec![i as u8; 100]]).unwrap();
+    }
+    log.sync().await.unwrap();
+    let files = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
+    let before = files(&dir);
+    assert!(before >= 4, "rotated into {before} segments");
+    log.purge(1, 18, b"18".to_vec()).await.unwrap();
+    let after = files(&dir);
+    assert!(after < before && after <= 2, "{before} -> {after} files");
+    drop(log);
+    let log = wal::open(fs, "wal", options).unwrap();
+    assert_eq!(
+        log.entries(1, 0, 100).unwrap(),
+        vec![vec![19u8; 100], vec![20u8; 100]]
+    );
+    assert_eq!(log.purged(1), Some(b"18".to_vec()));
+}
+
 /// `cargo test -p atoll-node --test wal_real_files -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]

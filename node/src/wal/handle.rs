@@ -210,6 +210,21 @@ impl Wal {
                 .map_or(active, |s| s.min(active))
         };
         self.sync().await?;
+        self.free_segments_before(keep_from).await
+    }
+
+    #[cfg(not(madsim))]
+    async fn free_segments_before(&self, keep_from: u64) -> Result<(), WalError> {
+        // Unlink and directory fsync block; keep them off the async workers.
+        let wal = self.clone();
+        tokio::task::spawn_blocking(move || wal.remove_segments_before(keep_from))
+            .await
+            .unwrap_or(Err(WalError::Stopped("removing freed segments")))
+    }
+
+    #[cfg(madsim)]
+    async fn free_segments_before(&self, keep_from: u64) -> Result<(), WalError> {
+        // Simulated files: no blocking, and no threads allowed.
         self.remove_segments_before(keep_from)
     }
 

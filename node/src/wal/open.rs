@@ -75,10 +75,14 @@ pub fn open(fs: SharedFs, dir: &str, options: WalOptions) -> Result<Wal, WalErro
                 scanned.valid_len,
                 path(&name),
             );
-            if scanned.valid_len < HEADER_LEN as u64 {
-                fs.remove(&name).map_err(io)?;
-                continue;
-            }
+        }
+        if scanned.valid_len < HEADER_LEN as u64 {
+            // The newest segment was created, but its header never reached
+            // the disk (possibly not a byte of it): it holds nothing.
+            fs.remove(&name).map_err(io)?;
+            continue;
+        }
+        if scanned.torn > 0 {
             fs.truncate(&name, scanned.valid_len).map_err(io)?;
         }
         segments.insert(id);

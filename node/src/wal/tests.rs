@@ -106,13 +106,17 @@ async fn a_new_segment_whose_header_never_reached_the_disk_is_dropped() {
     let wal = open_sim(&fs, WalOptions::default()).unwrap();
     wal.save_vote(1, b"v".to_vec()).await.unwrap();
     drop(wal);
-    // A crash between creating segment 2 and syncing its header.
-    let next = segment::name(2);
-    fs.create(&next).unwrap();
-    fs.append(&next, &segment::MAGIC[..5]).unwrap();
-    let wal = open_sim(&fs, WalOptions::default()).unwrap();
-    assert_eq!(wal.segment_ids(), vec![1]);
-    assert_eq!(wal.vote(1), Some(b"v".to_vec()));
+    // A crash between creating segment 2 and syncing its header: none of
+    // it, or part of it, is on disk.
+    for kept in [0, 5] {
+        let next = segment::name(2);
+        fs.create(&next).unwrap();
+        fs.append(&next, &segment::MAGIC[..kept]).unwrap();
+        let wal = open_sim(&fs, WalOptions::default()).unwrap();
+        assert_eq!(wal.segment_ids(), vec![1], "{kept} bytes of a header");
+        assert_eq!(wal.vote(1), Some(b"v".to_vec()));
+        wal.save_vote(1, b"v".to_vec()).await.unwrap();
+    }
 }
 
 #[tokio::test]
