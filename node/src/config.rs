@@ -126,6 +126,31 @@ impl Default for SessionLimits {
     }
 }
 
+/// The write-ahead log (docs/decisions/0011-raft-wal.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalTuning {
+    /// A segment file is closed and a new one started beyond this size;
+    /// purge frees whole segments.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalTuning {
+    fn default() -> Self {
+        Self {
+            segment_bytes: crate::wal::WalOptions::default().segment_bytes,
+        }
+    }
+}
+
+impl WalTuning {
+    pub fn options(&self) -> crate::wal::WalOptions {
+        crate::wal::WalOptions {
+            segment_bytes: self.segment_bytes,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -148,6 +173,7 @@ pub struct Config {
     pub limits: Limits,
     pub raft: RaftTuning,
     pub sessions: SessionLimits,
+    pub wal: WalTuning,
 }
 
 impl Default for Config {
@@ -162,6 +188,7 @@ impl Default for Config {
             limits: Limits::default(),
             raft: RaftTuning::default(),
             sessions: SessionLimits::default(),
+            wal: WalTuning::default(),
         }
     }
 }

@@ -12,6 +12,10 @@ pub enum NodeError {
     DataDir { path: String, reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The Raft log cannot be opened or written: corrupt, of another format
+    /// version, or failed I/O.
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     #[error("raft storage: {0}")]
     Storage(Box<openraft::StorageError<u64>>),
     #[error("raft: {0}")]

@@ -5,15 +5,19 @@
 //! 1. [`service::kv`] validates it ([`service::validate`]), finds the shard
 //!    ([`shard::ShardHost`]), checks epoch and key range ([`shard::meta`]);
 //! 2. it is proposed to the shard's Raft ([`raft`]): openraft appends it via
-//!    [`storage::log_store`], acknowledged after the shared group-commit
-//!    flush ([`storage::flusher`]), and replicates it over the shard-tagged
-//!    [`raft::network`];
+//!    [`storage::log_store`] to the node's write-ahead log ([`wal`]),
+//!    acknowledged after the group-commit `fdatasync` shared by every shard,
+//!    and replicates it over the shard-tagged [`raft::network`];
 //! 3. once committed, [`state_machine`] applies it — dedup check, data and
 //!    applied log id in one atomic batch on the [`storage::engine`].
 //!
-//! Everything durable goes through the [`storage::Engine`] trait: sled in
-//! production, [`storage::MemoryEngine`] (crash = lose unflushed writes) in
-//! the madsim simulation. [`start`] wires config → engine → shards → server.
+//! Two stores, each behind a seam with a simulated twin: the Raft log of
+//! every shard in the [`wal`] (segment files through [`wal::WalFs`]: real
+//! files in production, [`wal::SimFs`] in the madsim simulation, whose crash
+//! loses unsynced bytes and tears the last write), and the state machine
+//! behind the [`storage::Engine`] trait (sled in production,
+//! [`storage::MemoryEngine`] in simulation). [`start`] wires config → data
+//! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
 //! Every node belongs to one cluster, named by an id stored next to the
 //! node id ([`cluster`]); messages from another cluster are refused, and a
@@ -47,6 +51,7 @@ pub mod shard;
 pub mod sim_hooks;
 pub mod state_machine;
 pub mod storage;
+pub mod wal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,11 +67,13 @@ use crate::shard::replica::ReplicaDeps;
 use crate::shard::ShardHost;
 use crate::storage::engine::SharedEngine;
 use crate::storage::Flusher;
+use crate::wal::{SharedFs, Wal};
 
 /// A running node.
 pub struct Node {
     ctx: Arc<NodeCtx>,
     flusher: Flusher,
+    wal: Wal,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), NodeError>>,
@@ -86,14 +93,16 @@ impl Node {
         &self.ctx.host
     }
 
-    /// Stops serving, stops every Raft group and flushes the engine.
+    /// Stops serving, stops every Raft group, syncs the WAL and flushes the
+    /// engine.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let served = (&mut self.server).await;
         self.ctx.host.shutdown().await;
-        self.flusher.flush().await?;
+        self.wal.sync().await?;
+        self.flusher.checkpoint().await?;
         match served {
             Ok(r) => r,
             Err(e) => Err(NodeError::Server {
@@ -104,16 +113,23 @@ impl Node {
     }
 }
 
-/// Opens the data directory's sled database and starts the node.
+/// Opens the data directory (sled database and WAL) and starts the node.
 #[cfg(not(madsim))]
 pub async fn start(config: Config) -> Result<Node, NodeError> {
-    let engine = open_data_dir(&config.data_dir)?;
-    start_with_engine(config, engine).await
+    let (engine, wal_fs) = open_data_dir(&config.data_dir)?;
+    start_with_engine(config, engine, wal_fs).await
 }
 
-/// Checks and opens the data directory.
+/// The format of a data dir this binary reads (its `FORMAT` file): `db/`
+/// (sled: state machine and node identity), `wal/` (segments that carry
+/// their own [`wal::FORMAT_VERSION`]) and `snapshots/`. See
+/// [`storage::format`] for the history.
+pub const DATA_DIR_FORMAT: u32 = storage::format::CURRENT;
+
+/// Checks and opens the data directory: its sled database and the file
+/// seam of its WAL.
 #[cfg(not(madsim))]
-pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
+pub fn open_data_dir(dir: &std::path::Path) -> Result<(SharedEngine, SharedFs), NodeError> {
     let bad = |reason: String| NodeError::DataDir {
         path: dir.display().to_string(),
         reason,
@@ -122,7 +138,7 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
         return Err(bad("exists but is not a directory".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create: {e}")))?;
-    let db = dir.join("db");
+    let (db, wal_dir) = (dir.join("db"), dir.join("wal"));
     let mut entries = dir
         .read_dir()
         .map_err(|e| bad(format!("cannot read: {e}")))?;
@@ -130,28 +146,43 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<SharedEngine, NodeError> {
     // stopped before the database was created.
     let has_other_files =
         entries.any(|e| e.map_or(true, |e| e.file_name() != storage::format::FILE));
-    if has_other_files && !db.exists() {
+    if has_other_files && !db.exists() && !wal_dir.exists() {
         return Err(bad(
             "is not empty and holds no Atoll database; refusing to use it".into(),
         ));
     }
-    storage::format::check_or_create(dir, db.exists()).map_err(|e| bad(e.to_string()))?;
+    // Data dirs from before the format marker (the Raft log inside sled,
+    // no wal/) have none: they are format 1 and refused with both versions.
+    storage::format::check_or_create(dir, db.exists() || wal_dir.exists())
+        .map_err(|e| bad(e.to_string()))?;
+    // The WAL directory first: a crash between the two leaves a dir that
+    // still reads as this format.
+    let wal_fs = wal::RealFs::open(&wal_dir)
+        .map_err(|e| bad(format!("cannot open {}: {e}", wal_dir.display())))?;
     let engine = storage::SledEngine::open(&db).map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), Arc::new(wal_fs)))
 }
 
-/// Starts a node over an already-open engine (the simulation passes its
-/// in-memory engine here).
+/// Starts a node over an already-open engine and WAL file seam (the
+/// simulation passes its in-memory engine and [`wal::SimFs`] here). The WAL
+/// is recovered from the seam first; a corrupt WAL or one of another format
+/// version stops the start with [`NodeError::Wal`].
 ///
 /// A fresh engine (no node id stored) with an `initial_cluster` is claimed
 /// only once the peers agree it may bootstrap ([`preflight`]); if it must
 /// not, the node stops and returns [`NodeError::BootstrapRefused`] with
 /// nothing written, so the data dir can be used for a `--join` start.
-pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<Node, NodeError> {
+pub async fn start_with_engine(
+    config: Config,
+    engine: SharedEngine,
+    wal_fs: SharedFs,
+) -> Result<Node, NodeError> {
     config.validate()?;
     let members = config.initial_members()?;
     let stored = check_owner(&config, &engine)?;
     let fresh = stored.node_id.is_none();
+    let wal_dir = config.data_dir.join("wal").display().to_string();
+    let wal = wal::open(wal_fs, &wal_dir, config.wal.options())?;
     let flusher = Flusher::spawn(engine.clone());
     let cluster = ClusterIdentity::new(engine.clone(), flusher.clone(), stored.cluster_id);
     if fresh && members.is_empty() {
@@ -163,6 +194,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
         node_id: config.id,
         engine: engine.clone(),
         flusher: flusher.clone(),
+        wal: wal.clone(),
         peers: peers.clone(),
         cluster: cluster.clone(),
         raft_config: Arc::new(config.raft.to_openraft()?),
@@ -196,6 +228,7 @@ pub async fn start_with_engine(config: Config, engine: SharedEngine) -> Result<N
     let node = Node {
         ctx,
         flusher,
+        wal,
         addr,
         stop: Some(stop_tx),
         server: tokio::spawn(serving),
@@ -282,5 +315,37 @@ fn snapshot_store(
     {
         let _ = config;
         Ok(state_machine::snapshot_store::SnapshotStore::Memory)
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_data_dir_gets_a_database_and_a_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node");
+        let opened = open_data_dir(&path);
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert!(path.join("db").is_dir() && path.join("wal").is_dir());
+    }
+
+    #[test]
+    fn a_data_dir_from_before_the_wal_is_refused_naming_both_formats() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("db")).expect("mkdir");
+        let msg = match open_data_dir(dir.path()) {
+            Ok(_) => panic!("a format-0 data dir must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("format 1")
+                && msg.contains(&format!(
+                    "this binary reads format {}",
+                    storage::format::CURRENT
+                )),
+            "{msg}"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! openraft's storage test suite against Atoll's log store and state
-//! machine, on both engines.
+//! openraft's storage test suite against Atoll's log store (over the WAL)
+//! and state machine: simulated files with the memory engine, real files
+//! with sled.
 
 #![allow(clippy::result_large_err)] // the suite returns openraft's StorageError
 
@@ -12,6 +13,7 @@ use atoll_node::state_machine::view::ApplyGate;
 use atoll_node::state_machine::StateMachine;
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::{Flusher, LogStore, MemoryEngine, SledEngine};
+use atoll_node::wal::{self, RealFs, SharedFs, SimFs, WalOptions};
 use openraft::testing::{StoreBuilder, Suite};
 
 struct Builder {
@@ -22,17 +24,24 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
     async fn build(
         &self,
     ) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
-        let (dir, engine): (Option<tempfile::TempDir>, SharedEngine) = if self.sled {
+        let (dir, engine, files): (Option<tempfile::TempDir>, SharedEngine, SharedFs) = if self.sled
+        {
             let dir = tempfile::tempdir().expect("temp dir");
             let engine = SledEngine::open(&dir.path().join("db")).expect("open sled");
-            (Some(dir), Arc::new(engine))
+            let files = RealFs::open(&dir.path().join("wal")).expect("wal dir");
+            (Some(dir), Arc::new(engine), Arc::new(files))
         } else {
-            (None, Arc::new(MemoryEngine::new()))
+            (None, Arc::new(MemoryEngine::new()), Arc::new(SimFs::new()))
         };
+        // Small segments, so the suite's purges free whole segments too.
+        let options = WalOptions {
+            segment_bytes: 4096,
+        };
+        let wal = wal::open(files, "wal", options).expect("open wal");
         let flusher = Flusher::spawn(engine.clone());
         let shard = 7;
         let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(shard)));
-        let log = LogStore::new(shard, engine.clone(), flusher.clone());
+        let log = LogStore::new(shard, wal, flusher.clone());
         // On sled, snapshots are files (as on a real node); in memory, bytes.
         #[cfg(not(madsim))]
         let store = match &dir {
@@ -47,11 +56,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
 }
 
 #[test]
-fn openraft_suite_on_memory_engine() -> Result<(), StorageError> {
+fn openraft_suite_on_simulated_files_and_memory_engine() -> Result<(), StorageError> {
     Suite::test_all(Builder { sled: false })
 }
 
 #[test]
-fn openraft_suite_on_sled_engine() -> Result<(), StorageError> {
+fn openraft_suite_on_real_files_and_sled_engine() -> Result<(), StorageError> {
     Suite::test_all(Builder { sled: true })
 }

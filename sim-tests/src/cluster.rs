@@ -1,6 +1,8 @@
 //! A simulated cluster: each Atoll node is a madsim node running the
-//! production start-up path over its own [`MemoryEngine`], which outlives
-//! the node so a restart finds exactly what was flushed before the crash.
+//! production start-up path over its own [`MemoryEngine`] (state machine)
+//! and [`SimFs`] (WAL segment files), which outlive the node so a restart
+//! finds exactly what was flushed / synced before the crash (plus, for the
+//! WAL, a torn prefix of what was not).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,12 +13,13 @@ use rand::Rng;
 
 use atoll_client::{Client, ClientConfig};
 use atoll_node::codec;
-use atoll_node::config::{Config, RaftTuning, SessionLimits};
+use atoll_node::config::{Config, RaftTuning, SessionLimits, WalTuning};
 use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
 use atoll_node::storage::keys::{self, ShardId, SmMeta};
 use atoll_node::storage::{Engine, MemoryEngine};
+use atoll_node::wal::{SharedFs, SimFs};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -29,6 +32,7 @@ pub struct SimNode {
     pub addr: String,
     pub handle: NodeHandle,
     pub engine: Arc<MemoryEngine>,
+    pub wal: Arc<SimFs>,
 }
 
 pub struct SimCluster {
@@ -72,6 +76,7 @@ impl SimCluster {
         for id in 1..=n {
             let addr = format!("{}:{PORT}", ip(id));
             let engine = Arc::new(MemoryEngine::new());
+            let wal = Arc::new(SimFs::new());
             let config = Config {
                 id,
                 data_dir: format!("/sim/node{id}").into(),
@@ -80,18 +85,27 @@ impl SimCluster {
                 initial_cluster: initial.clone(),
                 raft: sim_tuning(),
                 sessions: sessions.clone(),
+                // Small segments, so rotation and purge by whole segments
+                // run under faults too.
+                wal: WalTuning {
+                    segment_bytes: 4 << 10,
+                },
                 ..Config::default()
             };
-            let (engine2, obs) = (engine.clone(), observer.clone());
+            let (engine2, wal2, obs) = (engine.clone(), wal.clone(), observer.clone());
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
                 .ip(ip(id))
                 .init(move || {
-                    let (config, engine, obs) =
-                        (config.clone(), engine2.clone() as SharedEngine, obs.clone());
+                    let (config, engine, wal, obs) = (
+                        config.clone(),
+                        engine2.clone() as SharedEngine,
+                        wal2.clone() as SharedFs,
+                        obs.clone(),
+                    );
                     async move {
-                        match atoll_node::start_with_engine(config, engine).await {
+                        match atoll_node::start_with_engine(config, engine, wal).await {
                             Ok(node) => {
                                 obs.watch(&node);
                                 std::future::pending::<()>().await;
@@ -106,6 +120,7 @@ impl SimCluster {
                 addr,
                 handle: node,
                 engine,
+                wal,
             });
         }
         let client_node = handle
@@ -137,6 +152,7 @@ impl SimCluster {
         let n = self.node(id);
         Handle::current().kill(n.handle.id());
         n.engine.crash();
+        n.wal.crash();
     }
 
     /// Power loss: the node stops at once; of its unflushed writes a random
@@ -154,13 +170,16 @@ impl SimCluster {
             }
         };
         n.engine.crash_keeping(kept);
+        n.wal.crash();
     }
 
-    /// A lost disk: the node stops at once and its engine is emptied.
+    /// A lost disk: the node stops at once and its engine and WAL are
+    /// emptied.
     pub fn wipe(&self, id: u64) {
         let n = self.node(id);
         Handle::current().kill(n.handle.id());
         n.engine.wipe();
+        n.wal.wipe();
     }
 
     /// Starts a crashed node again from what its engine kept.

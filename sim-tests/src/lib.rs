@@ -2,9 +2,10 @@
 //! simulation. Only built under `RUSTFLAGS="--cfg madsim"`.
 //!
 //! - [`cluster`]: `SimCluster` starts every node with the production entry
-//!   point (`atoll_node::start_with_engine`) on the in-memory engine, and
-//!   kills (power loss: unflushed writes are lost), restarts, pauses and
-//!   partitions them.
+//!   point (`atoll_node::start_with_engine`) on the in-memory engine and a
+//!   simulated WAL disk, and kills (power loss: unflushed engine writes and
+//!   unsynced WAL bytes are lost, the last WAL write may tear), restarts,
+//!   pauses and partitions them.
 //! - [`observer`]: node-side observations (who was leader in which term).
 //! - [`nemesis`]: named fault schedules, randomised per seed.
 //! - [`workload`]: concurrent clients on a small key set (one of them

@@ -163,7 +163,7 @@ impl ClusterIdentity {
             );
         }
         self.inner.engine.write(batch)?;
-        self.inner.flusher.flush().await?;
+        self.inner.flusher.checkpoint().await?;
         if cluster_id != UNKNOWN {
             self.inner.id.store(cluster_id, Ordering::Release);
         }
@@ -188,7 +188,7 @@ impl ClusterIdentity {
             offered.to_be_bytes().to_vec(),
         );
         self.inner.engine.write(batch)?;
-        self.inner.flusher.flush().await?;
+        self.inner.flusher.checkpoint().await?;
         self.inner.id.store(offered, Ordering::Release);
         tracing::info!(cluster = %show(offered), "joined cluster (first message from it)");
         Ok(offered)

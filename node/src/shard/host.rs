@@ -99,7 +99,7 @@ impl ShardHost {
             .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
         batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);
         self.deps.engine.write(batch)?;
-        self.deps.flusher.flush().await?;
+        self.deps.flusher.checkpoint().await?;
         let replica = Arc::new(Replica::open(&self.deps, meta).await?);
         self.insert(replica.clone());
         Ok(replica)

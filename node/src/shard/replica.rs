@@ -1,4 +1,5 @@
-//! One shard replica: its Raft instance over the shared engine, and the
+//! One shard replica: its Raft instance over the node's WAL (log) and
+//! shared engine (state machine), and the
 //! shard's range/epoch as the state machine last applied it.
 
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use crate::state_machine::{self, SharedMeta, StateMachine};
 use crate::storage::engine::SharedEngine;
 use crate::storage::keys::ShardId;
 use crate::storage::{Flusher, LogStore};
+use crate::wal::Wal;
 
 pub struct Replica {
     pub id: ShardId,
@@ -36,6 +38,8 @@ pub struct ReplicaDeps {
     pub node_id: NodeId,
     pub engine: SharedEngine,
     pub flusher: Flusher,
+    /// The node's write-ahead log, holding every shard's Raft log.
+    pub wal: Wal,
     pub peers: PeerPool,
     pub cluster: ClusterIdentity,
     pub raft_config: Arc<openraft::Config>,
@@ -50,7 +54,7 @@ impl Replica {
     pub async fn open(deps: &ReplicaDeps, meta: ShardMeta) -> Result<Self, NodeError> {
         let id = meta.id;
         let meta: SharedMeta = Arc::new(RwLock::new(meta));
-        let log = LogStore::new(id, deps.engine.clone(), deps.flusher.clone());
+        let log = LogStore::new(id, deps.wal.clone(), deps.flusher.clone());
         let gate = ApplyGate::new();
         let sm = StateMachine::open(
             id,

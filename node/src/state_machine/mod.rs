@@ -124,7 +124,7 @@ impl StateMachine {
             finish_install(shard, &snap_meta, stored, header, &mut batch)?;
             engine
                 .write(batch)
-                .and_then(|()| engine.flush())
+                .and_then(|()| engine.checkpoint())
                 .map_err(|e| snap_err(Some(&snap_meta), e))?;
         }
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
@@ -344,7 +344,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         );
         self.engine.write(batch).map_err(|e| err(&e))?;
         // The old snapshot goes only once nothing durable points at it.
-        self.flusher.flush().await.map_err(|e| err(&e))?;
+        self.flusher.checkpoint().await.map_err(|e| err(&e))?;
         if let Some((_, old)) = previous.filter(|(_, old)| *old != stored) {
             self.store.remove(&old);
         }
@@ -474,7 +474,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             codec::encode("snapshot install marker", &marker).map_err(|e| err(&e))?,
         );
         self.engine.write(batch).map_err(|e| err(&e))?;
-        self.flusher.flush().await.map_err(|e| err(&e))?;
+        self.flusher.checkpoint().await.map_err(|e| err(&e))?;
 
         let exclusive = self.gate.apply().await;
         let (engine, shard, old) = (self.engine.clone(), self.shard, read_meta(&self.meta));
@@ -490,7 +490,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         drop(exclusive);
-        self.flusher.flush().await.map_err(|e| err(&e))?;
+        self.flusher.checkpoint().await.map_err(|e| err(&e))?;
         if let Some((_, old)) = previous.filter(|(_, old)| *old != stored) {
             self.store.remove(&old);
         }

@@ -13,14 +13,15 @@ type Done = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 #[derive(Clone)]
 pub struct Flusher {
     tx: mpsc::UnboundedSender<Done>,
+    engine: SharedEngine,
 }
 
 impl Flusher {
     /// Spawns the flusher task for `engine`.
     pub fn spawn(engine: SharedEngine) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(engine, rx));
-        Self { tx }
+        tokio::spawn(run(engine.clone(), rx));
+        Self { tx, engine }
     }
 
     /// Calls `done` once every write made before this call is durable.
@@ -41,6 +42,27 @@ impl Flusher {
         });
         rx.await
             .unwrap_or_else(|_| Err(EngineError::Io("flusher stopped before flushing".into())))
+    }
+}
+
+impl Flusher {
+    /// Makes everything the engine wrote durable against power loss (see
+    /// [`super::engine::Engine::checkpoint`]): slower than `flush`, done
+    /// before the Raft log is purged.
+    pub async fn checkpoint(&self) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        #[cfg(not(madsim))]
+        {
+            match tokio::task::spawn_blocking(move || engine.checkpoint()).await {
+                Ok(r) => r,
+                Err(e) => Err(EngineError::Io(format!("checkpoint task failed: {e}"))),
+            }
+        }
+        #[cfg(madsim)]
+        {
+            tokio::time::sleep(crate::sim_hooks::flush_latency()).await;
+            engine.checkpoint()
+        }
     }
 }
 

@@ -2,32 +2,23 @@
 //!
 //! ```text
 //! 0x00 name                      node meta (node id, ...)
-//! 0x01 shard(8) index(8)         raft log entry           (big-endian)
-//! 0x02 shard(8) tag              raft meta: vote, committed, purged
+//! 0x01, 0x02                     reserved: the raft log and raft meta of data format 0;
+//!                                the raft log is in the WAL now (crate::wal)
 //! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot,
 //!                                next session id
 //! 0x04 shard(8) client(8)        dedup session header of one client
 //! 0x04 shard(8) client(8) seq(8) one recorded write result of that client
 //! 0x10 user-key                  user data (shards on a node never overlap)
 //! ```
-//! Every shard-scoped prefix puts the shard id first, so one shard's log or
+//! Every shard-scoped prefix puts the shard id first, so one shard's meta or
 //! sessions are one contiguous range.
 
 pub type ShardId = u64;
 
 const NODE_META: u8 = 0x00;
-const LOG: u8 = 0x01;
-const RAFT_META: u8 = 0x02;
 const SM_META: u8 = 0x03;
 const SESSION: u8 = 0x04;
 const DATA: u8 = 0x10;
-
-#[derive(Debug, Clone, Copy)]
-pub enum RaftMeta {
-    Vote = 1,
-    Committed = 2,
-    Purged = 3,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub enum SmMeta {
@@ -50,29 +41,6 @@ fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {
 pub fn node_meta(name: &str) -> Vec<u8> {
     let mut k = vec![NODE_META];
     k.extend_from_slice(name.as_bytes());
-    k
-}
-
-pub fn log(shard: ShardId, index: u64) -> Vec<u8> {
-    let mut k = shard_prefix(LOG, shard);
-    k.extend_from_slice(&index.to_be_bytes());
-    k
-}
-
-/// `[log(shard, from), end of the shard's log)`.
-pub fn log_range_from(shard: ShardId, from: u64) -> (Vec<u8>, Vec<u8>) {
-    (log(shard, from), shard_prefix(LOG, shard + 1))
-}
-
-/// Decodes the index of a key made by [`log`].
-pub fn log_index(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(9..17)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-pub fn raft_meta(shard: ShardId, which: RaftMeta) -> Vec<u8> {
-    let mut k = shard_prefix(RAFT_META, shard);
-    k.push(which as u8);
     k
 }
 
@@ -168,15 +136,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_keys_sort_by_shard_then_index() {
-        assert!(log(1, 255) < log(1, 256));
-        assert!(log(1, u64::MAX) < log(2, 0));
-        let (lo, hi) = log_range_from(1, 5);
-        assert!(lo <= log(1, 5) && log(1, u64::MAX) < hi && log(2, 0) >= hi);
-        assert_eq!(log_index(&log(7, 42)), Some(42));
-    }
-
-    #[test]
     fn data_range_covers_exactly_the_user_range() {
         let (lo, hi) = data_range(b"b", Some(b"d"));
         assert!(data(b"b") >= lo && data(b"c\xff") < hi && data(b"d") >= hi);
@@ -195,7 +154,7 @@ mod tests {
             parse_session(&session_result(3, 9, 4)),
             Some(SessionKey::Result { client: 9, seq: 4 })
         );
-        assert_eq!(parse_session(&log(3, 9)), None);
+        assert_eq!(parse_session(&sm_meta(3, SmMeta::Shard)), None);
         assert!(session(3, 9) < session_result(3, 9, 0));
         assert!(session_result(3, 9, u64::MAX) < session(3, 10));
         let (lo, hi) = sessions_range(3);
@@ -208,6 +167,6 @@ mod tests {
             parse_sm_meta(&sm_meta(9, SmMeta::Shard)),
             Some((9, SmMeta::Shard as u8))
         );
-        assert_eq!(parse_sm_meta(&log(9, 1)), None);
+        assert_eq!(parse_sm_meta(&session(9, 1)), None);
     }
 }

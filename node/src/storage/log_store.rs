@@ -1,9 +1,10 @@
-//! openraft log storage for one shard: entries under `keys::log(shard, i)`,
-//! vote / committed / purged under the shard's raft-meta keys.
+//! openraft log storage for one shard, over the node's write-ahead log
+//! ([`crate::wal`]): entries, vote, committed and purged are records in the
+//! WAL that every shard of the node shares.
 //!
-//! An append is acknowledged to openraft (`LogFlushed`) only after the
-//! engine flush that covers it; the vote is flushed before `save_vote`
-//! returns.
+//! An append is acknowledged to openraft (`LogFlushed`) only after the WAL
+//! sync that covers it (group commit across shards); the vote and a
+//! truncation are synced before `save_vote` / `truncate` return.
 
 // openraft's trait methods return its (large) `StorageError`; our helpers
 // return the same type rather than converting at every call.
@@ -15,18 +16,19 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 
-use super::engine::{EngineError, SharedEngine, WriteBatch};
 use super::flusher::Flusher;
-use super::keys::{self, RaftMeta, ShardId};
+use super::keys::ShardId;
 use crate::codec;
 use crate::raft::type_config::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::wal::Wal;
 
-/// Log storage of one shard. Clones share the same underlying engine and
-/// serve as openraft's log reader.
+/// Log storage of one shard. Clones share the same WAL and serve as
+/// openraft's log reader.
 #[derive(Clone)]
 pub struct LogStore {
     shard: ShardId,
-    engine: SharedEngine,
+    wal: Wal,
+    /// The state machine's engine flush, done before a purge.
     flusher: Flusher,
 }
 
@@ -66,56 +68,31 @@ pub fn restart_as_candidate(vote: Vote) -> Vote {
 }
 
 impl LogStore {
-    pub fn new(shard: ShardId, engine: SharedEngine, flusher: Flusher) -> Self {
+    pub fn new(shard: ShardId, wal: Wal, flusher: Flusher) -> Self {
         Self {
             shard,
-            engine,
+            wal,
             flusher,
         }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        which: RaftMeta,
+    fn decode_meta<T: serde::de::DeserializeOwned>(
+        what: &'static str,
+        bytes: Option<Vec<u8>>,
     ) -> Result<Option<T>, StorageError> {
-        match self
-            .engine
-            .get(&keys::raft_meta(self.shard, which))
-            .map_err(read_err)?
-        {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode("raft meta", &bytes).map_err(read_err)?)),
-        }
+        bytes
+            .map(|b| codec::decode(what, &b).map_err(read_err))
+            .transpose()
     }
 
     fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let (lo, hi) = keys::log_range_from(self.shard, 0);
-        match self.engine.last_in(&lo, &hi).map_err(read_err)? {
+        match self.wal.last_entry(self.shard).map_err(read_err)? {
             None => Ok(None),
-            Some((_, bytes)) => {
+            Some(bytes) => {
                 let e: Entry = codec::decode("log entry", &bytes).map_err(read_err)?;
                 Ok(Some(e.log_id))
             }
         }
-    }
-
-    /// Deletes every entry with index in `[from, to)`.
-    fn delete_range(&self, batch: &mut WriteBatch, from: u64, to: u64) -> Result<(), EngineError> {
-        let lo = keys::log(self.shard, from);
-        let hi = if to == u64::MAX {
-            keys::log_range_from(self.shard, 0).1
-        } else {
-            keys::log(self.shard, to)
-        };
-        for (k, _) in self.engine.scan(&lo, &hi, usize::MAX)? {
-            batch.delete(k);
-        }
-        Ok(())
-    }
-
-    async fn write_durably(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.engine.write(batch)?;
-        self.flusher.flush().await
     }
 }
 
@@ -129,15 +106,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let hi = match range.end_bound() {
-            Bound::Included(&i) if i < u64::MAX => keys::log(self.shard, i + 1),
-            Bound::Excluded(&i) => keys::log(self.shard, i),
-            _ => keys::log_range_from(self.shard, 0).1,
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
         };
-        let lo = keys::log(self.shard, start);
-        let rows = self.engine.scan(&lo, &hi, usize::MAX).map_err(read_err)?;
+        let rows = self.wal.entries(self.shard, start, end).map_err(read_err)?;
         rows.iter()
-            .map(|(_, v)| codec::decode("log entry", v).map_err(read_err))
+            .map(|v| codec::decode("log entry", v).map_err(read_err))
             .collect()
     }
 }
@@ -146,7 +122,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = self.read_meta(RaftMeta::Purged)?;
+        let purged: Option<LogId> = Self::decode_meta("purged", self.wal.purged(self.shard))?;
         let last = self.last_log_id()?.or(purged);
         Ok(LogState {
             last_purged_log_id: purged,
@@ -159,33 +135,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        batch.put(
-            keys::raft_meta(self.shard, RaftMeta::Vote),
-            codec::encode("vote", vote).map_err(vote_err)?,
-        );
-        self.write_durably(batch).await.map_err(vote_err)
+        let bytes = codec::encode("vote", vote).map_err(vote_err)?;
+        self.wal
+            .save_vote(self.shard, bytes)
+            .await
+            .map_err(vote_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self
-            .read_meta::<Vote>(RaftMeta::Vote)?
-            .map(restart_as_candidate))
+        Ok(Self::decode_meta::<Vote>("vote", self.wal.vote(self.shard))?.map(restart_as_candidate))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: losing it only means re-deriving it from a quorum.
-        let mut batch = WriteBatch::new();
-        let key = keys::raft_meta(self.shard, RaftMeta::Committed);
-        match committed {
-            Some(c) => batch.put(key, codec::encode("committed", &c).map_err(write_err)?),
-            None => batch.delete(key),
-        }
-        self.engine.write(batch).map_err(write_err)
+        // Not synced: losing it only means re-deriving it from a quorum.
+        let bytes = committed
+            .map(|c| codec::encode("committed", &c))
+            .transpose()
+            .map_err(write_err)?;
+        self.wal
+            .save_committed(self.shard, bytes)
+            .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.read_meta(RaftMeta::Committed)
+        Self::decode_meta("committed", self.wal.committed(self.shard))
     }
 
     async fn append<I>(
@@ -197,40 +170,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::new();
+        let mut first = None;
+        let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = codec::encode("log entry", &entry).map_err(write_err)?;
-            batch.put(keys::log(self.shard, entry.log_id.index), bytes);
+            first.get_or_insert(entry.log_id.index);
+            encoded.push(codec::encode("log entry", &entry).map_err(write_err)?);
         }
-        self.engine.write(batch).map_err(write_err)?;
+        if let Some(first) = first {
+            self.wal
+                .append_entries(self.shard, first, encoded)
+                .map_err(write_err)?;
+        }
         #[cfg(all(madsim, feature = "sim-bugs"))]
         if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeFlush) {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        self.flusher
-            .after_flush(move |r| callback.log_io_completed(r.map_err(Into::into)));
+        self.wal
+            .after_sync(move |r| callback.log_io_completed(r.map_err(Into::into)));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        self.delete_range(&mut batch, log_id.index, u64::MAX)
-            .map_err(write_err)?;
-        self.write_durably(batch).await.map_err(write_err)
+        self.wal
+            .truncate(self.shard, log_id.index)
+            .await
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        batch.put(
-            keys::raft_meta(self.shard, RaftMeta::Purged),
-            codec::encode("purged", &log_id).map_err(write_err)?,
-        );
-        self.delete_range(&mut batch, 0, log_id.index + 1)
-            .map_err(write_err)?;
-        // The flush also makes the state machine durable up to the snapshot
-        // this purge follows, so a restart never needs a purged entry.
-        self.write_durably(batch).await.map_err(write_err)
+        // The state machine (sled) must be durable up to the snapshot this
+        // purge follows before the log forgets the entries: a restart
+        // replays the log from the state machine's durable applied index.
+        // sled's own flush is not an fsync, so this is a real checkpoint.
+        self.flusher.checkpoint().await.map_err(write_err)?;
+        let bytes = codec::encode("purged", &log_id).map_err(write_err)?;
+        self.wal
+            .purge(self.shard, log_id.index, bytes)
+            .await
+            .map_err(write_err)
     }
 }
 
@@ -241,12 +219,16 @@ mod tests {
     use openraft::storage::RaftLogStorage;
 
     use super::*;
+    use crate::storage::engine::SharedEngine;
     use crate::storage::MemoryEngine;
+    use crate::wal::{self, SimFs, WalOptions};
 
     #[tokio::test]
     async fn a_restarted_leader_does_not_resume_leadership_but_keeps_its_term() {
         let engine: SharedEngine = Arc::new(MemoryEngine::new());
-        let mut log = LogStore::new(1, engine.clone(), Flusher::spawn(engine.clone()));
+        let disk = Arc::new(SimFs::new());
+        let wal = wal::open(disk, "/wal", WalOptions::default()).unwrap();
+        let mut log = LogStore::new(1, wal, Flusher::spawn(engine));
         log.save_vote(&Vote::new_committed(7, 3)).await.unwrap();
         let back = log.read_vote().await.unwrap().unwrap();
         assert!(
