@@ -13,9 +13,11 @@
 //! cargo test -p atoll-node --test power_loss -- --ignored --nocapture
 //! ```
 //!
-//! `POWER_LOSS_SECS` (default 4) is the load before each cut, `POWER_LOSS_ROUNDS` (default 1)
-//! the number of cuts; `scripts/power-loss.sh` runs a longer version. If FUSE cannot be mounted
-//! here the test prints SKIP and passes.
+//! `POWER_LOSS_SECS` (default 4) is the load before each cut, `POWER_LOSS_ROUNDS` (default 2)
+//! the number of cuts; `scripts/power-loss.sh` runs a longer version. `POWER_LOSS_CUT=0` is the
+//! control: the same rounds with kill -9 only and no power cut, which passes today, so what
+//! fails the real run is the lost un-synced data. If FUSE cannot be mounted here the test prints
+//! SKIP and passes.
 
 mod support;
 
@@ -74,13 +76,14 @@ impl PowerCluster {
         Some(pc)
     }
 
-    /// SIGKILL every node, then cut the power on every layer; returns what was dropped.
-    fn power_loss(&mut self) -> Unsynced {
+    /// SIGKILL every node, then (if `cut`) cut the power on every layer; returns what was
+    /// dropped.
+    fn power_loss(&mut self, cut: bool) -> Unsynced {
         for id in 1..=NODES {
             self.cluster.kill9(id);
         }
         let mut lost = Unsynced::default();
-        for layer in &self.layers {
+        for layer in self.layers.iter().filter(|_| cut) {
             let l = layer.cut_power();
             lost.files += l.files;
             lost.bytes += l.bytes;
@@ -208,7 +211,8 @@ async fn lost_writes(c: &Client, acked: &[(String, String)]) -> Vec<String> {
 #[ignore = "fails until the fsync'ed Raft log (WAL) lands: sled's flush is not an fsync"]
 async fn every_acknowledged_write_survives_power_loss_on_all_nodes() {
     let secs = env_u64("POWER_LOSS_SECS", 4);
-    let rounds = env_u64("POWER_LOSS_ROUNDS", 1);
+    let rounds = env_u64("POWER_LOSS_ROUNDS", 2);
+    let cut = env_u64("POWER_LOSS_CUT", 1) != 0;
     let Some(mut pc) = PowerCluster::start() else {
         return;
     };
@@ -244,7 +248,7 @@ async fn every_acknowledged_write_survives_power_loss_on_all_nodes() {
         }
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let fsyncs: u64 = pc.layers.iter().map(|l| l.fsyncs().1).sum();
-        let dropped = pc.power_loss();
+        let dropped = pc.power_loss(cut);
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.expect("client task");

@@ -111,7 +111,7 @@ impl PendingFile {
         size: u32,
         base: impl FnOnce(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<Vec<u8>> {
-        if offset >= self.len {
+        if offset >= self.len || size == 0 {
             return Ok(Vec::new());
         }
         let end = self.len.min(offset + u64::from(size));
@@ -184,6 +184,7 @@ mod tests {
         p.write(12, b"xy");
         assert_eq!(read_all(&p, &base), b"01ab456789\0\0xy");
         assert_eq!(p.read(11, 2, |_, _| unreachable!()).unwrap(), b"\0x");
+        assert_eq!(p.read(3, 0, |_, _| unreachable!()).unwrap(), b"");
     }
 
     #[test]
