@@ -16,8 +16,8 @@
 //! `POWER_LOSS_SECS` (default 4) is the load before each cut, `POWER_LOSS_ROUNDS` (default 2)
 //! the number of cuts; `scripts/power-loss.sh` runs a longer version. `POWER_LOSS_CUT=0` is the
 //! control: the same rounds with kill -9 only and no power cut, which passes today, so what
-//! fails the real run is the lost un-synced data. If FUSE cannot be mounted here the test prints
-//! SKIP and passes.
+//! fails the real run is the lost un-synced data. `POWER_LOSS_HISTORY=path` saves the register
+//! history as JSON lines. If FUSE cannot be mounted here the test prints SKIP and passes.
 
 mod support;
 
@@ -291,6 +291,10 @@ async fn every_acknowledged_write_survives_power_loss_on_all_nodes() {
     }
 
     let history = rec.history();
+    if let Ok(path) = std::env::var("POWER_LOSS_HISTORY") {
+        history.save(&path).expect("save the history");
+        println!("history saved to {path}");
+    }
     let verdict = check(&history);
     println!(
         "register history: {} ops, {}",

@@ -1,7 +1,8 @@
-//! The FUSE filesystem: a mirror of a backing directory in which the data and sizes of regular
-//! files change only in memory ([`PendingFile`]) until that file is fsync'ed. Close and flush do
-//! not persist. Metadata (create, mknod, mkdir, rename, unlink, rmdir, chmod, chown) goes to the
-//! backing directory at once, as LazyFS does by default (docs/decisions/0013).
+//! The layer's state and its operations on the backing directory, one method per request
+//! (`fuse.rs` maps FUSE requests onto them). It mirrors the backing directory, but the data and
+//! sizes of regular files change only in memory ([`PendingFile`]) until that file is fsync'ed;
+//! close and flush do not persist. Metadata (create, mknod, mkdir, rename, unlink, rmdir, chmod,
+//! chown) goes to the backing directory at once, as LazyFS does by default (docs/decisions/0013).
 //!
 //! Inode numbers are the backing files' own (the backing root's swapped with 1, FUSE's root), so
 //! pending state keyed by inode follows a file through renames. Every open is `direct_io` and
@@ -16,19 +17,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
-};
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, RenameFlags, ReplyDirectory};
 
 use super::pending::{read_backing, PendingFile};
 use super::Unsynced;
 
-/// The kernel caches nothing: a power cut changes sizes and contents behind its back.
-const TTL: Duration = Duration::ZERO;
 const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
 
@@ -168,7 +163,50 @@ impl LazyFs {
         Ok(self.attr(st, &md))
     }
 
-    fn do_getattr(&self, ino: INodeNo, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
+    pub(super) fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        let mut st = self.lock();
+        let rel = st.rel(parent)?.join(name);
+        self.entry(&mut st, rel)
+    }
+
+    pub(super) fn do_mkdir(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Errno> {
+        let mut st = self.lock();
+        let rel = st.rel(parent)?.join(name);
+        fs::DirBuilder::new()
+            .mode(mode & 0o7777)
+            .create(self.backing.join(&rel))?;
+        self.entry(&mut st, rel)
+    }
+
+    /// Regular files only (what `mknod` is used for by `open(O_CREAT)` without `create`).
+    pub(super) fn do_mknod(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Errno> {
+        if mode & S_IFMT != S_IFREG {
+            return Err(Errno::EPERM);
+        }
+        let (attr, fh) = self.do_create(parent, name, mode)?;
+        self.do_release(fh);
+        Ok(attr)
+    }
+
+    pub(super) fn do_release(&self, fh: FileHandle) {
+        self.lock().handles.remove(&fh.0);
+    }
+
+    pub(super) fn do_getattr(
+        &self,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
         let st = self.lock();
         let md = match fh.and_then(|fh| st.file(fh).ok()) {
             Some(file) => file.metadata()?,
@@ -177,7 +215,7 @@ impl LazyFs {
         Ok(self.attr(&st, &md))
     }
 
-    fn do_setattr(
+    pub(super) fn do_setattr(
         &self,
         ino: INodeNo,
         mode: Option<u32>,
@@ -208,7 +246,7 @@ impl LazyFs {
         self.do_getattr(ino, fh)
     }
 
-    fn do_create(
+    pub(super) fn do_create(
         &self,
         parent: INodeNo,
         name: &OsStr,
@@ -232,7 +270,7 @@ impl LazyFs {
         Ok((attr, st.open_handle(ino, file)))
     }
 
-    fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+    pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let mut st = self.lock();
         let path = self.backing.join(st.rel(parent)?.join(name));
         let md = fs::symlink_metadata(&path)?;
@@ -247,7 +285,7 @@ impl LazyFs {
         Ok(())
     }
 
-    fn do_rename(
+    pub(super) fn do_rename(
         &self,
         from: (INodeNo, &OsStr),
         to: (INodeNo, &OsStr),
@@ -276,7 +314,7 @@ impl LazyFs {
         Ok(())
     }
 
-    fn do_open(&self, ino: INodeNo) -> Result<FileHandle, Errno> {
+    pub(super) fn do_open(&self, ino: INodeNo) -> Result<FileHandle, Errno> {
         let mut st = self.lock();
         let path = self.backing.join(st.rel(ino)?);
         // The caller's flags are not passed on: O_TRUNC comes as a setattr (kept pending), and
@@ -289,7 +327,7 @@ impl LazyFs {
         Ok(st.open_handle(ino.0, file))
     }
 
-    fn do_read(
+    pub(super) fn do_read(
         &self,
         ino: INodeNo,
         fh: FileHandle,
@@ -306,7 +344,7 @@ impl LazyFs {
         Ok(data)
     }
 
-    fn do_write(
+    pub(super) fn do_write(
         &self,
         ino: INodeNo,
         fh: FileHandle,
@@ -319,7 +357,7 @@ impl LazyFs {
         Ok(())
     }
 
-    fn do_fsync(&self, ino: INodeNo, fh: FileHandle) -> Result<(), Errno> {
+    pub(super) fn do_fsync(&self, ino: INodeNo, fh: FileHandle) -> Result<(), Errno> {
         let mut st = self.lock();
         let file = st.file(fh)?;
         st.syncs.0 += 1;
@@ -333,7 +371,7 @@ impl LazyFs {
         Ok(())
     }
 
-    fn do_readdir(
+    pub(super) fn do_readdir(
         &self,
         ino: INodeNo,
         offset: u64,
@@ -357,13 +395,19 @@ impl LazyFs {
         Ok(())
     }
 
-    fn do_fsyncdir(&self, ino: INodeNo) -> Result<(), Errno> {
+    pub(super) fn do_fsyncdir(&self, ino: INodeNo) -> Result<(), Errno> {
         let rel = self.lock().rel(ino)?;
         File::open(self.backing.join(rel))?.sync_all()?;
         Ok(())
     }
 
-    fn do_fallocate(&self, ino: INodeNo, fh: FileHandle, end: u64, mode: i32) -> Result<(), Errno> {
+    pub(super) fn do_fallocate(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        end: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
         if mode != 0 {
             return Err(Errno::EOPNOTSUPP);
         }
@@ -392,271 +436,5 @@ fn kind(t: fs::FileType) -> FileType {
         FileType::BlockDevice
     } else {
         FileType::RegularFile
-    }
-}
-
-fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn entry(reply: ReplyEntry, r: Result<FileAttr, Errno>) {
-    match r {
-        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn attr(reply: ReplyAttr, r: Result<FileAttr, Errno>) {
-    match r {
-        Ok(attr) => reply.attr(&TTL, &attr),
-        Err(e) => reply.error(e),
-    }
-}
-
-impl Filesystem for LazyFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let mut st = self.lock();
-        let r = st
-            .rel(parent)
-            .and_then(|p| self.entry(&mut st, p.join(name)));
-        entry(reply, r);
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        attr(reply, self.do_getattr(ino, fh));
-    }
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        attr(reply, self.do_setattr(ino, mode, (uid, gid), size, fh));
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        if mode & S_IFMT != S_IFREG {
-            return reply.error(Errno::EPERM);
-        }
-        let r = self
-            .do_create(parent, name, mode & !umask)
-            .map(|(attr, fh)| {
-                self.lock().handles.remove(&fh.0);
-                attr
-            });
-        entry(reply, r);
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let mut st = self.lock();
-        let r = st.rel(parent).and_then(|p| {
-            let rel = p.join(name);
-            fs::DirBuilder::new()
-                .mode(mode & !umask & 0o7777)
-                .create(self.backing.join(&rel))?;
-            self.entry(&mut st, rel)
-        });
-        entry(reply, r);
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.do_unlink(parent, name, false));
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.do_unlink(parent, name, true));
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        empty(
-            reply,
-            self.do_rename((parent, name), (newparent, newname), flags),
-        );
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(ino) {
-            Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        match self.do_read(ino, fh, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        match self.do_write(ino, fh, offset, data) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    /// close(2): persists nothing (only fsync does).
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.lock().handles.remove(&fh.0);
-        reply.ok();
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        empty(reply, self.do_fsync(ino, fh));
-    }
-
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        match self.do_readdir(ino, offset, &mut reply) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        empty(reply, self.do_fsyncdir(ino));
-    }
-
-    /// A fixed, roomy answer: nothing here plans by free space.
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(1 << 28, 1 << 27, 1 << 27, 1 << 20, 1 << 19, 4096, 255, 4096);
-    }
-
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        match self.do_create(parent, name, mode & !umask) {
-            Ok((attr, fh)) => {
-                reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO)
-            }
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        empty(reply, self.do_fallocate(ino, fh, offset + length, mode));
     }
 }

@@ -5,7 +5,9 @@
 //! docs/decisions/0013-power-loss-layer.md.
 //!
 //! - [`pending`]: the un-synced state of one file (byte ranges and length), pure bookkeeping.
-//! - `fs`: the FUSE filesystem ([`fuser`], mounted with mount(2) as root, no libfuse).
+//! - `fs`: the filesystem's state (paths by inode, pending files, open handles) and its
+//!   operations on the backing directory; `fuse`: the FUSE requests mapped onto them
+//!   ([`fuser`], mounted with mount(2) as root, no libfuse).
 //! - [`LazyMount`]: mounts the layer in this process, cuts the power, unmounts (also on drop).
 //!   The `lazyfs` binary wraps it for the shell: SIGUSR1 cuts the power, SIGTERM unmounts.
 //!
@@ -27,6 +29,7 @@
 //! ```
 
 mod fs;
+mod fuse;
 pub mod pending;
 
 use std::io;
