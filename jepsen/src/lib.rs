@@ -1,6 +1,6 @@
 //! atoll-jepsen: operation histories and a linearizability checker, shared by the madsim
-//! simulation tests and the real-process Jepsen tests. Pure code: no runtime, no I/O beyond
-//! reading and writing history files.
+//! simulation tests and the real-process Jepsen tests. Pure code (no runtime, no I/O beyond
+//! reading and writing history files), except [`lazyfs`], the power-loss filesystem.
 //!
 //! Map of the crate:
 //! - [`history`]: [`Op`] (one client request: kind, call/return times, [`Outcome`]),
@@ -13,6 +13,8 @@
 //!   where it linearizes, so a retry applied twice shows.
 //!   Returns a [`CheckResult`]; a [`Violation`] names the key and the [`Anomaly`] with its ops.
 //!   [`CheckOptions`] bound the search per key: past them the answer is `Unknown`, never a hang.
+//! - [`lazyfs`]: a FUSE layer that keeps writes in memory until fsync and drops them on a
+//!   "power cut" (the LazyFS method), for real-process power-loss tests; binary `lazyfs`.
 //!
 //! ```
 //! use atoll_jepsen::{check, OpKind, OpResult, Outcome, Recorder};
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod history;
+pub mod lazyfs;
 pub mod linearizability;
 
 pub use history::{

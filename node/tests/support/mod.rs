@@ -53,8 +53,9 @@ impl Cluster {
         c
     }
 
-    /// Writes the configs of `n` nodes of one initial cluster; starts none.
-    fn configure(n: u64, extra_toml: &str) -> Cluster {
+    /// Writes the configs of `n` nodes of one initial cluster; starts none
+    /// (start each with [`Cluster::restart`]).
+    pub fn configure(n: u64, extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
