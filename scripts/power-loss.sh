@@ -11,7 +11,7 @@
 #
 # Needs /dev/fuse and root (or fusermount3 from the Debian package fuse3).
 # The short version is node/tests/power_loss.rs under `cargo test`
-# (ignored until the fsync'ed WAL lands); see docs/testing.md.
+# (also run, shorter, by scripts/test.sh); see docs/testing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +25,4 @@ if [ "$(id -u)" != 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
 fi
 
 POWER_LOSS_ROUNDS=${ROUNDS:-5} POWER_LOSS_SECS=${SECS:-15} \
-  cargo test -p atoll-node --test power_loss -- --ignored --nocapture
+  cargo test -p atoll-node --test power_loss -- --nocapture

@@ -29,9 +29,9 @@ step "cargo clippy under --cfg madsim (simulation build)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo clippy -p atoll-sim-tests -p atoll-node -p atoll-client --all-targets -- -D warnings
 
-# Includes the power-loss layer's tests (FUSE; they print SKIP where it
-# cannot be mounted). node/tests/power_loss.rs is #[ignore]d until the
-# fsync'ed WAL lands: `cargo test -p atoll-node --test power_loss -- --ignored`.
+# Includes the power-loss layer's tests and node/tests/power_loss.rs (real
+# nodes, power cut on all of them; FUSE as root, they print SKIP where it
+# cannot be mounted).
 step "unit and integration tests"
 cargo test --workspace 2>&1 | tee -a "$results"
 
