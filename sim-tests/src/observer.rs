@@ -1,5 +1,6 @@
 //! What nodes say about themselves, recorded as it happens: every
-//! (shard, term) in which a node saw itself leader.
+//! (shard, term) in which a node saw itself leader, and in which life of the
+//! node (a restart begins a new one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,10 @@ pub struct Observer {
 struct State {
     /// (shard, term) -> nodes that claimed leadership.
     leaders: BTreeMap<(u64, u64), BTreeSet<u64>>,
+    /// (shard, term, node) -> the lives of the node in which it led.
+    lives_leading: BTreeMap<(u64, u64, u64), BTreeSet<u64>>,
+    /// node -> how many times it has started.
+    lives: BTreeMap<u64, u64>,
     /// node -> (shard -> last known leader as the node sees it).
     last_leader: BTreeMap<u64, Option<u64>>,
     errors: Vec<String>,
@@ -28,6 +33,12 @@ impl Observer {
 
     /// Watches every replica of `node` until the node dies.
     pub fn watch(&self, node: &Node) {
+        let life = {
+            let mut s = self.lock();
+            let n = s.lives.entry(node.id()).or_default();
+            *n += 1;
+            *n
+        };
         for replica in node.host().all() {
             let mut rx = replica.raft.metrics();
             let (obs, node_id, shard) = (self.clone(), node.id(), replica.id);
@@ -41,6 +52,10 @@ impl Observer {
                                 .entry((shard, m.current_term))
                                 .or_default()
                                 .insert(node_id);
+                            s.lives_leading
+                                .entry((shard, m.current_term, node_id))
+                                .or_default()
+                                .insert(life);
                         }
                         s.last_leader.insert(node_id, m.current_leader);
                     }
@@ -67,6 +82,17 @@ impl Observer {
             .iter()
             .filter(|(_, n)| n.len() > 1)
             .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// (shard, term, node) where the node led the term in more than one
+    /// life: it resumed leadership after a restart without an election.
+    pub fn resumed_leadership(&self) -> Vec<(u64, u64, u64)> {
+        self.lock()
+            .lives_leading
+            .iter()
+            .filter(|(_, lives)| lives.len() > 1)
+            .map(|(k, _)| *k)
             .collect()
     }
 

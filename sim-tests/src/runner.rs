@@ -161,6 +161,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         return Err("a small session cap was set but no write saw SessionExpired".into());
     }
     leaders::check_one_leader_per_term(&cluster.observer)?;
+    leaders::check_no_leadership_across_restarts(&cluster.observer)?;
     applied::check_applied_entries_agree()?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;

@@ -48,6 +48,7 @@ const FINDINGS: &[&str] = &[
     "torn scan",
     "writes did not resume",
     "more than one leader",
+    "leadership resumed across a restart",
     "applied different entries",
     "Some(log_id) <= self.committed()",
     "follower log is reverted",
@@ -70,6 +71,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Bug::ResumeLeadership,
             Schedule::LeaderRestarts,
             &[
+                "leadership resumed across a restart",
                 "applied different entries",
                 "not linearizable",
                 "acknowledged writes lost",
