@@ -714,4 +714,47 @@ mod tests {
             Response::Put
         );
     }
+
+    #[tokio::test]
+    async fn conf_ver_is_the_membership_entry_index_so_replays_agree() {
+        use std::collections::BTreeSet;
+        let membership = |index: u64, voters: &[u64]| Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Membership(openraft::Membership::new(
+                vec![voters.iter().copied().collect::<BTreeSet<u64>>()],
+                None,
+            )),
+        };
+        let conf_ver = |sm: &StateMachine| read_meta(&sm.meta).epoch.conf_ver;
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut sm = open(&engine);
+        sm.apply([membership(1, &[1]), membership(4, &[1, 2])])
+            .await
+            .unwrap();
+        assert_eq!(conf_ver(&sm), 4);
+
+        // A learner created from the leader's descriptor (conf_ver 4) that
+        // replays the same membership entries ends at the same epoch, not
+        // at 4 + 2.
+        let other: SharedEngine = Arc::new(MemoryEngine::new());
+        let mut meta = ShardMeta::whole_keyspace(1);
+        meta.epoch.conf_ver = 4;
+        let mut learner = StateMachine::open(
+            1,
+            other.clone(),
+            Flusher::spawn(other),
+            Arc::new(RwLock::new(meta)),
+            ApplyGate::new(),
+            SnapshotStore::Memory,
+        )
+        .unwrap();
+        learner
+            .apply([membership(1, &[1]), membership(4, &[1, 2])])
+            .await
+            .unwrap();
+        assert_eq!(conf_ver(&learner), conf_ver(&sm));
+        // And a replay of the same entries (after a restart) changes nothing.
+        sm.apply([membership(4, &[1, 2])]).await.unwrap();
+        assert_eq!(conf_ver(&sm), 4);
+    }
 }
