@@ -10,9 +10,9 @@ use std::time::Duration;
 use atoll_client::admin::on_leader;
 use atoll_client::{AdminClient, Client, ClientConfig};
 use atoll_proto::admin_client::AdminClient as RawAdmin;
-use atoll_proto::kv_client::KvClient;
 use atoll_proto::raft_client::RaftClient;
-use atoll_proto::{ClusterInfoRequest, GetRequest, RaftMessage, ReadConsistency, RequestHeader};
+use atoll_proto::{ClusterInfoRequest, RaftMessage};
+use support::stale_get;
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -25,20 +25,6 @@ async fn client(endpoints: Vec<String>) -> Client {
     Client::with_config(endpoints, config)
         .await
         .expect("client connects")
-}
-
-/// Reads `key` from one node's local state, without going through the leader.
-async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
-    let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
-    let req = GetRequest {
-        header: Some(RequestHeader {
-            shard_id: 1,
-            epoch: None,
-        }),
-        key: key.to_vec(),
-        consistency: ReadConsistency::Stale as i32,
-    };
-    kv.get(req).await.ok()?.into_inner().value
 }
 
 async fn cluster_id_of(addr: &str) -> u64 {

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_client::{Client, ClientConfig, Mutation};
-use atoll_proto::kv_client::KvClient;
-use atoll_proto::{GetRequest, ReadConsistency, RequestHeader};
+use support::stale_get;
 use support::{Cluster, FAST_SNAPSHOTS};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -34,20 +33,6 @@ async fn shard_term(c: &Cluster, id: u64) -> u64 {
         .find(|s| s.shard.as_ref().is_some_and(|d| d.id == 1))
         .map(|s| s.term)
         .expect("node hosts shard 1")
-}
-
-/// Reads `key` from one node's local state, without going through the leader.
-async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
-    let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
-    let req = GetRequest {
-        header: Some(RequestHeader {
-            shard_id: 1,
-            epoch: None,
-        }),
-        key: key.to_vec(),
-        consistency: ReadConsistency::Stale as i32,
-    };
-    kv.get(req).await.ok()?.into_inner().value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,3 +296,19 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Reads `key` from one node's local state, without going through the leader.
+pub async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
+    let mut kv = atoll_proto::kv_client::KvClient::connect(format!("http://{addr}"))
+        .await
+        .ok()?;
+    let req = atoll_proto::GetRequest {
+        header: Some(atoll_proto::RequestHeader {
+            shard_id: 1,
+            epoch: None,
+        }),
+        key: key.to_vec(),
+        consistency: atoll_proto::ReadConsistency::Stale as i32,
+    };
+    kv.get(req).await.ok()?.into_inner().value
+}
