@@ -98,22 +98,23 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
             .find(|c| c.system == system && c.case == case)
     };
     s.push_str(
-        "\n| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU % | peak RSS MiB |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU % | peak RSS MiB | load |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for case in ALL.map(|c| c.name()) {
         for system in ["atoll", "etcd"] {
             if let Some(c) = find(system, &case) {
                 let _ = writeln!(
                     s,
-                    "| {case} | {system} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} |",
+                    "| {case} | {system} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
                     c.ops_per_s,
                     ms(c.p50_us),
                     ms(c.p99_us),
                     ms(c.p999_us),
                     c.errors,
                     c.cpu_pct,
-                    c.peak_rss_mib
+                    c.peak_rss_mib,
+                    c.loadavg.split_whitespace().next().unwrap_or("?")
                 );
             }
         }
