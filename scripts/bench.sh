@@ -58,6 +58,17 @@ stop_pids() {
     wait "$p" 2>/dev/null || true
   done
 }
+# Drops stopped PIDs from PIDS, so the exit trap never signals a PID that
+# the system may since have given to someone else's process.
+forget_pids() {
+  local keep=() p q gone
+  for p in "${PIDS[@]}"; do
+    gone=0
+    for q in "$@"; do [ "$p" = "$q" ] && gone=1; done
+    [ "$gone" = 1 ] || keep+=("$p")
+  done
+  PIDS=(${keep[@]+"${keep[@]}"})
+}
 cleanup() { [ ${#PIDS[@]} -eq 0 ] || stop_pids "${PIDS[@]}"; }
 trap cleanup EXIT
 
@@ -138,6 +149,7 @@ profile() {
   "$BIN/atoll-bench" run --system "$system" --endpoints "$eps" --keys "$KEYS" \
     --cases write-64 --warmup 1 --duration "$secs" --out "$RESULTS/perf-run" >/dev/null
   wait "$perf_pid" || true
+  forget_pids "$perf_pid"
   perf report -i "$RESULTS/$system-perf.data" --stdio --no-children --percent-limit 1 \
     >"$RESULTS/$system-perf-self.txt" 2>/dev/null || true
   perf report -i "$RESULTS/$system-perf.data" --stdio --children --percent-limit 5 \
@@ -174,6 +186,7 @@ run_system() {
   fi
   say "$system: stopping pids ${SERVER_PIDS[*]}"
   stop_pids "${SERVER_PIDS[@]}"
+  forget_pids "${SERVER_PIDS[@]}"
   # Keep the logs, drop the data.
   rm -rf "${dir:?}"/n? "${dir:?}"/e?
 }
