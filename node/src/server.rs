@@ -10,7 +10,7 @@ use atoll_proto::raft_server::RaftServer;
 use tonic::transport::Server;
 
 use crate::error::NodeError;
-use crate::raft::peer_pool::MAX_MESSAGE_BYTES;
+use crate::raft::peer_pool::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::service::admin::AdminService;
 use crate::service::kv::KvService;
 use crate::service::raft::RaftService;
@@ -35,7 +35,12 @@ pub async fn bind(
         .map_err(|e| server_err(&listen, format!("cannot resolve listen address: {e}")))?
         .next()
         .ok_or_else(|| server_err(&listen, "listen address resolves to nothing"))?;
+    // Large HTTP/2 windows: a peer streaming megabytes of log entries must
+    // not stall on flow control, nor send many small DATA frames (h2 answers
+    // a flood of those with GOAWAY).
     let router = Server::builder()
+        .initial_connection_window_size(WINDOW_BYTES)
+        .initial_stream_window_size(WINDOW_BYTES)
         .add_service(
             KvServer::new(KvService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

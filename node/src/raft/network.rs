@@ -213,11 +213,13 @@ impl PeerClient {
                 target: self.target,
                 timeout: option.hard_ttl(),
             }),
-            // Over a message size cap (ours or the peer's): openraft resends
-            // fewer entries on `PayloadTooLarge`, and only on that.
-            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-                if matches!(rpc, Rpc::Append) =>
-            {
+            // Over a message size cap (ours or the peer's: tonic answers
+            // OutOfRange): openraft resends fewer entries on
+            // `PayloadTooLarge`, and only on that. (ResourceExhausted is not
+            // a size cap: h2 uses it for a GOAWAY, e.g. too many small DATA
+            // frames from a starved peer; that is a network error, retried
+            // with the same entries.)
+            tonic::Code::OutOfRange if matches!(rpc, Rpc::Append) => {
                 tracing::warn!(
                     shard = self.shard,
                     target = self.target,

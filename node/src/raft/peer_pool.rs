@@ -11,6 +11,10 @@ use tonic::transport::{Channel, Endpoint};
 /// Largest gRPC message between nodes (log batches, snapshot chunks).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// HTTP/2 flow-control windows (connection and stream) between nodes: room
+/// for a few AppendEntries of `raft.max_append_bytes` in flight.
+pub const WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -40,6 +44,8 @@ impl PeerPool {
                 reason: e.to_string(),
             })?
             .connect_timeout(Duration::from_secs(1))
+            .initial_connection_window_size(WINDOW_BYTES)
+            .initial_stream_window_size(WINDOW_BYTES)
             .tcp_nodelay(true);
         let ch = endpoint.connect_lazy();
         map.insert(addr.to_string(), ch.clone());
