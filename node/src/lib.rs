@@ -200,6 +200,7 @@ pub async fn start_with_engine(
         raft_config: Arc::new(config.raft.to_openraft()?),
         max_append_bytes: config.raft.max_append_bytes,
         snapshots: snapshot_store(&config)?,
+        write_timeout: config.raft.write_timeout(),
     };
     let host = ShardHost::open(deps).await?;
     let ctx = Arc::new(NodeCtx {

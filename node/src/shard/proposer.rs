@@ -50,10 +50,12 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer task of one replica. It ends when every handle
-    /// is dropped.
-    pub fn spawn(raft: Raft) -> Self {
+    /// is dropped. An entry holds its in-flight slot at most `give_up`
+    /// (the node's write timeout): an entry that is never committed (its
+    /// leader was cut off, then deposed) must not stop every later write.
+    pub fn spawn(raft: Raft, give_up: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, give_up));
         Self { tx }
     }
 
@@ -72,7 +74,7 @@ fn stopped() -> RaftError<NodeId, ClientWriteError<NodeId, BasicNode>> {
     RaftError::Fatal(Fatal::Stopped)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, give_up: std::time::Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // A request that did not fit in the previous entry starts the next one.
     let mut carry: Option<Pending> = None;
@@ -92,7 +94,9 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         carry = rest;
         let raft = raft.clone();
         tokio::spawn(async move {
-            propose_entry(&raft, batch).await;
+            // On timeout the callers' own deadlines (never longer) have
+            // passed: dropping their answer channels is all that is left.
+            let _ = tokio::time::timeout(give_up, propose_entry(&raft, batch)).await;
             drop(slot);
         });
     }

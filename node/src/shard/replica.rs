@@ -47,6 +47,8 @@ pub struct ReplicaDeps {
     pub max_append_bytes: usize,
     /// Where the node keeps snapshots.
     pub snapshots: SnapshotStore,
+    /// The longest a write waits for commit (`raft.write_timeout_ms`).
+    pub write_timeout: std::time::Duration,
 }
 
 impl Replica {
@@ -82,7 +84,7 @@ impl Replica {
         );
         Ok(Self {
             id,
-            proposer: Proposer::spawn(raft.clone()),
+            proposer: Proposer::spawn(raft.clone(), deps.write_timeout),
             reads: ReadIndexer::spawn(raft.clone()),
             raft,
             meta,
