@@ -244,6 +244,21 @@ pub async fn start_with_engine(
             return Err(e);
         }
     }
+    // A bootstrap cut short by a crash after the node claimed its data dir
+    // but before it created the first shard: the node never voted or
+    // acknowledged anything, so finishing the bootstrap now is what it would
+    // have done then. (A node that bootstrapped has shard 1 stored.)
+    let ours = identity::derive(&node.ctx.config.initial_cluster_token, &members);
+    if !fresh && !members.is_empty() && node.ctx.host.all().is_empty() && stored.cluster_id == ours
+    {
+        tracing::warn!(
+            node = node.id(),
+            "the first start stopped before the first shard was created; finishing the bootstrap"
+        );
+        service::admin::bootstrap(&node.ctx, &members)
+            .await
+            .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
+    }
     tracing::info!(node = node.id(), %addr, "node serving");
     Ok(node)
 }
