@@ -1712,10 +1712,12 @@ where
                         let _ = node.tx_repl.send(Replicate::logs(RequestId::new_append_entries(id), log_id_range));
                     }
                     Inflight::Snapshot { id, last_log_id } => {
-                        // unwrap: The replication channel must not be dropped or it is a bug.
-                        node.tx_repl.send(Replicate::snapshot(RequestId::new_snapshot(id), last_log_id)).map_err(
-                            |_e| StorageIOError::read_snapshot(None, AnyError::error("replication channel closed")),
-                        )?;
+                        // Atoll patch: like the two arms above, a closed channel is not fatal. The
+                        // stream ends by itself on a higher vote before RaftCore has handled that
+                        // notification; a snapshot sent to it in between made the whole Raft
+                        // instance quit ("replication channel closed"). The notification that is
+                        // already queued steps this leader down.
+                        let _ = node.tx_repl.send(Replicate::snapshot(RequestId::new_snapshot(id), last_log_id));
                     }
                 }
             }
