@@ -51,7 +51,8 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposer task of one replica. It ends when every handle
     /// is dropped. An entry holds its in-flight slot at most `give_up`
-    /// (the node's write timeout): an entry that is never committed (its
+    /// (a little more than the node's write timeout, so callers get their
+    /// own timeout answer first): an entry that is never committed (its
     /// leader was cut off, then deposed) must not stop every later write.
     pub fn spawn(raft: Raft, give_up: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -3,6 +3,7 @@
 //! shard's range/epoch as the state machine last applied it.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use atoll_proto as pb;
 use openraft::ServerState;
@@ -84,7 +85,9 @@ impl Replica {
         );
         Ok(Self {
             id,
-            proposer: Proposer::spawn(raft.clone(), deps.write_timeout),
+            // A little longer than any caller waits, so a caller always
+            // gets its own timeout answer, never the proposer giving up.
+            proposer: Proposer::spawn(raft.clone(), deps.write_timeout + Duration::from_secs(1)),
             reads: ReadIndexer::spawn(raft.clone()),
             raft,
             meta,
