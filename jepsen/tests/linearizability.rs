@@ -1,27 +1,12 @@
 //! Checker tests on small hand-written histories: ones that are linearizable, and known
 //! anomalies that must be reported.
 
+mod common;
+
 use atoll_jepsen::{
     check, check_with, Anomaly, CheckOptions, CheckResult, History, Op, OpKind, OpResult, Outcome,
 };
-
-fn b(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
-fn op(client: u64, kind: OpKind, call: u64, ret: u64, result: OpResult) -> Op {
-    Op {
-        client,
-        kind,
-        call,
-        ret: Some(ret),
-        outcome: Outcome::Ok(result),
-    }
-}
-
-fn put(client: u64, call: u64, ret: u64, v: &str) -> Op {
-    op(client, OpKind::put("k", v), call, ret, OpResult::Put)
-}
+use common::{assert_linearizable, b, get, indeterminate, op, put, verdict};
 
 fn del(client: u64, call: u64, ret: u64) -> Op {
     // Without `existed`, as older histories recorded it (see reported_results.rs).
@@ -32,10 +17,6 @@ fn del(client: u64, call: u64, ret: u64) -> Op {
         ret,
         OpResult::Delete { existed: None },
     )
-}
-
-fn get(client: u64, call: u64, ret: u64, v: Option<&str>) -> Op {
-    op(client, OpKind::get("k"), call, ret, OpResult::Get(v.map(b)))
 }
 
 fn cas(
@@ -54,13 +35,6 @@ fn cas(
     op(client, kind, call, ret, result)
 }
 
-/// The same op, timed out: no return, result unknown.
-fn indeterminate(mut op: Op) -> Op {
-    op.ret = None;
-    op.outcome = Outcome::Indeterminate;
-    op
-}
-
 fn failed(mut op: Op) -> Op {
     op.outcome = Outcome::Failed;
     op
@@ -74,16 +48,6 @@ fn on(key: &str, mut op: Op) -> Op {
         | OpKind::Cas { key: k, .. } => *k = b(key),
     }
     op
-}
-
-fn verdict(ops: Vec<Op>) -> CheckResult {
-    check(&History::from_ops(ops).expect("well-formed history"))
-}
-
-#[track_caller]
-fn assert_linearizable(ops: Vec<Op>) {
-    let result = verdict(ops);
-    assert!(result.is_linearizable(), "{result:?}");
 }
 
 fn indices(ops: &[atoll_jepsen::IndexedOp]) -> Vec<usize> {

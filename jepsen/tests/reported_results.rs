@@ -3,29 +3,10 @@
 //! once those reports are dropped (as older histories lack them), so it is the report that
 //! catches it: a retried write applied twice answers with what its second application found.
 
-use atoll_jepsen::{check, Anomaly, CheckResult, History, Op, OpKind, OpResult, Outcome};
+mod common;
 
-fn b(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
-fn op(client: u64, kind: OpKind, call: u64, ret: u64, result: OpResult) -> Op {
-    Op {
-        client,
-        kind,
-        call,
-        ret: Some(ret),
-        outcome: Outcome::Ok(result),
-    }
-}
-
-fn put(client: u64, call: u64, ret: u64, v: &str) -> Op {
-    op(client, OpKind::put("k", v), call, ret, OpResult::Put)
-}
-
-fn get(client: u64, call: u64, ret: u64, v: Option<&str>) -> Op {
-    op(client, OpKind::get("k"), call, ret, OpResult::Get(v.map(b)))
-}
+use atoll_jepsen::{Anomaly, CheckResult, Op, OpKind, OpResult, Outcome};
+use common::{assert_linearizable, b, get, indeterminate, op, put, verdict};
 
 /// A delete that reported whether the key `existed`.
 fn del(client: u64, call: u64, ret: u64, existed: bool) -> Op {
@@ -46,12 +27,6 @@ fn cas(
     op(client, kind, call, ret, OpResult::cas(ok, was.map(b)))
 }
 
-fn indeterminate(mut op: Op) -> Op {
-    op.ret = None;
-    op.outcome = Outcome::Indeterminate;
-    op
-}
-
 /// The same ops with `existed` and `previous` dropped.
 fn unreported(ops: &[Op]) -> Vec<Op> {
     let mut ops = ops.to_vec();
@@ -63,16 +38,6 @@ fn unreported(ops: &[Op]) -> Vec<Op> {
         }
     }
     ops
-}
-
-fn verdict(ops: Vec<Op>) -> CheckResult {
-    check(&History::from_ops(ops).expect("well-formed history"))
-}
-
-#[track_caller]
-fn assert_linearizable(ops: Vec<Op>) {
-    let result = verdict(ops);
-    assert!(result.is_linearizable(), "{result:?}");
 }
 
 /// A violation that only the reports reveal.
