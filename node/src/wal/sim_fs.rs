@@ -24,6 +24,10 @@ struct State {
     files: BTreeMap<String, SimFile>,
     syncs: u64,
     failing_syncs: bool,
+    /// Outside the simulation: how long each `sync` blocks its caller (the
+    /// WAL's sync thread), as a real disk does.
+    #[cfg(not(madsim))]
+    sync_delay: std::time::Duration,
 }
 
 /// In-memory segment files with simulated power loss.
@@ -89,6 +93,14 @@ impl SimFs {
         self.lock().failing_syncs = fail;
     }
 
+    /// Makes every later `sync` take `delay` of wall-clock time (tests of
+    /// group commit outside the simulation; the simulation delays syncs in
+    /// the WAL's sync task instead).
+    #[cfg(not(madsim))]
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
+    }
+
     /// Overwrites bytes of a file in place, synced (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize, bytes: &[u8]) -> io::Result<()> {
         let mut s = self.lock();
@@ -124,6 +136,13 @@ impl WalFs for SimFs {
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
+        #[cfg(not(madsim))]
+        {
+            let delay = self.lock().sync_delay;
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+        }
         let mut s = self.lock();
         s.syncs += 1;
         if s.failing_syncs {

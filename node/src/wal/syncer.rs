@@ -17,14 +17,52 @@ use super::segment;
 
 pub type Done = Box<dyn FnOnce(Result<(), WalError>) + Send>;
 
-/// Starts the sync task; it ends when every sender is dropped.
+/// Starts the sync worker; it ends when every sender is dropped. In
+/// production it is a thread of its own that calls `fdatasync` in place: a
+/// durable append then costs one hand-off to it and one back, not the four
+/// of a task that hands each sync to the blocking pool. In the simulation
+/// it is a task, whose sync takes simulated time.
 pub fn spawn(fs: SharedFs, dir: String, state: Arc<Mutex<Inner>>) -> mpsc::UnboundedSender<Done> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(fs, dir, state, rx));
+    #[cfg(not(madsim))]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("atoll-wal-sync".into())
+            .spawn(move || run_thread(fs, dir, state, rx));
+        if let Err(e) = spawned {
+            // The receiver went down with the closure: every later
+            // `after_sync` reports `Stopped`, so nothing is acknowledged.
+            tracing::error!("cannot start the WAL sync thread: {e}; the WAL accepts no writes");
+        }
+    }
+    #[cfg(madsim)]
+    tokio::spawn(run_task(fs, dir, state, rx));
     tx
 }
 
-async fn run(
+#[cfg(not(madsim))]
+fn run_thread(
+    fs: SharedFs,
+    dir: String,
+    state: Arc<Mutex<Inner>>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+) {
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        take_queued(first, &mut rx, &mut waiters);
+        let result = match active_segment(&state) {
+            Err(why) => Err(why),
+            Ok(active) => {
+                let r = fs.sync(&segment::name(active));
+                sync_outcome(&dir, &state, active, r)
+            }
+        };
+        complete(&mut waiters, result);
+    }
+}
+
+#[cfg(madsim)]
+async fn run_task(
     fs: SharedFs,
     dir: String,
     state: Arc<Mutex<Inner>>,
@@ -32,28 +70,52 @@ async fn run(
 ) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
-        waiters.push(first);
-        while let Ok(more) = rx.try_recv() {
-            waiters.push(more);
-        }
-        let result = sync_active(&fs, &dir, &state).await;
-        for w in waiters.drain(..) {
-            w(result.clone().map_err(WalError::Failed));
-        }
+        take_queued(first, &mut rx, &mut waiters);
+        let result = match active_segment(&state) {
+            Err(why) => Err(why),
+            Ok(active) => {
+                // The simulated disk takes time to sync, with slow outliers;
+                // what is appended meanwhile is synced too, as on a real disk.
+                tokio::time::sleep(crate::sim_hooks::flush_latency()).await;
+                let r = fs.sync(&segment::name(active));
+                sync_outcome(&dir, &state, active, r)
+            }
+        };
+        complete(&mut waiters, result);
     }
 }
 
-/// Syncs the active segment; any failure stops the log for good.
-async fn sync_active(fs: &SharedFs, dir: &str, state: &Mutex<Inner>) -> Result<(), String> {
-    let active = {
-        let inner = super::handle::lock(state);
-        if let Some(why) = &inner.failed {
-            return Err(why.clone());
-        }
-        inner.active
-    };
+/// `first` and every waiter queued behind it share the next sync.
+fn take_queued(first: Done, rx: &mut mpsc::UnboundedReceiver<Done>, waiters: &mut Vec<Done>) {
+    waiters.push(first);
+    while let Ok(more) = rx.try_recv() {
+        waiters.push(more);
+    }
+}
+
+fn complete(waiters: &mut Vec<Done>, result: Result<(), String>) {
+    for w in waiters.drain(..) {
+        w(result.clone().map_err(WalError::Failed));
+    }
+}
+
+/// The segment to sync, or why the log is stopped.
+fn active_segment(state: &Mutex<Inner>) -> Result<u64, String> {
+    let inner = super::handle::lock(state);
+    match &inner.failed {
+        Some(why) => Err(why.clone()),
+        None => Ok(inner.active),
+    }
+}
+
+/// Any failure of the sync stops the log for good.
+fn sync_outcome(
+    dir: &str,
+    state: &Mutex<Inner>,
+    active: u64,
+    result: std::io::Result<()>,
+) -> Result<(), String> {
     let name = segment::name(active);
-    let result = sync_file(fs.clone(), name.clone()).await;
     let mut inner = super::handle::lock(state);
     match result {
         Ok(()) => Ok(()),
@@ -67,21 +129,4 @@ async fn sync_active(fs: &SharedFs, dir: &str, state: &Mutex<Inner>) -> Result<(
             Err(why)
         }
     }
-}
-
-#[cfg(not(madsim))]
-async fn sync_file(fs: SharedFs, name: String) -> std::io::Result<()> {
-    // fdatasync blocks; keep it off the async workers.
-    match tokio::task::spawn_blocking(move || fs.sync(&name)).await {
-        Ok(r) => r,
-        Err(e) => Err(std::io::Error::other(format!("sync task failed: {e}"))),
-    }
-}
-
-#[cfg(madsim)]
-async fn sync_file(fs: SharedFs, name: String) -> std::io::Result<()> {
-    // The simulated disk takes time to sync, with slow outliers; what is
-    // appended meanwhile is synced too, as on a real disk. No thread.
-    tokio::time::sleep(crate::sim_hooks::flush_latency()).await;
-    fs.sync(&name)
 }

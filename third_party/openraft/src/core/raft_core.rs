@@ -1280,6 +1280,18 @@ where
                 }
             }
 
+            Notify::LocalLogFlushed { vote, log_id, result } => {
+                // A failed flush stops this Raft instance, as a failed blocking append does.
+                result?;
+                // Atoll patch (see Command::AppendInputEntries): only while this node still
+                // leads under the vote it appended with.
+                if self.engine.state.vote_ref() == &vote {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(log_id));
+                    }
+                }
+            }
+
             Notify::Tick { i } => {
                 // check every timer
 
@@ -1638,6 +1650,34 @@ where
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
+
+                // Atoll patch: the leader's own entries are flushed in parallel with
+                // replication, as the Raft paper (§10.2.1) and etcd allow: RaftCore goes on
+                // to send them to the followers at once, and the leader's progress moves
+                // (Notify::LocalLogFlushed) only when its flush has completed. A leader's
+                // entries count towards commit only once a quorum has them flushed, the
+                // leader included only after its flush. A follower still flushes before
+                // it answers (below). The vote names this node as leader only when these
+                // are its own proposals.
+                if self.engine.leader.is_some() && self.engine.state.vote_ref() == &vote {
+                    let (tx, rx) = C::AsyncRuntime::oneshot();
+                    let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
+                    self.log_store.append(entries, LogFlushed::new(log_io_id, tx)).await?;
+                    let tx_notify = self.tx_notify.clone();
+                    let _ = C::AsyncRuntime::spawn(async move {
+                        let result = match rx.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
+                            Err(e) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
+                        };
+                        let _ = tx_notify.send(Notify::LocalLogFlushed {
+                            vote,
+                            log_id: last_log_id,
+                            result,
+                        });
+                    });
+                    return Ok(None);
+                }
 
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
