@@ -1,0 +1,9 @@
+//! temp
+pub mod command;
+pub mod config;
+pub mod ids;
+pub mod invariants;
+pub mod node;
+pub mod operator;
+pub mod shard;
+pub mod state;
