@@ -59,6 +59,9 @@ pub enum CancelReason {
     VersionChanged { expected: u64, reported: u64 },
     /// The membership moved to a state no remaining step leads to.
     MembershipChanged,
+    /// The replica to remove leads the shard (leadership came back to it);
+    /// a new operator moves leadership away first.
+    RemovingLeader,
     /// The shard is no longer known.
     ShardGone,
     /// Cancelled by an administrator or replaced by a more urgent operator.
@@ -201,6 +204,10 @@ impl Operator {
         }
         if self.current >= n {
             self.status = OpStatus::Finished;
+        } else if let Some(Step::RemoveReplica { replica, .. }) = self.steps.get(self.current) {
+            if desc.leader == Some(*replica) {
+                self.status = OpStatus::Cancelled(CancelReason::RemovingLeader);
+            }
         }
         &self.status
     }
