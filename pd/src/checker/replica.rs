@@ -52,7 +52,7 @@ pub fn check(
 
     // Learners no operator is waiting for (one whose operator timed out, or
     // from before a PD leader change): promote if a voter is missing.
-    for l in d.learners() {
+    if let Some(l) = d.learners().next() {
         if health(state, l) != Health::Up || voters.len() >= rf {
             return build::remove_replica(shard, l.id, kind, now_ms).ok();
         }
