@@ -31,6 +31,9 @@
 //! assert!(check(&history).is_linearizable());
 //! ```
 
+pub mod checker;
+#[cfg(not(madsim))]
+pub mod control;
 pub mod history;
 pub mod lazyfs;
 pub mod linearizability;
