@@ -37,6 +37,10 @@ pub mod control;
 pub mod history;
 pub mod lazyfs;
 pub mod linearizability;
+#[cfg(not(madsim))]
+pub mod nemesis;
+#[cfg(not(madsim))]
+pub mod workload;
 
 pub use history::{
     ClientId, History, HistoryError, Op, OpHandle, OpKind, OpResult, Outcome, Recorder,
