@@ -40,6 +40,10 @@ pub mod linearizability;
 #[cfg(not(madsim))]
 pub mod nemesis;
 #[cfg(not(madsim))]
+pub mod report;
+#[cfg(not(madsim))]
+pub mod runner;
+#[cfg(not(madsim))]
 pub mod workload;
 
 pub use history::{
