@@ -108,19 +108,62 @@ impl Netem {
     }
 }
 
-pub fn netem_on(node: u64, netem: &Netem) -> Result<(), ControlError> {
+/// How netem was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetemVia {
+    Tc,
+    /// The kernel has no `sch_netem` (e.g. a minimal VM kernel): only the loss part, as a
+    /// random-drop nftables rule on the node's input.
+    NftLoss,
+}
+
+const LOSS_TABLE: &str = "atjloss";
+
+/// Applies `netem` on the node's interface with `tc netem`; if the kernel lacks netem,
+/// falls back to random packet loss with nftables (delay and reordering are then not
+/// possible; the loss is at least 10%).
+pub fn netem_on(node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
     let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
     let extra = netem.args();
     args.extend(extra.iter().map(String::as_str));
-    run_in(&namespace(node), "tc", &args).map(|_| ())
+    match run_in(&namespace(node), "tc", &args) {
+        Ok(_) => Ok(NetemVia::Tc),
+        Err(ControlError::Command { stderr, .. })
+            if stderr.contains("qdisc kind is unknown") && shell::have("nft") =>
+        {
+            let loss = netem.loss_percent.max(10);
+            let script = format!(
+                "add table inet {LOSS_TABLE}\n\
+                 add chain inet {LOSS_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n\
+                 add rule inet {LOSS_TABLE} input numgen random mod 100 < {loss} drop\n"
+            );
+            let file = std::env::temp_dir().join(format!("atj-loss-{node}-{}", std::process::id()));
+            std::fs::write(&file, script).map_err(|source| ControlError::Io {
+                what: format!("writing {}", file.display()),
+                source,
+            })?;
+            let path = file.to_string_lossy().into_owned();
+            let r = run_in(&namespace(node), "nft", &["-f", &path]);
+            let _ = std::fs::remove_file(&file);
+            r.map(|_| NetemVia::NftLoss)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn netem_off(node: u64) -> Result<(), ControlError> {
-    // No qdisc to delete is the healed state.
+    // No qdisc / table to delete is the healed state.
     let _ = run_in(
         &namespace(node),
         "tc",
         &["qdisc", "del", "dev", "eth0", "root"],
     );
+    if shell::have("nft") {
+        let _ = run_in(
+            &namespace(node),
+            "nft",
+            &["delete", "table", "inet", LOSS_TABLE],
+        );
+    }
     Ok(())
 }

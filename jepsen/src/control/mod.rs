@@ -267,7 +267,7 @@ impl Cluster {
         Ok(())
     }
 
-    pub fn netem(&mut self, id: u64, netem: &Netem) -> Result<(), ControlError> {
+    pub fn netem(&mut self, id: u64, netem: &Netem) -> Result<faults::NetemVia, ControlError> {
         if !self.mode.is_namespaced() {
             return Err(ControlError::NeedsNamespaces("netem"));
         }
