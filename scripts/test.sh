@@ -35,6 +35,12 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
 step "unit and integration tests"
 cargo test --workspace 2>&1 | tee -a "$results"
 
+# Jepsen-style smoke run (jepsen/, docs/testing.md "Jepsen-style suite"): three ~40 s
+# runs of real nodes in network namespaces (loopback where they cannot be made) under
+# kill, pause, partition, netem and power, with the register, set and append workloads.
+step "Jepsen-style smoke run (~2 min)"
+scripts/jepsen.sh --smoke --out target/jepsen-smoke
+
 step "simulation tests (madsim, ${SIM_SEEDS:-8} seeds per schedule)"
 SIM_SEEDS=${SIM_SEEDS:-8} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo test -p atoll-sim-tests --tests 2>&1 | tee -a "$results"

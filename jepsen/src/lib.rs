@@ -1,6 +1,6 @@
-//! atoll-jepsen: operation histories and a linearizability checker, shared by the madsim
-//! simulation tests and the real-process Jepsen tests. Pure code (no runtime, no I/O beyond
-//! reading and writing history files), except [`lazyfs`], the power-loss filesystem.
+//! atoll-jepsen: operation histories and checkers, shared by the madsim simulation tests and
+//! the real-process Jepsen-style harness, and that harness itself (control, nemeses,
+//! workloads, report; not compiled under `--cfg madsim`).
 //!
 //! Map of the crate:
 //! - [`history`]: [`Op`] (one client request: kind, call/return times, [`Outcome`]),
@@ -13,8 +13,18 @@
 //!   where it linearizes, so a retry applied twice shows.
 //!   Returns a [`CheckResult`]; a [`Violation`] names the key and the [`Anomaly`] with its ops.
 //!   [`CheckOptions`] bound the search per key: past them the answer is `Unknown`, never a hang.
+//! - [`checker`]: verdicts (`valid: true/false/unknown` + the smallest offending ops) for
+//!   the harness's workloads: `register` (the linearizability checker), `set`, `append`,
+//!   `bank`.
 //! - [`lazyfs`]: a FUSE layer that keeps writes in memory until fsync and drops them on a
 //!   "power cut" (the LazyFS method), for real-process power-loss tests; binary `lazyfs`.
+//! - `control`: N `atoll-node` processes in network namespaces (or on loopback): start,
+//!   stop, kill -9, restart, pause, resume, partitions, netem, power cuts; all removed on drop.
+//! - `nemesis`: the fault scheduler and its windows (`kill`, `pause`, `partition`, `netem`,
+//!   `power`).
+//! - `workload`: recorded clients (`register`, `set`, `append`; `bank` designed).
+//! - `report`: the run directory: history, verdicts, node logs, HTML page with SVG plots.
+//! - `runner`: one run start to end; binary `atoll-jepsen` (`scripts/jepsen.sh`).
 //!
 //! ```
 //! use atoll_jepsen::{check, OpKind, OpResult, Outcome, Recorder};
@@ -31,9 +41,20 @@
 //! assert!(check(&history).is_linearizable());
 //! ```
 
+pub mod checker;
+#[cfg(not(madsim))]
+pub mod control;
 pub mod history;
 pub mod lazyfs;
 pub mod linearizability;
+#[cfg(not(madsim))]
+pub mod nemesis;
+#[cfg(not(madsim))]
+pub mod report;
+#[cfg(not(madsim))]
+pub mod runner;
+#[cfg(not(madsim))]
+pub mod workload;
 
 pub use history::{
     ClientId, History, HistoryError, Op, OpHandle, OpKind, OpResult, Outcome, Recorder,

@@ -1,0 +1,284 @@
+//! Nemeses: the faults a run injects, selectable by name and combinable
+//! (`--nemesis kill,partition`). A scheduler thread alternates quiet periods and fault
+//! windows, choosing one of the selected nemeses for each window, and records every window
+//! (start, end, what) for the history's report.
+//!
+//! - `kill`: SIGKILL one random node, a minority, or the leader; restart at the window's end.
+//! - `pause`: SIGSTOP the same choices; SIGCONT at the end.
+//! - `partition`: one of the [`partition`] shapes, healed at the end.
+//! - `netem`: delay, jitter, loss and reordering on one node or all ([`netem`]).
+//! - `power`: SIGKILL + drop every un-synced write on one node, a minority or all nodes
+//!   (the lazyfs layer), restart at the end.
+//!
+//! `clock` is not offered: see docs/decisions/0015-jepsen-harness.md.
+
+pub mod netem;
+pub mod partition;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::control::{Cluster, ControlError};
+use crate::workload::Clock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NemesisKind {
+    Kill,
+    Pause,
+    Partition,
+    Netem,
+    Power,
+}
+
+pub const ALL: [NemesisKind; 5] = [
+    NemesisKind::Kill,
+    NemesisKind::Pause,
+    NemesisKind::Partition,
+    NemesisKind::Netem,
+    NemesisKind::Power,
+];
+
+impl NemesisKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+            NemesisKind::Netem => "netem",
+            NemesisKind::Power => "power",
+        }
+    }
+
+    pub fn needs_namespaces(self) -> bool {
+        match self {
+            NemesisKind::Partition | NemesisKind::Netem => true,
+            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::Power => false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown nemesis {0:?} (kill, pause, partition, netem, power, none; clock is not offered)")]
+pub struct UnknownNemesis(String);
+
+impl FromStr for NemesisKind {
+    type Err = UnknownNemesis;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownNemesis(s.into()))
+    }
+}
+
+/// Parses `kill,partition` (or `none`, or empty) into kinds.
+pub fn parse_list(s: &str) -> Result<Vec<NemesisKind>, UnknownNemesis> {
+    let mut v: Vec<NemesisKind> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty() && *x != "none")
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// One fault window, in the run's clock (ns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub nemesis: String,
+    pub what: String,
+    pub start: u64,
+    pub end: Option<u64>,
+    /// Set if injecting or healing failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What to undo at the end of a window.
+enum Fault {
+    Killed(Vec<u64>),
+    Paused(Vec<u64>),
+    Partitioned,
+    Netem(Vec<u64>),
+    PowerCut(Vec<u64>),
+}
+
+/// Timing of the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub quiet: Duration,
+    pub fault: Duration,
+}
+
+pub type SharedCluster = Arc<Mutex<Cluster>>;
+
+fn lock(c: &SharedCluster) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Nodes to hit: one, a minority, or the leader.
+fn targets(
+    ids: &[u64],
+    leader: Option<u64>,
+    rng: &mut impl Rng,
+    allow_all: bool,
+) -> (Vec<u64>, String) {
+    let minority = (ids.len() - 1) / 2;
+    let mut shuffled = ids.to_vec();
+    shuffled.shuffle(rng);
+    match rng.gen_range(0..if allow_all { 4 } else { 3 }) {
+        0 => (vec![shuffled[0]], "one node".into()),
+        1 => (shuffled[..minority.max(1)].to_vec(), "a minority".into()),
+        2 => match leader {
+            Some(l) => (vec![l], "the leader".into()),
+            None => (vec![shuffled[0]], "one node (no leader known)".into()),
+        },
+        _ => (shuffled, "all nodes".into()),
+    }
+}
+
+fn inject(
+    kind: NemesisKind,
+    cluster: &SharedCluster,
+    leader: Option<u64>,
+    rng: &mut impl Rng,
+) -> Result<(Fault, String), ControlError> {
+    let ids = lock(cluster).ids();
+    match kind {
+        NemesisKind::Kill => {
+            let (t, how) = targets(&ids, leader, rng, false);
+            let mut c = lock(cluster);
+            for &id in &t {
+                c.kill9(id)?;
+            }
+            Ok((Fault::Killed(t.clone()), format!("kill -9 {how} {t:?}")))
+        }
+        NemesisKind::Pause => {
+            let (t, how) = targets(&ids, leader, rng, false);
+            let mut c = lock(cluster);
+            for &id in &t {
+                c.pause(id)?;
+            }
+            Ok((Fault::Paused(t.clone()), format!("SIGSTOP {how} {t:?}")))
+        }
+        NemesisKind::Partition => {
+            let shape = partition::SHAPES[rng.gen_range(0..partition::SHAPES.len())];
+            let (cut, desc) = partition::shape(shape, &ids, leader, rng);
+            lock(cluster).partition(&cut)?;
+            Ok((Fault::Partitioned, format!("partition {shape}: {desc}")))
+        }
+        NemesisKind::Netem => {
+            let (t, how) = if rng.gen_bool(0.5) {
+                (ids.clone(), "all nodes".to_string())
+            } else {
+                let one = ids[rng.gen_range(0..ids.len())];
+                (vec![one], "one node".to_string())
+            };
+            let n = netem::pick(rng);
+            let mut c = lock(cluster);
+            for &id in &t {
+                c.netem(id, &n)?;
+            }
+            Ok((
+                Fault::Netem(t.clone()),
+                format!("netem {} on {how} {t:?}", n.describe()),
+            ))
+        }
+        NemesisKind::Power => {
+            let (t, how) = targets(&ids, leader, rng, true);
+            let mut c = lock(cluster);
+            let mut dropped = 0;
+            for &id in &t {
+                dropped += c.power_cut(id)?.bytes;
+            }
+            Ok((
+                Fault::PowerCut(t.clone()),
+                format!("power cut on {how} {t:?} ({dropped} un-synced bytes dropped)"),
+            ))
+        }
+    }
+}
+
+fn heal(fault: &Fault, cluster: &SharedCluster) -> Result<(), ControlError> {
+    let mut c = lock(cluster);
+    match fault {
+        Fault::Killed(ids) | Fault::PowerCut(ids) => ids.iter().try_for_each(|&id| c.restart(id)),
+        Fault::Paused(ids) => ids.iter().try_for_each(|&id| c.resume(id)),
+        Fault::Partitioned => c.heal(),
+        Fault::Netem(ids) => ids.iter().try_for_each(|&id| c.netem_off(id)),
+    }
+}
+
+/// Sleeps up to `d`, waking early when `stop` is set; returns whether it was set.
+fn nap(d: Duration, stop: &AtomicBool) -> bool {
+    let step = Duration::from_millis(100);
+    let mut left = d;
+    while !left.is_zero() {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+/// The scheduler: until `stop`, a quiet period then a fault window, round and round. Every
+/// fault is healed before it returns. `leader` finds the current leader.
+pub fn run(
+    kinds: &[NemesisKind],
+    cluster: &SharedCluster,
+    schedule: Schedule,
+    clock: Clock,
+    seed: u64,
+    stop: &AtomicBool,
+    leader: &dyn Fn() -> Option<u64>,
+) -> Vec<Window> {
+    let mut windows = Vec::new();
+    if kinds.is_empty() {
+        return windows;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut turn = 0usize;
+    loop {
+        if nap(schedule.quiet, stop) {
+            break;
+        }
+        let kind = kinds[turn % kinds.len()];
+        turn += 1;
+        let start = clock.now();
+        let (fault, what, error) = match inject(kind, cluster, leader(), &mut rng) {
+            Ok((f, what)) => (Some(f), what, None),
+            Err(e) => (
+                None,
+                format!("{} (not injected)", kind.name()),
+                Some(e.to_string()),
+            ),
+        };
+        eprintln!("atoll-jepsen: nemesis {what}");
+        let stopped = nap(schedule.fault, stop);
+        let heal_error = fault
+            .as_ref()
+            .and_then(|f| heal(f, cluster).err())
+            .map(|e| e.to_string());
+        windows.push(Window {
+            nemesis: kind.name().into(),
+            what,
+            start,
+            end: Some(clock.now()),
+            error: error.or(heal_error),
+        });
+        if stopped {
+            break;
+        }
+    }
+    windows
+}

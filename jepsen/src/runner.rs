@@ -1,0 +1,234 @@
+//! One run, start to end: start the cluster, wait for a leader, run the workload's clients
+//! and the nemesis scheduler for the given time, heal, read back, check, write the report.
+//! The cluster (processes, namespaces, mounts, data) is gone when [`run`] returns, whatever
+//! happened: it lives in a drop guard.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::checker::Verdict;
+use crate::control::interrupt::Interrupt;
+use crate::control::{status, Cluster, ClusterOptions, ControlError};
+use crate::nemesis::{self, NemesisKind, Schedule};
+use crate::report::{self, ReportError, Summary};
+use crate::workload::{self, Clock, Ctx, WorkloadError, WorkloadKind};
+use crate::Recorder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("no leader elected within {0:?}; see the node logs in {1}")]
+    NoLeader(Duration, PathBuf),
+    #[error(
+        "atoll-node binary not found (set ATOLL_NODE_BIN or build it: cargo build -p atoll-node)"
+    )]
+    NoBinary,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub workload: WorkloadKind,
+    pub nemeses: Vec<NemesisKind>,
+    pub time: Duration,
+    pub nodes: u64,
+    pub clients: u64,
+    /// The report directory (created).
+    pub out: PathBuf,
+    pub binary: PathBuf,
+    pub namespaces: bool,
+    pub schedule: Schedule,
+    pub seed: u64,
+}
+
+/// `atoll-node` next to the running executable (or its parent, for test binaries in
+/// `deps/`), unless `ATOLL_NODE_BIN` names one.
+pub fn find_node_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ATOLL_NODE_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("atoll-node"))
+        .find(|p| p.is_file())
+}
+
+fn wait_leader(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &[String],
+    within: Duration,
+) -> Option<u64> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Some(l) = rt.block_on(status::leader(endpoints)) {
+            return Some(l);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Runs one test and writes its report; returns the summary and verdicts.
+pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdict>), RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let log_dir = cfg.out.join("nodes");
+    let mut notes = Vec::new();
+    let cluster = Cluster::start(&ClusterOptions {
+        nodes: cfg.nodes,
+        binary: cfg.binary.clone(),
+        work_dir: cfg.out.join("data"),
+        log_dir: log_dir.clone(),
+        namespaces: cfg.namespaces,
+        lazyfs: cfg.nemeses.contains(&NemesisKind::Power),
+    })?;
+    let network = cluster.mode().describe();
+    let mut nemeses = cfg.nemeses.clone();
+    if !cluster.mode().is_namespaced() {
+        nemeses.retain(|k| {
+            let keep = !k.needs_namespaces();
+            if !keep {
+                notes.push(format!(
+                    "nemesis {} skipped: it needs network namespaces (loopback run)",
+                    k.name()
+                ));
+            }
+            keep
+        });
+    }
+    if nemeses.contains(&NemesisKind::Power) && !cluster.has_lazyfs() {
+        nemeses.retain(|k| *k != NemesisKind::Power);
+        notes.push("nemesis power skipped: lazyfs (FUSE) could not be mounted".into());
+    }
+    for n in &notes {
+        eprintln!("atoll-jepsen: {n}");
+    }
+    let endpoints = cluster.endpoints();
+    let cluster = Arc::new(Mutex::new(cluster));
+    if wait_leader(&rt, &endpoints, Duration::from_secs(30)).is_none() {
+        return Err(RunError::NoLeader(Duration::from_secs(30), log_dir));
+    }
+
+    let clock = Clock::start();
+    let rec = Arc::new(Recorder::new());
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let ctx = Ctx {
+        endpoints: endpoints.clone(),
+        rec: Arc::clone(&rec),
+        clock,
+        stop: Arc::clone(&stop_load),
+        seed: cfg.seed,
+    };
+    let load = {
+        let ctx = ctx.clone();
+        let (kind, clients) = (cfg.workload, cfg.clients);
+        rt.spawn(async move { workload::run(kind, &ctx, clients).await })
+    };
+    let stop_nemesis = Arc::new(AtomicBool::new(false));
+    let nemesis_thread = {
+        let cluster = Arc::clone(&cluster);
+        let stop = Arc::clone(&stop_nemesis);
+        let handle = rt.handle().clone();
+        let eps = endpoints.clone();
+        let (schedule, seed) = (cfg.schedule, cfg.seed);
+        std::thread::spawn(move || {
+            let leader = || handle.block_on(status::leader(&eps));
+            nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &leader)
+        })
+    };
+
+    let started = Instant::now();
+    while started.elapsed() < cfg.time && !interrupt.is_set() && !load.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if interrupt.is_set() {
+        notes.push("interrupted (Ctrl-C / SIGTERM): the run was cut short".into());
+    }
+    stop_nemesis.store(true, Ordering::Relaxed);
+    let windows = nemesis_thread.join().unwrap_or_default();
+    // Healed: give the cluster a leader and the clients a few calm seconds.
+    if !interrupt.is_set() {
+        if wait_leader(&rt, &endpoints, Duration::from_secs(20)).is_none() {
+            notes.push("no leader within 20 s after the faults healed".into());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    stop_load.store(true, Ordering::Relaxed);
+    let loaded = rt.block_on(load);
+    if let Ok(Err(e)) = loaded {
+        return Err(e.into());
+    }
+    let fin = if interrupt.is_set() {
+        workload::FinalRead::default()
+    } else {
+        rt.block_on(workload::final_reads(cfg.workload, &ctx))?
+    };
+    let seconds = clock.now() as f64 / 1e9;
+    // Stop the nodes before checking: the logs are complete and the CPU is the checker's.
+    lock(&cluster).shutdown();
+    drop(cluster);
+
+    let history = rec.history();
+    let verdicts = workload::check(cfg.workload, &history, &fin);
+    let (ok, fail, info) = Summary::counts(&history);
+    let summary = Summary {
+        workload: cfg.workload.name().into(),
+        nemeses: cfg.nemeses.iter().map(|k| k.name().to_string()).collect(),
+        nodes: cfg.nodes,
+        clients: cfg.clients,
+        seconds,
+        network,
+        ops: history.len(),
+        ok,
+        fail,
+        info,
+        valid: report::overall(&verdicts),
+        seed: cfg.seed,
+        notes,
+    };
+    report::write_report(&cfg.out, &summary, &history, &windows, &verdicts)?;
+    Ok((summary, verdicts))
+}
+
+fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fresh report directory under `base`: `{base}/{workload}-{nemeses}-{unix secs}-{n}`.
+pub fn report_dir(
+    base: &Path,
+    workload: WorkloadKind,
+    nemeses: &[NemesisKind],
+) -> std::io::Result<PathBuf> {
+    let names: Vec<&str> = nemeses.iter().map(|k| k.name()).collect();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let tag = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join("+")
+    };
+    for n in 0.. {
+        let dir = base.join(format!("{}-{tag}-{stamp}-{n}", workload.name()));
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            return Ok(dir);
+        }
+    }
+    Err(std::io::Error::other("no free report directory name"))
+}

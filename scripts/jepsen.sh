@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Jepsen-style tests of Atoll on real processes (jepsen/ crate, binary atoll-jepsen).
+#
+#   scripts/jepsen.sh --nemesis kill,partition --workload register --time 300
+#   scripts/jepsen.sh --smoke        # ~2 min: several nemeses and workloads (CI runs this)
+#   scripts/jepsen.sh --setup        # only install the system tools it needs
+#   scripts/jepsen.sh --cleanup      # remove namespaces left by a killed run
+#
+# Any other flags go to atoll-jepsen (see --help): --nodes, --clients, --quiet, --fault,
+# --out (default target/jepsen), --loopback, --seed. One summary line per run; reports in
+# target/jepsen/<workload>-<nemeses>-<time>/index.html. Exit 1 if any verdict is false.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# iproute2 (ip netns, tc), nftables, and chromium for the report test. Debian packages.
+setup() {
+  local missing=()
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nft >/dev/null 2>&1 || command -v iptables >/dev/null 2>&1 || missing+=(nftables)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  if [ ${#missing[@]} -eq 0 ]; then return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "jepsen.sh: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}); runs fall back to loopback without them" >&2
+    return 0
+  fi
+  echo "jepsen.sh: installing ${missing[*]}" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || echo "jepsen.sh: could not install ${missing[*]}; continuing (loopback fallback where needed)" >&2
+}
+
+build() {
+  cargo build -q -p atoll-node --bin atoll-node
+  cargo build -q -p atoll-jepsen --bin atoll-jepsen
+}
+
+target_dir() { echo "${CARGO_TARGET_DIR:-target}"; }
+bin() { echo "$(target_dir)/debug/atoll-jepsen"; }
+
+case "${1:-}" in
+  --setup) setup; exit 0 ;;
+  --cleanup) build; "$(bin)" --cleanup; exit 0 ;;
+  --smoke)
+    shift
+    setup
+    build
+    # Three runs, ~40 s each with start-up and checking: every nemesis and workload once.
+    status=0
+    "$(bin)" --workload register --nemesis kill,pause --time 30 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload set --nemesis partition,netem --time 30 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload append --nemesis power,kill --time 30 --quiet 3 --fault 4 "$@" || status=1
+    exit $status
+    ;;
+esac
+setup
+build
+exec "$(bin)" "$@"
