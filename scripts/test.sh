@@ -32,6 +32,11 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
 # Includes the power-loss layer's tests and node/tests/power_loss.rs (real
 # nodes, power cut on all of them; FUSE as root, they print SKIP where it
 # cannot be mounted).
+# System tools the Jepsen-style tests need (ip, tc, nftables, chromium for
+# the report check), from Debian packages when missing.
+step "Jepsen-style suite: system tools"
+scripts/jepsen.sh --setup
+
 step "unit and integration tests"
 cargo test --workspace 2>&1 | tee -a "$results"
 
