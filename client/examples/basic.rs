@@ -5,7 +5,7 @@
 //!     cargo run -p atoll-client --example basic
 //! ```
 
-use atoll_client::{Client, Error, Mutation};
+use atoll_client::{Client, Compare, Error, Mutation, Txn, TxnOp};
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
@@ -48,6 +48,19 @@ async fn main() -> Result<(), Error> {
         Ok(()) => println!("batch applied"),
         // The keys may straddle a shard boundary in a split cluster.
         Err(Error::CrossShardBatch) => println!("batch spans shards; skipped"),
+        Err(other) => return Err(other),
+    }
+
+    // Move 1 from a to b only if both still hold what the batch wrote.
+    let transfer = Txn::new()
+        .when(Compare::equal("example/a", "1"))
+        .when(Compare::equal("example/b", "2"))
+        .then(TxnOp::put("example/a", "0"))
+        .then(TxnOp::put("example/b", "3"))
+        .otherwise(TxnOp::get("example/a"));
+    match client.txn(transfer).await {
+        Ok(outcome) => println!("txn: compares held={}", outcome.succeeded),
+        Err(Error::CrossShardBatch) => println!("txn spans shards; skipped"),
         Err(other) => return Err(other),
     }
 

@@ -271,7 +271,7 @@ impl Client {
     /// is numbered again in that shard's session; otherwise a session
     /// problem ends the write as [`Error::SessionExpired`] (outcome unknown)
     /// and drops the session, so the next write opens a new one.
-    async fn write<R, F, Fut>(
+    pub(crate) async fn write<R, F, Fut>(
         &self,
         name: &'static str,
         by: RouteBy<'_>,
@@ -496,6 +496,7 @@ mod tests {
             assert_send(&client.cas("k", None, Some(b"v")));
             assert_send(&client.scan("a", "z", 0));
             assert_send(&client.batch(vec![Mutation::delete("k")]));
+            assert_send(&client.txn(crate::Txn::new().then(crate::TxnOp::get("k"))));
         }
         let _ = check;
     }

@@ -73,6 +73,7 @@ impl_reply!(
     atoll_proto::CasResponse,
     atoll_proto::ScanResponse,
     atoll_proto::BatchResponse,
+    atoll_proto::TxnResponse,
     atoll_proto::OpenSessionResponse
 );
 
@@ -81,7 +82,7 @@ impl_reply!(
 pub(crate) enum RouteBy<'a> {
     /// The shard holding this key.
     Key(&'a [u8]),
-    /// The one shard holding all these keys (a batch).
+    /// The one shard holding all these keys (a batch, a txn).
     AllKeys(&'a [&'a [u8]]),
 }
 

@@ -19,7 +19,7 @@ pub enum Error {
 
     /// The operation's deadline passed before any node gave a definite answer.
     ///
-    /// For a write (`put`, `delete`, `cas`, `batch`) the outcome is
+    /// For a write (`put`, `delete`, `cas`, `batch`, `txn`) the outcome is
     /// **indeterminate**: the write may or may not have been applied. Reading
     /// the key back tells which.
     #[error("{op} did not complete within {after:?}, last error: {last} (a write may or may not have been applied)")]
@@ -55,10 +55,10 @@ pub enum Error {
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
 
-    /// The keys of a batch belong to more than one shard; a batch is atomic
-    /// only within one shard, so it is refused.
+    /// The keys of a batch or txn belong to more than one shard; both are
+    /// atomic only within one shard, so it is refused (nothing was sent).
     #[error(
-        "the keys of this batch belong to more than one shard; a batch must stay within one shard"
+        "the keys of this batch or txn belong to more than one shard; it must stay within one shard"
     )]
     CrossShardBatch,
 

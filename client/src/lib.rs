@@ -6,7 +6,8 @@
 //!
 //! - [`client`]: [`Client`], the API (`get`, `get_stale`, `put`, `delete`,
 //!   `cas`, `scan`, `batch`). Validates arguments ([`limits`]), takes a write
-//!   id ([`session`]), builds the request.
+//!   id ([`session`]), builds the request. [`txn`]: [`Txn`], compares then
+//!   puts/deletes/gets in one atomic step, and `Client::txn`.
 //! - `dispatch`: runs one operation: route, send, and on failure ask
 //!   [`retry::decide`] what to do, until success or the deadline.
 //! - `deadline`: each attempt's time budget, sent as the request's gRPC
@@ -29,7 +30,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use atoll_client::{Client, Error, Mutation};
+//! use atoll_client::{Client, Compare, Error, Mutation, Txn, TxnOp};
 //!
 //! # async fn demo() -> Result<(), Error> {
 //! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]).await?;
@@ -44,6 +45,19 @@
 //! // Atomic multi-key write, within one shard.
 //! client.batch(vec![Mutation::put("a", "1"), Mutation::delete("b")]).await?;
 //!
+//! // Conditional multi-key write, within one shard: all or nothing.
+//! let moved = client
+//!     .txn(
+//!         Txn::new()
+//!             .when(Compare::equal("a", "1"))
+//!             .when(Compare::absent("c"))
+//!             .then(TxnOp::delete("a"))
+//!             .then(TxnOp::put("c", "1"))
+//!             .otherwise(TxnOp::get("c")),
+//!     )
+//!     .await?;
+//! assert!(moved.succeeded);
+//!
 //! // Walks across shards; "" as end means the end of the key space.
 //! for (key, value) in client.scan("a", "", 100).await? {
 //!     println!("{} = {}", String::from_utf8_lossy(&key), String::from_utf8_lossy(&value));
@@ -56,7 +70,7 @@
 //!
 //! # Guarantees
 //!
-//! `get`, `scan` pages and all writes are linearizable. Writes carry a write
+//! `get`, `scan` pages, txns and all writes are linearizable. Writes carry a write
 //! id and are retried with the same id, so each is applied at most once;
 //! a write that fails with [`Error::Timeout`] or [`Error::SessionExpired`]
 //! (the shard evicted the client's session) may or may not have been
@@ -77,6 +91,7 @@ pub mod route_cache;
 mod router;
 mod scan;
 pub mod session;
+pub mod txn;
 mod types;
 
 pub use admin::{cluster_status, AdminClient, NodeStatus};
@@ -84,4 +99,5 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{Error, ServerErrorKind};
 pub use retry::{Backoff, Jitter};
+pub use txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{CasOutcome, Mutation};

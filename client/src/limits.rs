@@ -7,6 +7,9 @@ use crate::error::Error;
 pub const MAX_KEY_LEN: usize = 4096;
 /// Longest value the server accepts, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
+/// Most compares plus ops (of both branches) in one txn, the server's
+/// default `limits.max_txn_ops`.
+pub const MAX_TXN_OPS: usize = 128;
 
 /// A key must be non-empty and at most [`MAX_KEY_LEN`] bytes.
 pub fn check_key(key: &[u8]) -> Result<(), Error> {

@@ -113,3 +113,67 @@ async fn scan_and_status() {
     assert_eq!(doc[2]["reachable"], false);
     assert_eq!(doc[0]["shards"][0]["role"], "leader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_runs_one_branch_and_reports_each_result() {
+    let world = fake_cluster::start().await;
+    assert!(atollctl(&world, &["put", "alice", "50"]).status.success());
+    let transfer = [
+        "txn",
+        "--if",
+        "alice=50",
+        "--if",
+        "bob absent",
+        "--then",
+        "put alice 40",
+        "--then",
+        "put bob 10",
+        "--then",
+        "get bob",
+        "--else",
+        "get alice",
+    ];
+    let ran = atollctl(&world, &transfer);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    assert_eq!(
+        stdout(&ran),
+        "compares held: ran the --then ops\nput alice\tok\nput bob\tok\nget bob\t10\n"
+    );
+    // The same txn again: the compares fail, the --else branch runs, and
+    // that is still a success for the exit status.
+    let failed = atollctl(&world, &transfer);
+    assert_eq!(failed.status.code(), Some(0), "{}", stderr(&failed));
+    assert_eq!(
+        stdout(&failed),
+        "compares did not hold: ran the --else ops\nget alice\t40\n"
+    );
+
+    let json = atollctl(
+        &world,
+        &[
+            "--json",
+            "txn",
+            "--if",
+            "bob!=0",
+            "--if",
+            "alice present",
+            "--then",
+            "delete bob",
+            "--then",
+            "get bob",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["succeeded"], true);
+    assert_eq!(doc["results"][0]["op"], "delete");
+    assert_eq!(doc["results"][0]["existed"], true);
+    assert_eq!(doc["results"][1]["key"], "bob");
+    assert!(doc["results"][1]["value"].is_null());
+
+    let bad = atollctl(&world, &["txn", "--if", "alice"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let bad = atollctl(&world, &["txn", "--then", "cas a b"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let empty_key = atollctl(&world, &["txn", "--then", "get "]);
+    assert_eq!(empty_key.status.code(), Some(2), "{}", stderr(&empty_key));
+}

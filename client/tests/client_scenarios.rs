@@ -8,7 +8,9 @@ mod fake_cluster;
 use std::time::Duration;
 
 use atoll_client::admin::on_leader;
-use atoll_client::{cluster_status, Client, ClientConfig, Error, Mutation};
+use atoll_client::{
+    cluster_status, Client, ClientConfig, Compare, Error, Mutation, Txn, TxnOp, TxnOpResult,
+};
 use fake_cluster::{lock, Shared};
 
 fn fast() -> ClientConfig {
@@ -272,6 +274,49 @@ async fn batches_stay_within_one_shard() {
         .expect("single-shard batch");
     assert_eq!(client.get("z").await, Ok(Some(b"2".to_vec())));
     assert_eq!(client.batch(vec![]).await, Ok(()));
+}
+
+#[tokio::test]
+async fn txns_stay_within_one_shard_and_a_retried_txn_applies_once() {
+    let world = fake_cluster::start().await;
+    let client = client(&world).await;
+    lock(&world).split(b"m", 2);
+    // A key of the branch that would not run counts too.
+    let cross = Txn::new()
+        .when(Compare::absent("a"))
+        .then(TxnOp::put("a", "1"))
+        .otherwise(TxnOp::get("z"));
+    assert_eq!(client.txn(cross).await, Err(Error::CrossShardBatch));
+    assert!(
+        requests(&world, "txn").is_empty(),
+        "a cross-shard txn was sent"
+    );
+
+    // The first attempt applies and loses its reply; the retry (same write
+    // id) gets the first answer, not a failed compare.
+    lock(&world).lose_next_reply = true;
+    let claim = Txn::new()
+        .when(Compare::absent("n"))
+        .then(TxnOp::put("n", "mine"))
+        .then(TxnOp::get("n"))
+        .otherwise(TxnOp::get("n"));
+    let outcome = client.txn(claim.clone()).await.expect("txn");
+    assert!(outcome.succeeded, "applied twice: {outcome:?}");
+    assert_eq!(
+        outcome.results,
+        vec![
+            TxnOpResult::Put,
+            TxnOpResult::Get {
+                value: Some(b"mine".to_vec())
+            }
+        ]
+    );
+    assert_eq!(requests(&world, "txn"), [1, 2, 1]);
+    // Run again, it is a new write: the compare fails now.
+    let again = client.txn(claim).await.expect("txn");
+    assert!(!again.succeeded);
+    assert_eq!(again.values().collect::<Vec<_>>(), vec![Some(&b"mine"[..])]);
+    assert_eq!(client.txn(Txn::new()).await.map(|o| o.succeeded), Ok(true));
 }
 
 #[tokio::test]

@@ -46,6 +46,94 @@ pub enum WriteOp {
     },
     /// Atomic puts (Some) and deletes (None).
     Batch(#[serde(with = "crate::codec::byte_pairs")] Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// If every compare holds, run `success`, else `failure`; in order,
+    /// each op seeing the earlier ones, all in one atomic step
+    /// ([`crate::state_machine::apply`]). New variants go last: entries
+    /// and dedup records are bincode, which numbers variants by position.
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
+}
+
+/// How a [`Compare`] relates the current value to the given one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+}
+
+/// A condition of a [`WriteOp::Txn`]: the current value of `key` compared
+/// with `value`, where `None` stands for absence (`Equal` + `None`: the key
+/// is absent; `NotEqual` + `None`: it is present).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Compare {
+    /// Whether the comparison holds for `current` (`None`: absent).
+    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+        let equal = current == self.value.as_deref();
+        match self.op {
+            CompareOp::Equal => equal,
+            CompareOp::NotEqual => !equal,
+        }
+    }
+}
+
+/// One operation of a [`WriteOp::Txn`] branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Reads the value as of this point of the txn.
+    Get {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+}
+
+impl TxnOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key,
+        }
+    }
+
+    /// Key and value bytes of the op.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            TxnOp::Put { key, value } => key.len() + value.len(),
+            TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
+        }
+    }
+}
+
+/// What one [`TxnOp`] answered, in the order of the branch that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    Put,
+    Delete {
+        existed: bool,
+    },
+    Get {
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+    },
 }
 
 impl WriteOp {
@@ -56,6 +144,15 @@ impl WriteOp {
                 vec![key.as_slice()]
             }
             WriteOp::Batch(m) => m.iter().map(|(k, _)| k.as_slice()).collect(),
+            WriteOp::Txn {
+                compares,
+                success,
+                failure,
+            } => compares
+                .iter()
+                .map(|c| c.key.as_slice())
+                .chain(success.iter().chain(failure).map(TxnOp::key))
+                .collect(),
         }
     }
 }
@@ -98,6 +195,19 @@ impl WriteOp {
             WriteOp::Delete { key } => key.len(),
             WriteOp::Cas { key, expected, new } => key.len() + opt(expected) + opt(new),
             WriteOp::Batch(m) => m.iter().map(|(k, v)| k.len() + opt(v)).sum(),
+            WriteOp::Txn {
+                compares,
+                success,
+                failure,
+            } => {
+                let compared: usize = compares.iter().map(|c| c.key.len() + opt(&c.value)).sum();
+                let ops: usize = success
+                    .iter()
+                    .chain(failure)
+                    .map(TxnOp::payload_bytes)
+                    .sum();
+                compared + ops
+            }
         }
     }
 }
@@ -141,4 +251,9 @@ pub enum Response {
     Rejected(Rejection),
     /// The answers to a `Request::Multi`, in order.
     Multi(Vec<Response>),
+    /// Whether every compare held, and the results of the branch that ran.
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+    },
 }

@@ -15,8 +15,13 @@ pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_batch_mutations: usize,
-    /// Total key + value bytes of one batch.
+    /// Total key + value bytes of one batch, and of one txn (compares and
+    /// ops of both branches).
     pub max_batch_bytes: usize,
+    /// Compares plus ops (of both branches) of one txn; as etcd's
+    /// `--max-txn-ops`. A txn's answer (get results included) stays in its
+    /// session's dedup record until the client's next write on the shard.
+    pub max_txn_ops: usize,
     pub max_scan_limit: u32,
     /// Key + value bytes of one scan page; a fuller page is cut short and
     /// marked truncated (the client continues from its last key).
@@ -30,6 +35,7 @@ impl Default for Limits {
             max_value_bytes: 1024 * 1024,
             max_batch_mutations: 10_000,
             max_batch_bytes: 16 * 1024 * 1024,
+            max_txn_ops: 128,
             max_scan_limit: 1000,
             max_scan_bytes: 4 * 1024 * 1024,
         }
@@ -292,6 +298,7 @@ mod tests {
         assert_eq!(c.id, 2);
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.limits.max_key_bytes, 4096);
+        assert_eq!(c.limits.max_txn_ops, 128);
         assert_eq!(c.sessions.max_per_shard, 100_000);
         let c: Config = toml::from_str("[sessions]\nmax_per_shard = 3\n").unwrap();
         assert_eq!(c.sessions.max_per_shard, 3);

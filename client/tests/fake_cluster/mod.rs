@@ -9,6 +9,8 @@
 // Shared by several test binaries; each uses a different part.
 #![allow(dead_code, clippy::result_large_err)]
 
+mod txn;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +26,7 @@ enum Saved {
     Done,
     Existed(bool),
     Cas(bool, Option<Vec<u8>>),
+    Txn(bool, Vec<TxnOpResult>),
 }
 
 #[derive(Debug, Default)]
@@ -361,6 +364,44 @@ impl Kv for Node {
             Saved::Done
         })?;
         Ok(Response::new(BatchResponse { error: None }))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        let mut world = self.enter("txn")?;
+        let compared = req.compares.iter().map(|c| c.key.as_slice());
+        let keys: Vec<&[u8]> = compared
+            .chain(
+                req.success
+                    .iter()
+                    .chain(&req.failure)
+                    .filter_map(|op| op.op.as_ref())
+                    .map(|op| match op {
+                        txn_op::Op::Put(p) => p.key.as_slice(),
+                        txn_op::Op::Delete(d) => d.key.as_slice(),
+                        txn_op::Op::Get(g) => g.key.as_slice(),
+                    }),
+            )
+            .collect();
+        if let Err(e) = world.check_write(self.id, req.header, &keys, &req.write_id) {
+            return Ok(Response::new(TxnResponse {
+                error: Some(e),
+                ..Default::default()
+            }));
+        }
+        let saved = world.write(req.write_id, |w| {
+            let (succeeded, results) =
+                txn::run(&mut w.data, &req.compares, req.success, req.failure);
+            Saved::Txn(succeeded, results)
+        })?;
+        let Saved::Txn(succeeded, results) = saved else {
+            return Err(Status::internal("fake: wrong saved reply"));
+        };
+        Ok(Response::new(TxnResponse {
+            error: None,
+            succeeded,
+            results,
+        }))
     }
 
     async fn open_session(

@@ -4,7 +4,8 @@
 //! The wait for Raft is bounded by the request's [`Deadline`]: the node's
 //! `raft.write_timeout_ms`, or the caller's gRPC deadline if that is sooner.
 //! `OpenSession` proposes a session registration the same way; a write of
-//! an unknown session comes back as `SessionExpired`.
+//! an unknown session comes back as `SessionExpired`. `Txn` is a write like
+//! the others (its wire form is converted in [`super::txn`]).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use tracing::Instrument;
 
 use super::deadline::Deadline;
 use super::scan_page::{read_page, PageBudget};
-use super::{validate, NodeCtx};
+use super::{txn, validate, NodeCtx};
 use crate::command::{self, Rejection, Response, WriteOp};
 use crate::error::KvError;
 use crate::shard::Replica;
@@ -101,6 +102,10 @@ impl KvService {
                     previous: expected.clone(),
                 },
                 WriteOp::Batch(_) => Response::Batch,
+                WriteOp::Txn { .. } => Response::Txn {
+                    succeeded: true,
+                    results: Vec::new(),
+                },
             };
             let _ = replica
                 .raft
@@ -453,6 +458,39 @@ impl Kv for KvService {
         .await;
         Ok(GrpcResponse::new(pb::BatchResponse {
             error: result.err().and_then(err),
+        }))
+    }
+
+    /// Compares, then the branch they choose, as one write through the
+    /// log (also a txn of gets only: its reads are then linearizable).
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Reply<pb::TxnResponse> {
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let s = span(&self.ctx, "txn", req.header.as_ref());
+        let result = async {
+            let (compares, success, failure) =
+                txn::from_proto(req.compares, req.success, req.failure)?;
+            validate::txn(&self.ctx.config.limits, &compares, &success, &failure)?;
+            let op = WriteOp::Txn {
+                compares,
+                success,
+                failure,
+            };
+            self.write(req.header.as_ref(), req.write_id, op, &deadline)
+                .await
+        }
+        .instrument(s)
+        .await;
+        Ok(GrpcResponse::new(match result {
+            Ok(Response::Txn { succeeded, results }) => txn::to_proto(succeeded, results),
+            Ok(other) => pb::TxnResponse {
+                error: err(unexpected(other)),
+                ..Default::default()
+            },
+            Err(e) => pb::TxnResponse {
+                error: err(e),
+                ..Default::default()
+            },
         }))
     }
 

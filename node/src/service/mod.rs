@@ -1,6 +1,7 @@
 //! gRPC services of a node, all on one tonic server: [`kv`] (client API),
 //! [`raft`] (shard-tagged openraft RPCs) and [`admin`] (operators).
-//! [`scan_page`] reads one bounded scan page; [`validate`] checks input;
+//! [`scan_page`] reads one bounded scan page; [`txn`] converts a txn to
+//! and from the wire; [`validate`] checks input;
 //! [`deadline`] bounds a KV request's wait for Raft by the caller's deadline.
 
 pub mod admin;
@@ -8,6 +9,7 @@ pub mod deadline;
 pub mod kv;
 pub mod raft;
 pub mod scan_page;
+pub mod txn;
 pub mod validate;
 
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! atollctl: the command-line client of Atoll.
 //!
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
-//! `cmd/kv.rs` runs the key-value commands, `cmd/admin.rs` the operator
-//! commands; `output.rs` renders results as text, tables or JSON.
+//! `cmd/kv.rs` runs the key-value commands, `cmd/txn.rs` transactions,
+//! `cmd/admin.rs` the operator commands; `output.rs` renders results as
+//! text, tables or JSON.
 
 mod cmd;
 mod output;
@@ -19,7 +20,7 @@ const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
 const EXIT_STATUS: &str = "\
 Exit status:
-  0  success
+  0  success; also a `txn` whose compares did not hold (it ran its --else ops)
   1  the operation failed; also `get` of a missing key (\"key not found\" on
      stderr, nothing on stdout) and a `cas` whose comparison did not hold
   2  usage error or invalid argument (empty or oversized key, ...)";

@@ -3,6 +3,7 @@
 
 mod admin;
 mod kv;
+mod txn;
 
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub enum Command {
     /// Print the pairs with START <= key < END, one pair a line, key and
     /// value separated by a tab.
     Scan(kv::ScanArgs),
+    /// Conditional multi-key write within one shard: if every --if holds,
+    /// run the --then ops, else the --else ops, in order, all at once.
+    /// Prints which branch ran and one line per op result.
+    Txn(txn::TxnArgs),
     /// Show every node's shard replicas (role, term, log and apply indexes).
     Status,
     /// Initialize a new cluster with the given voters.
@@ -78,6 +83,7 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::Delete(args) => kv::delete(args, ctx).await,
         Command::Cas(args) => kv::cas(args, ctx).await,
         Command::Scan(args) => kv::scan(args, ctx).await,
+        Command::Txn(args) => txn::txn(args, ctx).await,
         Command::Status => admin::status(ctx).await,
         Command::Init(args) => admin::init(args, ctx).await,
         Command::AddLearner(args) => admin::add_learner(args, ctx).await,

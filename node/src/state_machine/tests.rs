@@ -1,0 +1,301 @@
+//! Tests of the state machine: sessions and dedup, multi entries, snapshot
+//! installs, membership epochs, and the apply-time range check.
+
+use std::sync::Arc;
+
+use openraft::testing::log_id;
+
+use super::*;
+use crate::storage::MemoryEngine;
+
+fn open(engine: &SharedEngine) -> StateMachine {
+    let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(1)));
+    StateMachine::open(
+        1,
+        engine.clone(),
+        Flusher::spawn(engine.clone()),
+        meta,
+        ApplyGate::new(),
+        SnapshotStore::Memory,
+    )
+    .expect("open state machine")
+}
+
+fn entry(index: u64, req: Request) -> Entry {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(req),
+    }
+}
+
+fn register(max_sessions: u64) -> Request {
+    Request::RegisterSession { max_sessions }
+}
+
+fn put(client: u64, seq: u64, value: &[u8]) -> Request {
+    Request::Write {
+        write_id: WriteId {
+            client_id: client,
+            seq,
+            first_incomplete: seq,
+        },
+        op: WriteOp::Put {
+            key: b"k".to_vec(),
+            value: value.to_vec(),
+        },
+    }
+}
+
+fn value(engine: &SharedEngine) -> Option<Vec<u8>> {
+    engine.get(&keys::data(b"k")).expect("engine get")
+}
+
+async fn apply_one(sm: &mut StateMachine, index: u64, req: Request) -> Response {
+    let mut out = sm.apply([entry(index, req)]).await.expect("apply");
+    out.pop().expect("one response")
+}
+
+#[tokio::test]
+async fn a_retry_after_its_session_was_evicted_is_refused_not_applied_twice() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    let registered = sm
+        .apply([entry(1, register(2)), entry(2, register(2))])
+        .await
+        .unwrap();
+    assert_eq!(
+        registered,
+        vec![
+            Response::SessionRegistered { client_id: 1 },
+            Response::SessionRegistered { client_id: 2 }
+        ]
+    );
+    assert_eq!(apply_one(&mut sm, 3, put(1, 1, b"a")).await, Response::Put);
+    assert_eq!(apply_one(&mut sm, 4, put(2, 1, b"b")).await, Response::Put);
+    // Session 1 (last write at 3) is the least recently written.
+    assert_eq!(
+        apply_one(&mut sm, 5, register(2)).await,
+        Response::SessionRegistered { client_id: 3 }
+    );
+    let expired = Response::Rejected(Rejection::SessionExpired { client_id: 1 });
+    assert_eq!(apply_one(&mut sm, 6, put(1, 1, b"a")).await, expired);
+    assert_eq!(value(&engine), Some(b"b".to_vec()), "applied twice");
+    // A write under an id no registration ever gave out is refused too.
+    assert_eq!(
+        apply_one(&mut sm, 7, put(99, 1, b"x")).await,
+        Response::Rejected(Rejection::SessionExpired { client_id: 99 })
+    );
+
+    // The table and the id counter survive a restart...
+    drop(sm);
+    let mut sm = open(&engine);
+    assert_eq!(apply_one(&mut sm, 8, put(1, 1, b"a")).await, expired);
+    assert_eq!(apply_one(&mut sm, 9, put(2, 1, b"b")).await, Response::Put);
+    assert_eq!(value(&engine), Some(b"b".to_vec()));
+
+    // ...and travel in snapshots.
+    let mut builder = sm.get_snapshot_builder().await;
+    let snapshot = builder.build_snapshot().await.unwrap();
+    let other: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut copy = open(&other);
+    copy.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(apply_one(&mut copy, 10, put(1, 1, b"a")).await, expired);
+    assert_eq!(
+        apply_one(&mut copy, 11, register(2)).await,
+        Response::SessionRegistered { client_id: 4 }
+    );
+    assert_eq!(value(&other), Some(b"b".to_vec()));
+    drop(copy);
+    let mut reopened = open(&other);
+    assert_eq!(
+        apply_one(&mut reopened, 12, register(2)).await,
+        Response::SessionRegistered { client_id: 5 }
+    );
+}
+
+#[tokio::test]
+async fn a_multi_entry_applies_each_request_in_order_with_its_own_dedup() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    apply_one(&mut sm, 1, register(10)).await;
+    apply_one(&mut sm, 2, register(10)).await;
+    let cas = |client, seq, expected: Option<&[u8]>, new: &[u8]| Request::Write {
+        write_id: WriteId {
+            client_id: client,
+            seq,
+            first_incomplete: seq,
+        },
+        op: WriteOp::Cas {
+            key: b"k".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: Some(new.to_vec()),
+        },
+    };
+    // Client 1 puts "a"; client 2's CAS sees it; client 1's retry of its
+    // put (same write id) in the same entry is answered, not re-applied;
+    // a nested Multi is refused.
+    let multi = Request::Multi(vec![
+        put(1, 1, b"a"),
+        cas(2, 1, Some(b"a"), b"b"),
+        put(1, 1, b"a"),
+        Request::Multi(vec![put(1, 2, b"z")]),
+    ]);
+    assert_eq!(
+        apply_one(&mut sm, 3, multi).await,
+        Response::Multi(vec![
+            Response::Put,
+            Response::Cas {
+                succeeded: true,
+                previous: Some(b"a".to_vec())
+            },
+            Response::Put,
+            Response::Rejected(Rejection::NestedMulti),
+        ])
+    );
+    assert_eq!(value(&engine), Some(b"b".to_vec()), "the retry re-applied");
+    // A later retry of the CAS gets its first answer.
+    assert_eq!(
+        apply_one(&mut sm, 4, cas(2, 1, Some(b"a"), b"b")).await,
+        Response::Cas {
+            succeeded: true,
+            previous: Some(b"a".to_vec())
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    apply_one(&mut sm, 1, register(10)).await;
+    apply_one(&mut sm, 2, put(1, 1, b"from-snapshot")).await;
+    let mut builder = sm.get_snapshot_builder().await;
+    let snap = builder.build_snapshot().await.unwrap();
+    let (stored_meta, stored) = sm.current_record().unwrap().unwrap();
+    assert_eq!(stored_meta, snap.meta);
+
+    // Another replica crashed half way through installing it: the
+    // marker is durable, its old data partly deleted.
+    let other: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut batch = WriteBatch::new();
+    batch.put(keys::data(b"stale"), b"old".to_vec());
+    let marker: SnapshotRecord = (snap.meta.clone(), stored);
+    batch.put(
+        keys::sm_meta(1, SmMeta::Installing),
+        codec::encode("marker", &marker).unwrap(),
+    );
+    other.write(batch).unwrap();
+    let mut reopened = open(&other);
+    assert_eq!(value(&other), Some(b"from-snapshot".to_vec()));
+    assert_eq!(other.get(&keys::data(b"stale")).unwrap(), None);
+    assert_eq!(
+        other.get(&keys::sm_meta(1, SmMeta::Installing)).unwrap(),
+        None
+    );
+    let (applied, _) = reopened.applied_state().await.unwrap();
+    assert_eq!(applied, snap.meta.last_log_id);
+    // Its sessions came along: a retry of the applied write is answered.
+    assert_eq!(
+        apply_one(&mut reopened, 3, put(1, 1, b"from-snapshot")).await,
+        Response::Put
+    );
+}
+
+#[tokio::test]
+async fn conf_ver_is_the_membership_entry_index_so_replays_agree() {
+    use std::collections::BTreeSet;
+    let membership = |index: u64, voters: &[u64]| Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![voters.iter().copied().collect::<BTreeSet<u64>>()],
+            None,
+        )),
+    };
+    let conf_ver = |sm: &StateMachine| read_meta(&sm.meta).epoch.conf_ver;
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    sm.apply([membership(1, &[1]), membership(4, &[1, 2])])
+        .await
+        .unwrap();
+    assert_eq!(conf_ver(&sm), 4);
+
+    // A learner created from the leader's descriptor (conf_ver 4) that
+    // replays the same membership entries ends at the same epoch, not
+    // at 4 + 2.
+    let other: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut meta = ShardMeta::whole_keyspace(1);
+    meta.epoch.conf_ver = 4;
+    let mut learner = StateMachine::open(
+        1,
+        other.clone(),
+        Flusher::spawn(other),
+        Arc::new(RwLock::new(meta)),
+        ApplyGate::new(),
+        SnapshotStore::Memory,
+    )
+    .unwrap();
+    learner
+        .apply([membership(1, &[1]), membership(4, &[1, 2])])
+        .await
+        .unwrap();
+    assert_eq!(conf_ver(&learner), conf_ver(&sm));
+    // And a replay of the same entries (after a restart) changes nothing.
+    sm.apply([membership(4, &[1, 2])]).await.unwrap();
+    assert_eq!(conf_ver(&sm), 4);
+}
+
+#[tokio::test]
+async fn a_txn_with_any_key_outside_the_shard_is_rejected_at_apply_and_changes_nothing() {
+    use crate::command::{Compare, CompareOp, TxnOp, TxnOpResult};
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    // The shard was split at "m" after the txn was proposed.
+    let mut meta = ShardMeta::whole_keyspace(1);
+    meta.end = Some(b"m".to_vec());
+    let mut sm = StateMachine::open(
+        1,
+        engine.clone(),
+        Flusher::spawn(engine.clone()),
+        Arc::new(RwLock::new(meta)),
+        ApplyGate::new(),
+        SnapshotStore::Memory,
+    )
+    .unwrap();
+    apply_one(&mut sm, 1, register(10)).await;
+    let txn = |seq, failure_key: &[u8]| Request::Write {
+        write_id: WriteId {
+            client_id: 1,
+            seq,
+            first_incomplete: seq,
+        },
+        op: WriteOp::Txn {
+            compares: vec![Compare {
+                key: b"k".to_vec(),
+                op: CompareOp::Equal,
+                value: None,
+            }],
+            success: vec![TxnOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }],
+            // Not the branch that would run: its keys are checked all the same.
+            failure: vec![TxnOp::Get {
+                key: failure_key.to_vec(),
+            }],
+        },
+    };
+    assert_eq!(
+        apply_one(&mut sm, 2, txn(1, b"z")).await,
+        Response::Rejected(Rejection::KeyOutOfRange { key: b"z".to_vec() })
+    );
+    assert_eq!(value(&engine), None, "a rejected txn wrote");
+    assert_eq!(
+        apply_one(&mut sm, 3, txn(2, b"a")).await,
+        Response::Txn {
+            succeeded: true,
+            results: vec![TxnOpResult::Put]
+        }
+    );
+    assert_eq!(value(&engine), Some(b"v".to_vec()));
+}
