@@ -150,11 +150,14 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 20 ms doubling to 1 s, equal jitter.
+    /// 20 ms doubling to 250 ms, equal jitter. The bound is about half a
+    /// node's default failure detection (lease 300 ms + election timeout
+    /// 150–300 ms): a client waiting out a leader change retries within
+    /// ~250 ms of the new leader's election, not a second later.
     fn default() -> Self {
         Backoff {
             initial: Duration::from_millis(20),
-            max: Duration::from_secs(1),
+            max: Duration::from_millis(250),
             jitter: Jitter::Equal,
         }
     }
@@ -339,8 +342,8 @@ mod tests {
         let delays: Vec<u64> = (0..8)
             .map(|n| b.next_delay(n, &mut rng).as_millis() as u64)
             .collect();
-        assert_eq!(delays, [20, 40, 80, 160, 320, 640, 1000, 1000]);
-        assert_eq!(b.next_delay(u32::MAX, &mut rng), Duration::from_secs(1));
+        assert_eq!(delays, [20, 40, 80, 160, 250, 250, 250, 250]);
+        assert_eq!(b.next_delay(u32::MAX, &mut rng), Duration::from_millis(250));
     }
 
     #[test]

@@ -255,6 +255,7 @@ pub async fn start_with_engine(
             node = node.id(),
             "the first start stopped before the first shard was created; finishing the bootstrap"
         );
+        preflight::record(&node.ctx, &members, ours).await?;
         service::admin::bootstrap(&node.ctx, &members)
             .await
             .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
@@ -263,12 +264,16 @@ pub async fn start_with_engine(
     Ok(node)
 }
 
-/// Asks the peers, then claims the engine (node id and cluster id in one
-/// flushed batch) and bootstraps the first shard.
+/// Asks the peers, claims the engine (node id and cluster id in one
+/// flushed batch), has the peers record that it starts, and bootstraps the
+/// first shard.
 async fn bootstrap_fresh(ctx: &NodeCtx, members: &[(u64, String)]) -> Result<(), NodeError> {
     let ours = identity::derive(&ctx.config.initial_cluster_token, members);
     preflight::run(ctx, members, ours).await?;
     ctx.cluster.claim(ctx.node_id(), ours).await?;
+    // Peers remember that this node started, so that it cannot bootstrap
+    // again after losing its data dir (preflight rule 2).
+    preflight::record(ctx, members, ours).await?;
     service::admin::bootstrap(ctx, members)
         .await
         .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;

@@ -129,6 +129,47 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
     );
 }
 
+/// An initial member started well after the others (they bootstrapped and
+/// served writes without it) never started its Raft, so no peer recorded
+/// it: it joins as the member it is and catches up. Before the started
+/// records it was refused like a node that lost its disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_initial_member_that_never_started_joins_and_catches_up() {
+    let mut cluster = Cluster::configure(3, "");
+    cluster.restart(1);
+    cluster.restart(2);
+    let leader = cluster.wait_leader(1, SECS(20)).await;
+    let c = client(cluster.endpoints()[..2].to_vec()).await;
+    for i in 0..20 {
+        c.put(format!("early{i:03}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+
+    cluster.restart(3);
+    let addr3 = cluster.addr(3);
+    cluster
+        .wait_until("node 3 to catch up", SECS(30), || {
+            let addr3 = addr3.clone();
+            async move { stale_get(&addr3, b"early019").await.as_deref() == Some(&b"v19"[..]) }
+        })
+        .await;
+    let log = cluster.log_of(3);
+    assert!(!log.contains("refusing to bootstrap"), "{log}");
+    assert_eq!(voters(&cluster, leader).await, vec![1, 2, 3]);
+    assert_eq!(
+        cluster_id_of(&addr3).await,
+        cluster_id_of(&cluster.addr(1)).await
+    );
+
+    // It is a full member now: with node 1 down, nodes 2 and 3 still
+    // commit writes.
+    cluster.kill9(1);
+    let c23 = client(cluster.endpoints()[1..].to_vec()).await;
+    c23.put("after", "ok").await.unwrap();
+    assert_eq!(c23.get("early007").await.unwrap(), Some(b"v7".to_vec()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_is_refused_and_both_clusters_keep_their_data() {
     let mut cluster = Cluster::start(3, "");

@@ -480,6 +480,13 @@ impl Admin for Node {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn record_started(
+        &self,
+        _: Request<atoll_proto::RecordStartedRequest>,
+    ) -> Result<Response<AdminResult>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn compact(&self, _: Request<CompactRequest>) -> Result<Response<AdminResult>, Status> {
         drop(self.enter("compact")?);
         Ok(Response::new(AdminResult { error: None }))

@@ -9,6 +9,13 @@
 //! and stores it then. 0 means "not known" and is never refused: nodes whose
 //! data dirs predate cluster ids send 0. See
 //! docs/decisions/0008-cluster-id-and-bootstrap-check.md.
+//!
+//! It also keeps the *started records*: the initial members that told this
+//! node, before they first started their Raft, that they were about to
+//! ([`ClusterIdentity::record_started`]). A fresh node that a peer lists
+//! there has lost its data dir; one that no peer of a large enough set lists
+//! never started and may still join as the initial member it is
+//! ([`super::preflight`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +71,38 @@ fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, EngineError> {
         .try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| EngineError::Corrupt(format!("{what}: {} bytes, expected 8", bytes.len())))
+}
+
+/// Node meta key of the started records (8-byte big-endian ids, sorted).
+const STARTED: &str = "started_members";
+
+fn decode_ids(bytes: &[u8]) -> Result<Vec<u64>, EngineError> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(EngineError::Corrupt(format!(
+            "started members: {} bytes, not a multiple of 8",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_be_bytes(b)
+        })
+        .collect())
+}
+
+fn encode_ids(ids: &BTreeSet<u64>) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_be_bytes()).collect()
+}
+
+/// The started records (`None`: this data dir keeps none, it predates them).
+pub fn started_members(engine: &SharedEngine) -> Result<Option<Vec<u64>>, EngineError> {
+    engine
+        .get(&keys::node_meta(STARTED))?
+        .map(|b| decode_ids(&b))
+        .transpose()
 }
 
 /// Reads the stored node id and cluster id.
@@ -156,6 +195,11 @@ impl ClusterIdentity {
         }
         let mut batch = WriteBatch::new();
         batch.put(keys::node_meta("node_id"), node_id.to_be_bytes().to_vec());
+        // From now on this node keeps started records (none yet, unless a
+        // peer's arrived while it checked).
+        if started_members(&self.inner.engine)?.is_none() {
+            batch.put(keys::node_meta(STARTED), Vec::new());
+        }
         if cluster_id != UNKNOWN {
             batch.put(
                 keys::node_meta("cluster_id"),
@@ -167,6 +211,37 @@ impl ClusterIdentity {
         if cluster_id != UNKNOWN {
             self.inner.id.store(cluster_id, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Durably records that initial member `node` of cluster `cluster_id`
+    /// is about to start its Raft. Refused (a [`ForeignCluster`]) when this
+    /// node knows another cluster id.
+    pub async fn record_started(&self, node: u64, cluster_id: u64) -> Result<(), AdmitError> {
+        let _guard = self.inner.store.lock().await;
+        let ours = self.get();
+        if ours != UNKNOWN && cluster_id != UNKNOWN && ours != cluster_id {
+            return Err(ForeignCluster {
+                theirs: cluster_id,
+                ours,
+            }
+            .into());
+        }
+        let mut ids: BTreeSet<u64> = started_members(&self.inner.engine)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if !ids.insert(node) {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(keys::node_meta(STARTED), encode_ids(&ids));
+        self.inner.engine.write(batch)?;
+        self.inner.flusher.checkpoint().await?;
+        tracing::info!(
+            started = node,
+            "recorded that an initial member starts its Raft"
+        );
         Ok(())
     }
 

@@ -132,6 +132,16 @@ fn cluster_info(ctx: &NodeCtx) -> pb::ClusterInfoResponse {
         info.last_log_index = info.last_log_index.max(m.last_log_index.unwrap_or(0));
         info.term = info.term.max(m.current_term);
     }
+    match identity::started_members(&ctx.engine) {
+        Ok(Some(ids)) => {
+            info.started_members = ids;
+            info.started_known = true;
+        }
+        Ok(None) => {}
+        // Unreadable records say nothing; the asker falls back to the
+        // stricter rule for this answer.
+        Err(e) => tracing::warn!("cannot read the started records: {e}"),
+    }
     info
 }
 
@@ -320,5 +330,17 @@ impl Admin for AdminService {
         let info = cluster_info(&self.ctx);
         tracing::debug!(asker = r.get_ref().node_id, ?info, "cluster info asked");
         Ok(Response::new(info))
+    }
+
+    async fn record_started(
+        &self,
+        r: Request<pb::RecordStartedRequest>,
+    ) -> Result<Response<pb::AdminResult>, Status> {
+        let req = r.into_inner();
+        self.ctx
+            .cluster
+            .record_started(req.node_id, req.cluster_id)
+            .await?;
+        Ok(Response::new(pb::AdminResult { error: None }))
     }
 }

@@ -6,7 +6,7 @@
 //! moment every round, split the vote, and can do so indefinitely (the
 //! simulation hit this in ~6 % of runs of a calm cluster). Classic Raft
 //! re-draws the timeout for every election; this task restores that: while
-//! a shard has had no leader for two maximum election timeouts, it waits a
+//! a shard has had no leader for one maximum election timeout, it waits a
 //! freshly drawn random time and starts an election itself. Starting an
 //! election is always safe in Raft; the worst case is a wasted term.
 
@@ -43,7 +43,7 @@ pub fn spawn(raft: Raft, node_id: u64, min: Duration, max: Duration) {
                 continue;
             }
             let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() >= max * 2 {
+            if since.elapsed() >= max {
                 tracing::debug!(
                     node = node_id,
                     term = m.current_term,
