@@ -40,7 +40,7 @@ mod real {
         about = "Jepsen-style tests of Atoll on real processes"
     )]
     struct Args {
-        /// Workloads, comma-separated (register, set, append; bank is not runnable yet). One
+        /// Workloads, comma-separated (register, set, append, bank). One
         /// run per workload.
         #[arg(long, default_value = "register")]
         workload: String,

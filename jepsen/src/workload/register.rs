@@ -64,6 +64,8 @@ pub async fn client(c: Client, me: u64, ctx: Ctx) {
                     Err(e) => write_error(&e),
                 }
             }
+            // This workload issues no transactions.
+            OpKind::Txn { .. } => Outcome::Failed,
         };
         let _ = ctx.rec.complete(h, outcome, ctx.clock.now());
         think(&mut rng).await;
