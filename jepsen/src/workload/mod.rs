@@ -3,7 +3,8 @@
 //! or indeterminate) in one [`Recorder`], with times in nanoseconds since the run began.
 //!
 //! - [`register`]: get / put / cas on a few keys (rotated over time so each key's history
-//!   stays small enough for the linearizability search).
+//!   stays small enough for the linearizability search); a share of its gets are
+//!   [`direct`] reads at a random node instead of through the client's routing.
 //! - [`set`]: unique inserts, one key per element; one scan at the end.
 //! - [`append`]: lists appended to with read + compare-and-swap, read with gets.
 //! - [`bank`]: transfers between accounts by conditional multi-key txns, read as one txn.
@@ -13,6 +14,7 @@
 
 pub mod append;
 pub mod bank;
+pub mod direct;
 pub mod register;
 pub mod set;
 
@@ -90,6 +92,11 @@ pub struct Ctx {
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
     pub seed: u64,
+    /// The share (0..=1) of `register` gets sent as [`direct`] reads to a random node.
+    pub direct_reads: f64,
+    /// How long the client waits for one attempt before it retries (the op's deadline is
+    /// three times this).
+    pub request_timeout: Duration,
 }
 
 impl Ctx {
@@ -99,8 +106,8 @@ impl Ctx {
 
     pub async fn client(&self) -> Result<Client, WorkloadError> {
         let config = ClientConfig {
-            request_timeout: Duration::from_millis(1000),
-            deadline: Duration::from_millis(3000),
+            request_timeout: self.request_timeout,
+            deadline: self.request_timeout * 3,
             ..ClientConfig::default()
         };
         Client::with_config(self.endpoints.clone(), config)
