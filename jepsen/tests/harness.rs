@@ -66,8 +66,12 @@ fn a_short_register_run_under_kill_writes_a_report_with_plots_and_leaves_nothing
         schedule: Schedule {
             quiet: Duration::from_secs(2),
             fault: Duration::from_secs(3),
+            all_nodes: false,
         },
         seed: 42,
+        direct_reads: 0.2,
+        node_args: Vec::new(),
+        request_timeout: Duration::from_millis(1000),
     };
     let (summary, verdicts) = runner::run(&cfg, &Interrupt::never()).expect("the run completes");
     println!("{}", summary.line(&out));
