@@ -10,6 +10,9 @@
 //! [`ATTEMPTS`] runs with different seeds and passes at the first that catches the mode; if
 //! none does, it fails.
 
+// Real processes only: the harness is not compiled under --cfg madsim.
+#![cfg(not(madsim))]
+
 use std::time::Duration;
 
 use atoll_jepsen::checker::Verdict;

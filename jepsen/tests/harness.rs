@@ -8,6 +8,9 @@
 //! it; alone: `cargo build -p atoll-node` first) and prints SKIP without it. The browser
 //! check prints SKIP if Chromium is not installed (`scripts/jepsen.sh --setup` installs it).
 
+// Real processes only: the harness is not compiled under --cfg madsim.
+#![cfg(not(madsim))]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
