@@ -3,6 +3,7 @@
 #
 #   scripts/jepsen.sh --nemesis kill,partition --workload register --time 300
 #   scripts/jepsen.sh --smoke        # ~2 min: several nemeses and workloads (CI runs this)
+#   scripts/jepsen.sh --broken-modes # ~2.5 min: the harness must catch each broken node mode
 #   scripts/jepsen.sh --setup        # only install the system tools it needs
 #   scripts/jepsen.sh --cleanup      # remove namespaces left by a killed run
 #
@@ -39,16 +40,24 @@ bin() { echo "$(target_dir)/debug/atoll-jepsen"; }
 
 case "${1:-}" in
   --setup) setup; exit 0 ;;
+  --broken-modes)
+    setup
+    # atoll-node with feature broken-modes goes to its own target dir, never over the
+    # normal binary; the tests (jepsen/tests/broken_modes.rs) run one at a time.
+    CARGO_TARGET_DIR="$(target_dir)/broken" cargo build -q -p atoll-node --bin atoll-node --features broken-modes
+    exec cargo test -q -p atoll-jepsen --test broken_modes -- --ignored --test-threads=1 --nocapture
+    ;;
   --cleanup) build; "$(bin)" --cleanup; exit 0 ;;
   --smoke)
     shift
     setup
     build
-    # Three runs, ~40 s each with start-up and checking: every nemesis and workload once.
+    # Four runs, ~32 s each with start-up and checking: every nemesis and workload once.
     status=0
-    "$(bin)" --workload register --nemesis kill,pause --time 30 --quiet 3 --fault 4 "$@" || status=1
-    "$(bin)" --workload set --nemesis partition,netem --time 30 --quiet 3 --fault 4 "$@" || status=1
-    "$(bin)" --workload append --nemesis power,kill --time 30 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload register --nemesis kill,pause --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload set --nemesis partition,netem --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload append --nemesis power,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload bank --nemesis partition,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
     exit $status
     ;;
 esac

@@ -40,9 +40,9 @@ scripts/jepsen.sh --setup
 step "unit and integration tests"
 cargo test --workspace 2>&1 | tee -a "$results"
 
-# Jepsen-style smoke run (jepsen/, docs/testing.md "Jepsen-style suite"): three ~40 s
+# Jepsen-style smoke run (jepsen/, docs/testing.md "Jepsen-style suite"): four ~32 s
 # runs of real nodes in network namespaces (loopback where they cannot be made) under
-# kill, pause, partition, netem and power, with the register, set and append workloads.
+# kill, pause, partition, netem and power, with the register, set, append and bank workloads.
 step "Jepsen-style smoke run (~2 min)"
 scripts/jepsen.sh --smoke --out target/jepsen-smoke
 

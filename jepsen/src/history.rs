@@ -43,6 +43,36 @@ pub enum OpKind {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// A conditional multi-key transaction within one shard: if every compare holds, its
+    /// `ops` run in order, all at once; otherwise nothing happens. (The `bank` workload; the
+    /// register checker leaves these ops out.)
+    Txn {
+        compares: Vec<TxnCompare>,
+        ops: Vec<TxnStep>,
+    },
+}
+
+/// A condition of an [`OpKind::Txn`]: `key` holds exactly `value` (`None`: absent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TxnCompare {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// One step of an [`OpKind::Txn`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnStep {
+    Get { key: Vec<u8> },
+    Put { key: Vec<u8>, value: Vec<u8> },
+}
+
+impl TxnStep {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            TxnStep::Get { key } | TxnStep::Put { key, .. } => key,
+        }
+    }
 }
 
 impl OpKind {
@@ -69,13 +99,19 @@ impl OpKind {
         }
     }
 
-    /// The single key this op touches.
-    pub fn key(&self) -> &[u8] {
+    /// A transaction: `ops` run if every compare holds.
+    pub fn txn(compares: Vec<TxnCompare>, ops: Vec<TxnStep>) -> Self {
+        OpKind::Txn { compares, ops }
+    }
+
+    /// The single key this op touches; `None` for a transaction (which may touch several).
+    pub fn key(&self) -> Option<&[u8]> {
         match self {
             OpKind::Get { key }
             | OpKind::Put { key, .. }
             | OpKind::Delete { key }
-            | OpKind::Cas { key, .. } => key,
+            | OpKind::Cas { key, .. } => Some(key),
+            OpKind::Txn { .. } => None,
         }
     }
 
@@ -85,6 +121,7 @@ impl OpKind {
             OpKind::Put { .. } => "put",
             OpKind::Delete { .. } => "delete",
             OpKind::Cas { .. } => "cas",
+            OpKind::Txn { .. } => "txn",
         }
     }
 }
@@ -115,6 +152,12 @@ pub enum OpResult {
         #[serde(default, skip_serializing_if = "Option::is_none", with = "recorded")]
         previous: Option<Option<Vec<u8>>>,
     },
+    Txn {
+        /// Whether every compare held (and so the ops ran).
+        succeeded: bool,
+        /// What the `get` steps read, in order (empty if the compares failed).
+        reads: Vec<Option<Vec<u8>>>,
+    },
 }
 
 impl OpResult {
@@ -139,6 +182,7 @@ impl OpResult {
             OpResult::Put => "put",
             OpResult::Delete { .. } => "delete",
             OpResult::Cas { .. } => "cas",
+            OpResult::Txn { .. } => "txn",
         }
     }
 }
@@ -232,6 +276,23 @@ impl Op {
                 if self.ret.is_none() {
                     return Err(HistoryError::MissingReturn);
                 }
+                if let (OpKind::Txn { ops, .. }, OpResult::Txn { succeeded, reads }) =
+                    (&self.kind, result)
+                {
+                    let gets = if *succeeded {
+                        ops.iter()
+                            .filter(|s| matches!(s, TxnStep::Get { .. }))
+                            .count()
+                    } else {
+                        0
+                    };
+                    if reads.len() != gets {
+                        return Err(HistoryError::TxnReads {
+                            gets,
+                            reads: reads.len(),
+                        });
+                    }
+                }
                 Ok(())
             }
             Outcome::Failed | Outcome::Indeterminate => Ok(()),
@@ -253,6 +314,29 @@ impl fmt::Display for Op {
                 MaybeBytes(expected.as_deref()),
                 MaybeBytes(new.as_deref())
             )?,
+            OpKind::Txn { compares, ops } => {
+                write!(f, "txn(")?;
+                for (i, c) in compares.iter().enumerate() {
+                    let sep = if i == 0 { "if " } else { ", " };
+                    write!(
+                        f,
+                        "{sep}{} = {}",
+                        Bytes(&c.key),
+                        MaybeBytes(c.value.as_deref())
+                    )?;
+                }
+                let mut sep = if compares.is_empty() { "" } else { " then " };
+                for s in ops {
+                    match s {
+                        TxnStep::Get { key } => write!(f, "{sep}get({})", Bytes(key))?,
+                        TxnStep::Put { key, value } => {
+                            write!(f, "{sep}put({}, {})", Bytes(key), Bytes(value))?
+                        }
+                    }
+                    sep = ", ";
+                }
+                write!(f, ")")?
+            }
         }
         match self.ret {
             Some(ret) => write!(f, " [{}, {}]", self.call, ret)?,
@@ -273,6 +357,16 @@ impl fmt::Display for Op {
                     Some(p) => write!(f, ", was {}", MaybeBytes(p.as_deref())),
                     None => Ok(()),
                 }
+            }
+            Outcome::Ok(OpResult::Txn { succeeded, reads }) => {
+                write!(f, " {}", if *succeeded { "ok" } else { "mismatch" })?;
+                if !reads.is_empty() {
+                    write!(f, " =")?;
+                    for r in reads {
+                        write!(f, " {}", MaybeBytes(r.as_deref()))?;
+                    }
+                }
+                Ok(())
             }
             Outcome::Failed => write!(f, " failed"),
             Outcome::Indeterminate => write!(f, " indeterminate"),
@@ -316,6 +410,8 @@ pub enum HistoryError {
     },
     #[error("returned at {ret}, before its call at {call}")]
     ReturnBeforeCall { call: u64, ret: u64 },
+    #[error("a txn that ran {gets} gets reports {reads} values read")]
+    TxnReads { gets: usize, reads: usize },
     #[error("an Ok outcome needs a return time")]
     MissingReturn,
     #[error("op {index}: {source}")]

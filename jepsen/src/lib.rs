@@ -22,7 +22,7 @@
 //!   stop, kill -9, restart, pause, resume, partitions, netem, power cuts; all removed on drop.
 //! - `nemesis`: the fault scheduler and its windows (`kill`, `pause`, `partition`, `netem`,
 //!   `power`).
-//! - `workload`: recorded clients (`register`, `set`, `append`; `bank` designed).
+//! - `workload`: recorded clients (`register`, `set`, `append`, `bank`).
 //! - `report`: the run directory: history, verdicts, node logs, HTML page with SVG plots.
 //! - `runner`: one run start to end; binary `atoll-jepsen` (`scripts/jepsen.sh`).
 //!
@@ -57,7 +57,8 @@ pub mod runner;
 pub mod workload;
 
 pub use history::{
-    ClientId, History, HistoryError, Op, OpHandle, OpKind, OpResult, Outcome, Recorder,
+    ClientId, History, HistoryError, Op, OpHandle, OpKind, OpResult, Outcome, Recorder, TxnCompare,
+    TxnStep,
 };
 pub use linearizability::{
     check, check_with, Anomaly, CheckOptions, CheckResult, IndexedOp, Violation,

@@ -32,6 +32,8 @@ pub enum RunError {
         "atoll-node binary not found (set ATOLL_NODE_BIN or build it: cargo build -p atoll-node)"
     )]
     NoBinary,
+    #[error("cannot build the broken-modes atoll-node into {dir}: {why}")]
+    BrokenBuild { dir: PathBuf, why: String },
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,13 @@ pub struct RunConfig {
     pub namespaces: bool,
     pub schedule: Schedule,
     pub seed: u64,
+    /// The share of `register` gets sent straight to a random node (see
+    /// [`crate::workload::direct`]).
+    pub direct_reads: f64,
+    /// More arguments for every node (a broken mode, for the harness's self-tests).
+    pub node_args: Vec<String>,
+    /// The clients' per-attempt timeout (default 1 s; see [`Ctx::request_timeout`]).
+    pub request_timeout: Duration,
 }
 
 /// `atoll-node` next to the running executable (or its parent, for test binaries in
@@ -61,6 +70,60 @@ pub fn find_node_binary() -> Option<PathBuf> {
         .take(2)
         .map(|d| d.join("atoll-node"))
         .find(|p| p.is_file())
+}
+
+/// The `atoll-node` built with feature `broken-modes` (its hidden `--broken-mode` flag), in
+/// its own target dir so that it never replaces the normal binary: `$ATOLL_BROKEN_NODE_BIN`,
+/// else `{target}/broken/debug/atoll-node`, where `{target}` holds the running executable.
+/// Builds it there first (`cargo build`, a no-op when fresh) unless the env var names one.
+pub fn broken_node_binary() -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os("ATOLL_BROKEN_NODE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| RunError::BrokenBuild {
+        dir: PathBuf::new(),
+        why: format!("cannot find the running executable: {e}"),
+    })?;
+    // `{target}/debug/atoll-jepsen` or `{target}/debug/deps/<test>`.
+    let target = exe
+        .ancestors()
+        .find(|d| {
+            d.file_name()
+                .is_some_and(|n| n == "debug" || n == "release")
+        })
+        .and_then(Path::parent)
+        .ok_or_else(|| RunError::BrokenBuild {
+            dir: PathBuf::new(),
+            why: format!("{} is not in a cargo target dir", exe.display()),
+        })?;
+    let dir = target.join("broken");
+    let binary = dir.join("debug").join("atoll-node");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "atoll-node", "--bin", "atoll-node"])
+        .args(["--features", "broken-modes"])
+        .env("CARGO_TARGET_DIR", &dir)
+        .current_dir(&workspace)
+        .status();
+    match built {
+        Ok(s) if s.success() => Ok(binary),
+        _ if binary.is_file() => {
+            eprintln!(
+                "atoll-jepsen: could not rebuild {}; using it as it is",
+                binary.display()
+            );
+            Ok(binary)
+        }
+        Ok(s) => Err(RunError::BrokenBuild {
+            dir,
+            why: format!("cargo build exited with {s}"),
+        }),
+        Err(e) => Err(RunError::BrokenBuild {
+            dir,
+            why: format!("cannot run cargo: {e}"),
+        }),
+    }
 }
 
 fn wait_leader(
@@ -94,6 +157,7 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         log_dir: log_dir.clone(),
         namespaces: cfg.namespaces,
         lazyfs: cfg.nemeses.contains(&NemesisKind::Power),
+        node_args: cfg.node_args.clone(),
     })?;
     let network = cluster.mode().describe();
     let mut nemeses = cfg.nemeses.clone();
@@ -131,6 +195,8 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         clock,
         stop: Arc::clone(&stop_load),
         seed: cfg.seed,
+        direct_reads: cfg.direct_reads,
+        request_timeout: cfg.request_timeout,
     };
     let load = {
         let ctx = ctx.clone();

@@ -74,6 +74,7 @@ fn step(op: &Op, state: &Value) -> Option<Value> {
                 _ => Some(state.clone()),
             }
         }
+        (OpKind::Txn { .. }, _) => unreachable!("these histories hold no txns"),
     }
 }
 

@@ -8,6 +8,9 @@
 //! it; alone: `cargo build -p atoll-node` first) and prints SKIP without it. The browser
 //! check prints SKIP if Chromium is not installed (`scripts/jepsen.sh --setup` installs it).
 
+// Real processes only: the harness is not compiled under --cfg madsim.
+#![cfg(not(madsim))]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -66,8 +69,12 @@ fn a_short_register_run_under_kill_writes_a_report_with_plots_and_leaves_nothing
         schedule: Schedule {
             quiet: Duration::from_secs(2),
             fault: Duration::from_secs(3),
+            all_nodes: false,
         },
         seed: 42,
+        direct_reads: 0.2,
+        node_args: Vec::new(),
+        request_timeout: Duration::from_millis(1000),
     };
     let (summary, verdicts) = runner::run(&cfg, &Interrupt::never()).expect("the run completes");
     println!("{}", summary.line(&out));

@@ -97,6 +97,7 @@ fn generate(seed: u64, shape: &Shape) -> History {
                     }
                     OpResult::cas(succeeded, previous)
                 }
+                OpKind::Txn { .. } => unreachable!("this generator makes no txns"),
             });
         }
         let (ret, outcome) = match result {
@@ -162,7 +163,7 @@ fn read_of_a_never_written_value_is_always_caught() {
         let bad = with_read_result(&h, victim, Some(b"corrupt".to_vec()));
         match check(&bad) {
             CheckResult::NotLinearizable(v) => {
-                assert_eq!(v.key, h.ops()[victim].kind.key());
+                assert_eq!(Some(v.key.as_slice()), h.ops()[victim].kind.key());
                 assert!(matches!(v.anomaly, Anomaly::NeverWritten { .. }), "{v}");
                 caught += 1;
             }
@@ -239,13 +240,13 @@ fn stale_read_candidate(h: &History, from: usize) -> Option<(usize, Vec<u8>)> {
     let ops = h.ops();
     fn before<'a>(ops: &'a [Op], key: &'a [u8], t: u64) -> impl Iterator<Item = &'a Op> {
         ops.iter()
-            .filter(move |o| o.kind.key() == key && o.ret.is_some_and(|r| r < t))
+            .filter(move |o| o.kind.key() == Some(key) && o.ret.is_some_and(|r| r < t))
     }
     completed_reads(h)
         .into_iter()
         .filter(|&r| r >= from)
         .find_map(|r| {
-            let key = ops[r].kind.key();
+            let key = ops[r].kind.key()?;
             let w2 = before(ops, key, ops[r].call)
                 .filter(|o| {
                     matches!(
@@ -304,14 +305,21 @@ fn read_of_another_written_value_is_mostly_caught() {
             let mut rng = StdRng::seed_from_u64(seed ^ 0xbad);
             let reads = completed_reads(&h);
             let victim = reads[rng.gen_range(0..reads.len())];
-            let key = h.ops()[victim].kind.key().to_vec();
+            let key = h.ops()[victim]
+                .kind
+                .key()
+                .expect("a get has one key")
+                .to_vec();
             let Outcome::Ok(OpResult::Get(current)) = &h.ops()[victim].outcome else {
                 unreachable!()
             };
             let others: Vec<Vec<u8>> = h
                 .ops()
                 .iter()
-                .filter(|o| matches!(o.outcome, Outcome::Ok(OpResult::Put)) && o.kind.key() == key)
+                .filter(|o| {
+                    matches!(o.outcome, Outcome::Ok(OpResult::Put))
+                        && o.kind.key() == Some(key.as_slice())
+                })
                 .filter_map(|o| match &o.kind {
                     OpKind::Put { value, .. } if Some(value) != current.as_ref() => {
                         Some(value.clone())

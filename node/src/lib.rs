@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod broken;
 pub mod cluster;
 pub mod codec;
 pub mod command;

@@ -46,6 +46,18 @@ struct Args {
     /// node whose data dir was lost comes back: see docs/operations.md).
     #[arg(long, conflicts_with = "initial_cluster")]
     join: bool,
+    /// Test builds only (feature `broken-modes`): run deliberately broken,
+    /// as `stale-reads`, `ack-before-sync` or `no-dedup` (src/broken.rs).
+    #[cfg(feature = "broken-modes")]
+    #[arg(long, hide = true, value_parser = parse_broken_mode)]
+    broken_mode: Option<atoll_node::broken::Mode>,
+}
+
+#[cfg(feature = "broken-modes")]
+fn parse_broken_mode(s: &str) -> Result<atoll_node::broken::Mode, String> {
+    atoll_node::broken::Mode::parse(s).ok_or_else(|| {
+        format!("unknown broken mode {s:?} (stale-reads, ack-before-sync, no-dedup)")
+    })
 }
 
 impl Args {
@@ -98,7 +110,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Args::parse().into_config()?;
+    let args = Args::parse();
+    #[cfg(all(feature = "broken-modes", not(madsim)))]
+    if let Some(mode) = args.broken_mode {
+        atoll_node::broken::set(mode);
+        let warning = format!(
+            "BROKEN MODE {}: this node is deliberately incorrect (test builds only); never use it for data",
+            mode.name()
+        );
+        eprintln!("atoll-node: {warning}");
+        tracing::warn!("{warning}");
+    }
+    let config = args.into_config()?;
     let node = atoll_node::start(config)
         .await
         .context("cannot start node")?;

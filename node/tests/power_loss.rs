@@ -172,6 +172,8 @@ async fn register_client(c: Client, me: u64, rec: Arc<Recorder>, stop: Arc<Atomi
                     Err(_) => Outcome::Indeterminate,
                 }
             }
+            // This workload issues no transactions.
+            OpKind::Txn { .. } => Outcome::Failed,
         };
         let _ = rec.complete(handle, outcome, rec.tick());
         tokio::time::sleep(Duration::from_millis(pause)).await;

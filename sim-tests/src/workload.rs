@@ -143,6 +143,8 @@ pub async fn register_client(
                     Err(e) => stats.failed_write(&e),
                 }
             }
+            // This workload issues no transactions.
+            OpKind::Txn { .. } => Outcome::Failed,
         };
         // Completing a handle we just invoked cannot fail.
         let _ = rec.complete(handle, outcome, rec.tick());

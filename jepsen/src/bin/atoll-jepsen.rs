@@ -40,7 +40,7 @@ mod real {
         about = "Jepsen-style tests of Atoll on real processes"
     )]
     struct Args {
-        /// Workloads, comma-separated (register, set, append; bank is not runnable yet). One
+        /// Workloads, comma-separated (register, set, append, bank). One
         /// run per workload.
         #[arg(long, default_value = "register")]
         workload: String,
@@ -61,6 +61,9 @@ mod real {
         /// Seconds each fault lasts.
         #[arg(long, default_value_t = 6)]
         fault: u64,
+        /// Every kill, pause and power window hits all nodes at once.
+        #[arg(long)]
+        all_nodes: bool,
         /// Where report directories go.
         #[arg(long, default_value = "target/jepsen")]
         out: PathBuf,
@@ -72,6 +75,18 @@ mod real {
         node_bin: Option<PathBuf>,
         #[arg(long)]
         seed: Option<u64>,
+        /// The share (0..=1) of register gets sent straight to a random node instead of
+        /// through the client's leader routing (a correct follower refuses them).
+        #[arg(long, default_value_t = 0.2)]
+        direct_reads: f64,
+        /// Run nodes deliberately broken (stale-reads, ack-before-sync, no-dedup): uses the
+        /// atoll-node built with feature broken-modes (built into {target}/broken).
+        #[arg(long)]
+        broken_mode: Option<String>,
+        /// Milliseconds a client waits for one attempt before retrying it (the op gives up
+        /// after three times this).
+        #[arg(long, default_value_t = 1000)]
+        request_timeout_ms: u64,
         /// Only remove namespaces/links left by a run that was killed, then exit.
         #[arg(long)]
         cleanup: bool,
@@ -91,11 +106,20 @@ mod real {
             .split(',')
             .map(|w| w.trim().parse())
             .collect::<Result<_, _>>()?;
-        let binary = match args.node_bin.clone().or_else(runner::find_node_binary) {
-            Some(b) => b,
-            None => bail!(
-                "atoll-node not found: build it (cargo build -p atoll-node) or pass --node-bin"
-            ),
+        let (binary, node_args) = match &args.broken_mode {
+            Some(mode) => {
+                let b = match args.node_bin.clone() {
+                    Some(b) => b,
+                    None => runner::broken_node_binary()?,
+                };
+                (b, vec!["--broken-mode".to_string(), mode.clone()])
+            }
+            None => match args.node_bin.clone().or_else(runner::find_node_binary) {
+                Some(b) => (b, Vec::new()),
+                None => bail!(
+                    "atoll-node not found: build it (cargo build -p atoll-node) or pass --node-bin"
+                ),
+            },
         };
         let seed = args.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -122,8 +146,12 @@ mod real {
                 schedule: Schedule {
                     quiet: Duration::from_secs(args.quiet),
                     fault: Duration::from_secs(args.fault),
+                    all_nodes: args.all_nodes,
                 },
                 seed: seed.wrapping_add(i as u64),
+                direct_reads: args.direct_reads,
+                node_args: node_args.clone(),
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
             };
             eprintln!(
                 "atoll-jepsen: {} with nemesis {:?}, {} s, seed {}",

@@ -7,8 +7,8 @@
 //!   inserted.
 //! - [`append`]: lists built by read + compare-and-swap: no acknowledged element lost, none
 //!   duplicated, every two reads of a key agree on order (one is a prefix of the other).
-//! - [`bank`]: totals conserved and no negative balance, for the `bank` workload once the
-//!   store has multi-key conditional transactions.
+//! - [`bank`]: every snapshot of the accounts sums to the starting total with no negative
+//!   balance (so no read sees part of a transfer).
 
 pub mod append;
 pub mod bank;

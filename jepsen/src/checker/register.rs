@@ -9,7 +9,7 @@ const NAME: &str = "linearizable";
 
 pub fn check(history: &History, opts: &CheckOptions) -> Verdict {
     let keys: std::collections::BTreeSet<&[u8]> =
-        history.ops().iter().map(|o| o.kind.key()).collect();
+        history.ops().iter().filter_map(|o| o.kind.key()).collect();
     match check_with(history, opts) {
         CheckResult::Linearizable => Verdict::valid(
             NAME,

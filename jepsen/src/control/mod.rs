@@ -71,6 +71,8 @@ pub struct ClusterOptions {
     pub namespaces: bool,
     /// Put every data dir on a lazyfs layer (needed by the `power` nemesis).
     pub lazyfs: bool,
+    /// More arguments for every node (e.g. `--broken-mode stale-reads` for a test build).
+    pub node_args: Vec<String>,
 }
 
 /// A running cluster. Node ids are `1..=n`.
@@ -137,7 +139,7 @@ impl Cluster {
                 log: opts.log_dir.join(format!("n{id}.log")),
                 namespace: cluster.mode.is_namespaced().then(|| net::namespace(id)),
                 binary: opts.binary.clone(),
-                args: vec![
+                args: [
                     "--id".into(),
                     id.to_string(),
                     "--data-dir".into(),
@@ -146,7 +148,10 @@ impl Cluster {
                     addr.clone(),
                     "--initial-cluster".into(),
                     initial.clone(),
-                ],
+                ]
+                .into_iter()
+                .chain(opts.node_args.iter().cloned())
+                .collect(),
             };
             cluster.nodes.push(NodeProc::new(spec));
         }

@@ -165,7 +165,8 @@ pub(super) fn prepare<'a>(ops: &'a [Op], indices: &[usize]) -> Prepared {
     for &index in indices {
         let op = &ops[index];
         let step = match (&op.kind, &op.outcome) {
-            (_, Outcome::Failed) => continue,
+            // Failed ops, and txns (outside the register model; never among one key's ops).
+            (_, Outcome::Failed) | (OpKind::Txn { .. }, _) => continue,
             (OpKind::Get { .. }, Outcome::Ok(OpResult::Get(v))) => Step::Read(intern(v.as_deref())),
             (OpKind::Get { .. }, _) => continue,
             (OpKind::Put { value, .. }, _) => Step::Write(intern(Some(value))),

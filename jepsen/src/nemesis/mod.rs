@@ -115,6 +115,9 @@ enum Fault {
 pub struct Schedule {
     pub quiet: Duration,
     pub fault: Duration,
+    /// Every `kill`, `pause`, `power` and `netem` window hits every node at once (else one
+    /// node, a minority, the leader or, for `power` and `netem`, sometimes all).
+    pub all_nodes: bool,
 }
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -123,13 +126,18 @@ fn lock(c: &SharedCluster) -> std::sync::MutexGuard<'_, Cluster> {
     c.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Nodes to hit: one, a minority, or the leader.
+/// Nodes to hit: one, a minority, or the leader (or all, if `allow_all`; always all if
+/// `only_all`).
 fn targets(
     ids: &[u64],
     leader: Option<u64>,
     rng: &mut impl Rng,
     allow_all: bool,
+    only_all: bool,
 ) -> (Vec<u64>, String) {
+    if only_all {
+        return (ids.to_vec(), "all nodes".into());
+    }
     let minority = (ids.len() - 1) / 2;
     let mut shuffled = ids.to_vec();
     shuffled.shuffle(rng);
@@ -149,11 +157,12 @@ fn inject(
     cluster: &SharedCluster,
     leader: Option<u64>,
     rng: &mut impl Rng,
+    all: bool,
 ) -> Result<(Fault, String), ControlError> {
     let ids = lock(cluster).ids();
     match kind {
         NemesisKind::Kill => {
-            let (t, how) = targets(&ids, leader, rng, false);
+            let (t, how) = targets(&ids, leader, rng, false, all);
             let mut c = lock(cluster);
             for &id in &t {
                 c.kill9(id)?;
@@ -161,7 +170,7 @@ fn inject(
             Ok((Fault::Killed(t.clone()), format!("kill -9 {how} {t:?}")))
         }
         NemesisKind::Pause => {
-            let (t, how) = targets(&ids, leader, rng, false);
+            let (t, how) = targets(&ids, leader, rng, false, all);
             let mut c = lock(cluster);
             for &id in &t {
                 c.pause(id)?;
@@ -175,7 +184,7 @@ fn inject(
             Ok((Fault::Partitioned, format!("partition {shape}: {desc}")))
         }
         NemesisKind::Netem => {
-            let (t, how) = if rng.gen_bool(0.5) {
+            let (t, how) = if all || rng.gen_bool(0.5) {
                 (ids.clone(), "all nodes".to_string())
             } else {
                 let one = ids[rng.gen_range(0..ids.len())];
@@ -192,7 +201,7 @@ fn inject(
             ))
         }
         NemesisKind::Power => {
-            let (t, how) = targets(&ids, leader, rng, true);
+            let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
             let mut dropped = 0;
             for &id in &t {
@@ -255,14 +264,15 @@ pub fn run(
         let kind = kinds[turn % kinds.len()];
         turn += 1;
         let start = clock.now();
-        let (fault, what, error) = match inject(kind, cluster, leader(), &mut rng) {
-            Ok((f, what)) => (Some(f), what, None),
-            Err(e) => (
-                None,
-                format!("{} (not injected)", kind.name()),
-                Some(e.to_string()),
-            ),
-        };
+        let (fault, what, error) =
+            match inject(kind, cluster, leader(), &mut rng, schedule.all_nodes) {
+                Ok((f, what)) => (Some(f), what, None),
+                Err(e) => (
+                    None,
+                    format!("{} (not injected)", kind.name()),
+                    Some(e.to_string()),
+                ),
+            };
         eprintln!("atoll-jepsen: nemesis {what}");
         let stopped = nap(schedule.fault, stop);
         let heal_error = fault

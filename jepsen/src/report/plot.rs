@@ -5,7 +5,7 @@
 use plotters::prelude::*;
 
 use crate::nemesis::Window;
-use crate::{History, Op, OpKind, Outcome};
+use crate::{History, Op, OpKind, Outcome, TxnStep};
 
 const W: u32 = 1100;
 const H: u32 = 420;
@@ -17,6 +17,13 @@ fn type_of(op: &Op) -> &'static str {
         OpKind::Put { .. } => "put",
         OpKind::Delete { .. } => "delete",
         OpKind::Cas { .. } => "cas",
+        OpKind::Txn { ref ops, .. } => {
+            if ops.iter().all(|s| matches!(s, TxnStep::Get { .. })) {
+                "txn read"
+            } else {
+                "txn write"
+            }
+        }
     }
 }
 
@@ -33,6 +40,8 @@ fn type_color(t: &str) -> RGBColor {
         "get" => RGBColor(31, 119, 180),
         "put" => RGBColor(44, 160, 44),
         "cas" => RGBColor(148, 103, 189),
+        "txn read" => RGBColor(23, 190, 207),
+        "txn write" => RGBColor(227, 119, 194),
         _ => RGBColor(140, 86, 75),
     }
 }
@@ -106,7 +115,7 @@ pub fn latency(history: &History, windows: &[Window]) -> Result<String, String> 
             .draw()
             .map_err(|e| e.to_string())?;
         shade(&mut chart, windows, (0.01, ymax)).map_err(|e| e.to_string())?;
-        for t in ["get", "put", "cas", "delete"] {
+        for t in ["get", "put", "cas", "delete", "txn read", "txn write"] {
             for o in ["ok", "fail", "info"] {
                 let series: Vec<(f64, f64)> = points
                     .iter()

@@ -3,16 +3,18 @@
 //! or indeterminate) in one [`Recorder`], with times in nanoseconds since the run began.
 //!
 //! - [`register`]: get / put / cas on a few keys (rotated over time so each key's history
-//!   stays small enough for the linearizability search).
+//!   stays small enough for the linearizability search); a share of its gets are
+//!   [`direct`] reads at a random node instead of through the client's routing.
 //! - [`set`]: unique inserts, one key per element; one scan at the end.
 //! - [`append`]: lists appended to with read + compare-and-swap, read with gets.
-//! - [`bank`]: designed, not runnable yet (needs a multi-key conditional write).
+//! - [`bank`]: transfers between accounts by conditional multi-key txns, read as one txn.
 //!
 //! A client error on a read means the read did nothing (`Failed`); on a write, the write may
 //! or may not have applied (`Indeterminate`), except for errors raised before sending.
 
 pub mod append;
 pub mod bank;
+pub mod direct;
 pub mod register;
 pub mod set;
 
@@ -32,8 +34,6 @@ use crate::{History, Outcome, Recorder};
 pub enum WorkloadError {
     #[error("client cannot connect: {0}")]
     Connect(ClientError),
-    #[error("workload {0} is not runnable yet: {1}")]
-    NotRunnable(&'static str, &'static str),
     #[error("unknown workload {0:?} (register, set, append, bank)")]
     Unknown(String),
 }
@@ -92,6 +92,11 @@ pub struct Ctx {
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
     pub seed: u64,
+    /// The share (0..=1) of `register` gets sent as [`direct`] reads to a random node.
+    pub direct_reads: f64,
+    /// How long the client waits for one attempt before it retries (the op's deadline is
+    /// three times this).
+    pub request_timeout: Duration,
 }
 
 impl Ctx {
@@ -101,8 +106,8 @@ impl Ctx {
 
     pub async fn client(&self) -> Result<Client, WorkloadError> {
         let config = ClientConfig {
-            request_timeout: Duration::from_millis(1000),
-            deadline: Duration::from_millis(3000),
+            request_timeout: self.request_timeout,
+            deadline: self.request_timeout * 3,
             ..ClientConfig::default()
         };
         Client::with_config(self.endpoints.clone(), config)
@@ -131,7 +136,7 @@ pub struct FinalRead {
 /// Runs `clients` clients of `kind` until `ctx.stop`.
 pub async fn run(kind: WorkloadKind, ctx: &Ctx, clients: u64) -> Result<(), WorkloadError> {
     if kind == WorkloadKind::Bank {
-        return Err(WorkloadError::NotRunnable("bank", bank::MISSING));
+        bank::setup(&ctx.client().await?, ctx).await;
     }
     let mut tasks = Vec::new();
     for me in 1..=clients {
@@ -142,7 +147,7 @@ pub async fn run(kind: WorkloadKind, ctx: &Ctx, clients: u64) -> Result<(), Work
                 WorkloadKind::Register => register::client(client, me, ctx).await,
                 WorkloadKind::Set => set::client(client, me, ctx).await,
                 WorkloadKind::Append => append::client(client, me, ctx).await,
-                WorkloadKind::Bank => {}
+                WorkloadKind::Bank => bank::client(client, me, ctx).await,
             }
         }));
     }
@@ -157,7 +162,11 @@ pub async fn run(kind: WorkloadKind, ctx: &Ctx, clients: u64) -> Result<(), Work
 pub async fn final_reads(kind: WorkloadKind, ctx: &Ctx) -> Result<FinalRead, WorkloadError> {
     let client = ctx.client().await?;
     Ok(match kind {
-        WorkloadKind::Register | WorkloadKind::Bank => FinalRead::default(),
+        WorkloadKind::Register => FinalRead::default(),
+        WorkloadKind::Bank => {
+            bank::final_read(&client, ctx).await;
+            FinalRead::default()
+        }
         WorkloadKind::Set => FinalRead {
             set: Some(set::final_read(&client).await),
         },
@@ -184,7 +193,16 @@ pub fn check(kind: WorkloadKind, history: &History, fin: &FinalRead) -> Vec<Verd
             checker::append::check(history),
             checker::register::check(history, &opts),
         ],
-        WorkloadKind::Bank => Vec::new(),
+        WorkloadKind::Bank => {
+            let accounts = (0..bank::ACCOUNTS)
+                .map(|i| bank::account(i).into_bytes())
+                .collect();
+            vec![checker::bank::check_history(
+                history,
+                &accounts,
+                bank::TOTAL,
+            )]
+        }
     }
 }
 

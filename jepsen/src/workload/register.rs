@@ -1,5 +1,6 @@
 //! The `register` workload: gets, puts and compare-and-swaps on 5 keys. Values are unique per
-//! client and op. The keys rotate every [`ROTATE`]: the per-key linearizability search grows
+//! client and op. A share of the gets ([`Ctx::direct_reads`]) go straight to a random node
+//! ([`super::direct`]). The keys rotate every [`ROTATE`]: the per-key linearizability search grows
 //! fast with the number of concurrent and indeterminate ops on a key, so each key is used for
 //! a bounded time only.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use atoll_client::Client;
 use rand::{Rng, SeedableRng};
 
+use super::direct::DirectReader;
 use super::{think, write_error, Ctx};
 use crate::{OpKind, OpResult, Outcome};
 
@@ -23,10 +25,19 @@ fn key(ctx: &Ctx, rng: &mut impl Rng) -> Vec<u8> {
 pub async fn client(c: Client, me: u64, ctx: Ctx) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.seed ^ me);
     let mut seen: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let direct = DirectReader::new(&ctx);
     let mut n = 0u64;
     while !ctx.stopped() {
         n += 1;
         let key = key(&ctx, &mut rng);
+        if !direct.is_empty() && rng.gen_bool(ctx.direct_reads.clamp(0.0, 1.0)) {
+            let node = rng.gen_range(0..direct.len());
+            if let Outcome::Ok(OpResult::Get(v)) = direct.get(me, &ctx, node, &key).await {
+                seen.insert(key, v);
+            }
+            think(&mut rng).await;
+            continue;
+        }
         let value = format!("{me}.{n}").into_bytes();
         let kind = match rng.gen_range(0..100u32) {
             0..=49 => OpKind::get(key.clone()),
@@ -64,6 +75,8 @@ pub async fn client(c: Client, me: u64, ctx: Ctx) {
                     Err(e) => write_error(&e),
                 }
             }
+            // This workload issues no transactions.
+            OpKind::Txn { .. } => Outcome::Failed,
         };
         let _ = ctx.rec.complete(h, outcome, ctx.clock.now());
         think(&mut rng).await;

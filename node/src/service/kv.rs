@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::deadline::Deadline;
 use super::scan_page::{read_page, PageBudget};
 use super::{txn, validate, NodeCtx};
+use crate::broken::{self, Mode};
 use crate::command::{self, Rejection, Response, WriteOp};
 use crate::error::KvError;
 use crate::shard::Replica;
@@ -187,8 +188,7 @@ impl KvService {
         deadline: &Deadline,
     ) -> Result<u64, KvError> {
         let stale = consistency == pb::ReadConsistency::Stale as i32;
-        #[cfg(all(madsim, feature = "sim-bugs"))]
-        let stale = stale || crate::sim_hooks::bug(crate::sim_hooks::Bug::StaleReads);
+        let stale = stale || broken::on(Mode::StaleReads);
         if stale {
             let applied = replica.raft.metrics().borrow().last_applied;
             return Ok(applied.map(|l| l.index).unwrap_or(0));

@@ -30,6 +30,7 @@ use self::dedup::{Check, Sessions};
 use self::snapshot::{Header, SnapshotError};
 use self::snapshot_store::{SnapshotBuf, SnapshotStore, StoredSnapshot};
 use self::view::ApplyGate;
+use crate::broken::{self, Mode};
 use crate::codec;
 use crate::command::{Rejection, Request, Response, WriteId, WriteOp};
 use crate::raft::type_config::{
@@ -202,13 +203,8 @@ impl StateMachine {
             }));
         }
         let check = self.sessions.check(&id);
-        #[cfg(all(madsim, feature = "sim-bugs"))]
         let check = match check {
-            Check::Duplicate(_) | Check::Stale { .. }
-                if crate::sim_hooks::bug(crate::sim_hooks::Bug::NoDedup) =>
-            {
-                Check::Fresh
-            }
+            Check::Duplicate(_) | Check::Stale { .. } if broken::on(Mode::NoDedup) => Check::Fresh,
             other => other,
         };
         match check {

@@ -18,6 +18,7 @@ use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 
 use super::flusher::Flusher;
 use super::keys::ShardId;
+use crate::broken::{self, Mode};
 use crate::codec;
 use crate::raft::type_config::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::Wal;
@@ -181,9 +182,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .append_entries(self.shard, first, encoded)
                 .map_err(write_err)?;
         }
-        #[cfg(all(madsim, feature = "sim-bugs"))]
-        if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeFlush) {
+        if broken::on(Mode::AckBeforeSync) {
             callback.log_io_completed(Ok(()));
+            if broken::lazy_sync_due() {
+                self.wal.after_sync(|_| {});
+            }
             return Ok(());
         }
         self.wal
