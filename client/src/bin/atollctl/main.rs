@@ -2,7 +2,7 @@
 //!
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
 //! `cmd/kv.rs` runs the key-value commands, `cmd/admin.rs` the operator
-//! commands; `output.rs` renders results as text, tables or JSON.
+//! commands, `cmd/shard.rs` the commands on one shard; `output.rs` renders results as text, tables or JSON.
 
 mod cmd;
 mod output;
