@@ -161,9 +161,24 @@ pub fn may_campaign(m: &Metrics, ask: &CampaignAsk) -> Result<(), String> {
     Ok(())
 }
 
+/// How long the target waits for its own metrics to show the log the
+/// leader saw it acknowledge (metrics are published just after the reply).
+const LOG_VISIBLE_WITHIN: Duration = Duration::from_millis(200);
+
 /// On the target: checks the request and starts a leader-transfer election.
 pub async fn campaign(raft: &Raft, ask: &CampaignAsk) -> Result<(), String> {
-    let m = raft.metrics().borrow().clone();
+    let want = ask.last_log_index;
+    let m = match raft
+        .wait(Some(LOG_VISIBLE_WITHIN))
+        .metrics(
+            move |m| m.last_log_index.unwrap_or(0) >= want,
+            "the leader's log",
+        )
+        .await
+    {
+        Ok(m) => m,
+        Err(_) => raft.metrics().borrow().clone(),
+    };
     may_campaign(&m, ask)?;
     tracing::info!(
         node = m.id,
