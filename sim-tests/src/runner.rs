@@ -14,7 +14,7 @@ use crate::checks::{
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
-use crate::transfers::{self as transferer, Outcome};
+use crate::transfers::{self as transferer, TransferOutcome};
 use crate::workload::{self, Workload};
 
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     }
     let transfers_done = attempts
         .iter()
-        .filter(|a| matches!(a.outcome, Outcome::Moved { .. }))
+        .filter(|a| matches!(a.outcome, TransferOutcome::Moved { .. }))
         .count();
 
     let mut jsonl = Vec::new();

@@ -8,16 +8,19 @@ use atoll_client::admin::{on_leader, TransferFailure};
 use atoll_node::service::admin::FIRST_SHARD;
 use rand::Rng;
 
+/// When the first transfer is asked for.
+const FIRST_AFTER: Duration = Duration::from_secs(2);
+
 /// One transfer request and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub at_ms: u128,
     pub target: u64,
-    pub outcome: Outcome,
+    pub outcome: TransferOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum TransferOutcome {
     /// The node answered: `leader` leads `term`.
     Moved {
         leader: u64,
@@ -30,10 +33,12 @@ pub enum Outcome {
     CallFailed(String),
 }
 
-/// Asks for a transfer every 200-1200 ms until `duration` has passed.
+/// Asks for a transfer every 200-1200 ms, from 2 s on, until `duration` has passed.
 pub async fn run(endpoints: Vec<String>, ids: Vec<u64>, duration: Duration) -> Vec<Attempt> {
     let start = tokio::time::Instant::now();
     let mut attempts = Vec::new();
+    // After the first election (a transfer needs a leader to ask).
+    tokio::time::sleep(FIRST_AFTER).await;
     while start.elapsed() < duration {
         let (pause, target) = {
             let mut rng = madsim::rand::thread_rng();
@@ -49,13 +54,13 @@ pub async fn run(endpoints: Vec<String>, ids: Vec<u64>, duration: Duration) -> V
         })
         .await;
         let outcome = match reply {
-            Ok(Ok(t)) => Outcome::Moved {
+            Ok(Ok(t)) => TransferOutcome::Moved {
                 leader: t.leader_id,
                 term: t.term,
                 paused_ms: t.paused.as_millis(),
             },
-            Ok(Err(f)) => Outcome::Refused(f.reason, f.message),
-            Err(e) => Outcome::CallFailed(e.to_string()),
+            Ok(Err(f)) => TransferOutcome::Refused(f.reason, f.message),
+            Err(e) => TransferOutcome::CallFailed(e.to_string()),
         };
         attempts.push(Attempt {
             at_ms,

@@ -255,9 +255,12 @@ async fn run(
 
     // 2. Pause; 3. fully caught up.
     let pause_deadline = Instant::now() + t.pause.min(left());
-    let paused = tokio::time::timeout_at(pause_deadline, replica.pause_proposals())
-        .await
-        .map_err(|_| lagging(replica, target, &raft.metrics().borrow()))?;
+    let paused = tokio::time::timeout(
+        pause_deadline.saturating_duration_since(Instant::now()),
+        replica.pause_proposals(),
+    )
+    .await
+    .map_err(|_| lagging(replica, target, &raft.metrics().borrow()))?;
     let paused_at = Instant::now();
     let m = wait_leading(
         raft,

@@ -2,7 +2,7 @@
 //! led that term. In a calm run every transfer happens.
 
 use crate::observer::Observer;
-use crate::transfers::{Attempt, Outcome};
+use crate::transfers::{Attempt, TransferOutcome};
 
 pub fn check_transfers(
     attempts: &[Attempt],
@@ -11,7 +11,7 @@ pub fn check_transfers(
 ) -> Result<(), String> {
     for a in attempts {
         match &a.outcome {
-            Outcome::Moved { leader, term, .. } => {
+            TransferOutcome::Moved { leader, term, .. } => {
                 if *leader != a.target {
                     return Err(format!(
                         "transfer to {} reported leader {leader}: {a:?}",
@@ -24,10 +24,10 @@ pub fn check_transfers(
                     ));
                 }
             }
-            Outcome::Refused(..) | Outcome::CallFailed(_) if must_all_succeed => {
+            TransferOutcome::Refused(..) | TransferOutcome::CallFailed(_) if must_all_succeed => {
                 return Err(format!("a transfer failed in a calm run: {a:?}"));
             }
-            Outcome::Refused(..) | Outcome::CallFailed(_) => {}
+            TransferOutcome::Refused(..) | TransferOutcome::CallFailed(_) => {}
         }
     }
     if attempts.is_empty() {
