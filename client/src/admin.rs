@@ -1,14 +1,18 @@
 //! Operator calls: [`AdminClient`] talks to the Admin service of one node;
 //! [`cluster_status`] asks every node; [`on_leader`] finds the node that
 //! accepts a leader-only call by following `NotLeader` hints.
+//! [`AdminClient::transfer_leader`] answers a transfer that was tried and
+//! did not happen as an inner `Err(TransferFailed)`, apart from failures of
+//! the call itself.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
+use atoll_proto::transfer_leader_failure::Reason;
 use atoll_proto::{
     AddLearnerRequest, AdminResult, ChangeMembershipRequest, CompactRequest, InitClusterRequest,
-    Replica, StatusRequest, StatusResponse,
+    Replica, StatusRequest, StatusResponse, TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
@@ -89,6 +93,44 @@ impl AdminClient {
             .await
     }
 
+    /// Moves the leadership of `shard_id` to voter `target`. Leader only
+    /// (follow `NotLeader` with [`on_leader`]). Writes to the shard pause
+    /// briefly and resume on the new leader; a transfer that did not happen
+    /// (target not a voter, lagging, unreachable, or not elected in time) is
+    /// the inner `Err`, and writes have resumed on whoever leads.
+    pub async fn transfer_leader(
+        &self,
+        shard_id: u64,
+        target: u64,
+    ) -> Result<Result<Transferred, TransferFailed>, Error> {
+        // The node gives up a little before this call does, so its answer
+        // says why rather than the call timing out.
+        let req = TransferLeaderRequest {
+            shard_id,
+            target_node: target,
+            timeout_ms: (self.timeout.as_millis() as u64).saturating_mul(4) / 5,
+        };
+        let reply = self
+            .call(|mut c| async move { c.transfer_leader(req).await })
+            .await?;
+        if let Some(error) = reply.error {
+            return Err(Error::from_wire(&error));
+        }
+        Ok(match reply.failure {
+            Some(f) => Err(TransferFailed {
+                reason: TransferFailure::from_wire(f.reason()),
+                message: f.message,
+                leader_id: f.leader_id,
+            }),
+            None => Ok(Transferred {
+                shard_id,
+                leader_id: reply.leader_id,
+                term: reply.term,
+                paused: Duration::from_millis(reply.paused_ms),
+            }),
+        })
+    }
+
     /// Snapshots `shard_id` on this node now and purges the log it covers.
     pub async fn compact(&self, shard_id: u64) -> Result<(), Error> {
         let req = CompactRequest { shard_id };
@@ -127,6 +169,68 @@ impl AdminClient {
                 "{}: no reply within {:?}",
                 self.addr, self.timeout
             ))),
+        }
+    }
+}
+
+/// A leader transfer that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    pub shard_id: u64,
+    /// The new leader: the target.
+    pub leader_id: u64,
+    /// The new leader's term.
+    pub term: u64,
+    /// How long the old leader held back new proposals.
+    pub paused: Duration,
+}
+
+/// A leader transfer that was tried and did not happen; the shard serves
+/// writes on whoever leads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TransferFailed {
+    pub reason: TransferFailure,
+    /// The node's explanation, with what to do next.
+    pub message: String,
+    /// The leader when the node gave up, if known.
+    pub leader_id: Option<u64>,
+}
+
+/// Why a leader transfer did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferFailure {
+    /// The target is a learner or not a member: a mistake of the caller.
+    TargetNotVoter,
+    /// The target did not receive the whole log in time.
+    TargetLagging,
+    /// The target could not be asked to campaign.
+    TargetUnreachable,
+    /// The target campaigned but was not elected in time.
+    TimedOut,
+    /// A reason this client does not know (a newer node).
+    Other,
+}
+
+impl TransferFailure {
+    fn from_wire(reason: Reason) -> Self {
+        match reason {
+            Reason::TargetNotVoter => Self::TargetNotVoter,
+            Reason::TargetLagging => Self::TargetLagging,
+            Reason::TargetUnreachable => Self::TargetUnreachable,
+            Reason::TimedOut => Self::TimedOut,
+            Reason::Unspecified => Self::Other,
+        }
+    }
+
+    /// A name for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TargetNotVoter => "target_not_voter",
+            Self::TargetLagging => "target_lagging",
+            Self::TargetUnreachable => "target_unreachable",
+            Self::TimedOut => "timed_out",
+            Self::Other => "other",
         }
     }
 }

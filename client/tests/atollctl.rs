@@ -177,3 +177,53 @@ async fn txn_runs_one_branch_and_reports_each_result() {
     let empty_key = atollctl(&world, &["txn", "--then", "get "]);
     assert_eq!(empty_key.status.code(), Some(2), "{}", stderr(&empty_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_transfer_leader_follows_the_leader_and_reports_failures() {
+    let world = fake_cluster::start().await;
+    let leader_before = lock(&world).leaders[&1];
+    let target = if leader_before == 3 { 2 } else { 3 };
+    let target_arg = target.to_string();
+
+    let moved = atollctl(&world, &["shard", "transfer-leader", "1", &target_arg]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(
+        stdout(&moved).starts_with(&format!("node {target} now leads shard 1")),
+        "{}",
+        stdout(&moved)
+    );
+    assert_eq!(lock(&world).leaders[&1], target);
+
+    let json = atollctl(
+        &world,
+        &[
+            "--json",
+            "shard",
+            "transfer-leader",
+            "1",
+            &leader_before.to_string(),
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["leader_id"], leader_before);
+
+    let learner = atollctl(&world, &["--json", "shard", "transfer-leader", "1", "9"]);
+    assert_eq!(
+        learner.status.code(),
+        Some(2),
+        "not a voter: the caller's mistake"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&learner.stdout).expect("json");
+    assert_eq!(doc["reason"], "target_not_voter");
+    assert!(
+        stderr(&learner).contains("was not transferred"),
+        "{}",
+        stderr(&learner)
+    );
+
+    lock(&world).down.insert(target);
+    let down = atollctl(&world, &["shard", "transfer-leader", "1", &target_arg]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(stderr(&down).contains("target down"), "{}", stderr(&down));
+}

@@ -220,6 +220,7 @@ async fn a_node_of_another_cluster_is_refused_and_both_clusters_keep_their_data(
             shard_id: 1,
             payload: vec![1, 2, 3],
             cluster_id: lone_id,
+            ..Default::default()
         })
         .await
         .expect_err("foreign raft message must be refused");

@@ -11,10 +11,12 @@
 //! - [`workload`]: concurrent clients on a small key set (one of them
 //!   impatient, so writes are retried while in flight), recorded as an
 //!   `atoll_jepsen::History`, plus a unique-key writer for durability.
+//! - [`transfers`]: an operator moving shard 1's leader to random nodes.
 //! - [`batch_groups`]: whole-group batches and one-page scans of the group.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
 //!   term, no lost acknowledged write, replica convergence (data, sessions,
-//!   shard descriptors), no torn scan, liveness.
+//!   shard descriptors), no torn scan, liveness, transfers that report
+//!   success put their target in the lead.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!
@@ -30,4 +32,5 @@ pub mod cluster;
 pub mod nemesis;
 pub mod observer;
 pub mod runner;
+pub mod transfers;
 pub mod workload;

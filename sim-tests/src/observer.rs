@@ -96,6 +96,14 @@ impl Observer {
             .collect()
     }
 
+    /// Whether `node` said it led `shard` in `term`.
+    pub fn led(&self, shard: u64, term: u64, node: u64) -> bool {
+        self.lock()
+            .leaders
+            .get(&(shard, term))
+            .is_some_and(|n| n.contains(&node))
+    }
+
     pub fn terms_with_leader(&self) -> usize {
         self.lock().leaders.len()
     }

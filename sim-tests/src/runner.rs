@@ -10,10 +10,11 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
 use crate::batch_groups;
 use crate::checks::{
-    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness,
+    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
+use crate::transfers::{self as transferer, TransferOutcome};
 use crate::workload::{self, Workload};
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct Scenario {
     /// that many new sessions every 1.5 s, evicting everyone else's, and the
     /// run fails unless some write saw `SessionExpired`.
     pub session_cap: Option<u64>,
+    /// An operator transfers shard 1's leadership to random nodes during
+    /// the run (with `Schedule::Calm`, every transfer must succeed).
+    pub transfers: bool,
 }
 
 impl Scenario {
@@ -36,6 +40,7 @@ impl Scenario {
             workload: Workload::default(),
             bug: Bug::None,
             session_cap: None,
+            transfers: false,
         }
     }
 }
@@ -49,6 +54,9 @@ pub struct Report {
     pub acked_unique_writes: usize,
     pub leader_terms: usize,
     pub session_expired: u64,
+    /// Leader transfers that happened, and that were refused or failed.
+    pub transfers_done: usize,
+    pub transfers_failed: usize,
 }
 
 const FINAL_READER: u64 = 1_000;
@@ -99,7 +107,15 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
             .client_node()
             .spawn(batch_groups::scanner(own, w.duration))
     };
+    let transferer = scenario.transfers.then(|| {
+        let fut = transferer::run(cluster.endpoints(), cluster.ids(), w.duration);
+        cluster.client_node().spawn(fut)
+    });
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
+    let attempts = match transferer {
+        Some(t) => t.await.map_err(|e| format!("transfer task died: {e}"))?,
+        None => Vec::new(),
+    };
     if let Some(churn) = churn {
         churn.await.map_err(|e| format!("churn task died: {e}"))?;
     }
@@ -167,6 +183,14 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     linearizable::check_history(&history)?;
     batch_atomicity::check_pages(&pages)?;
     convergence::wait_converged(&cluster, Duration::from_secs(30)).await?;
+    if scenario.transfers {
+        let calm = scenario.schedule == Schedule::Calm;
+        transfers::check_transfers(&attempts, &cluster.observer, calm)?;
+    }
+    let transfers_done = attempts
+        .iter()
+        .filter(|a| matches!(a.outcome, TransferOutcome::Moved { .. }))
+        .count();
 
     let mut jsonl = Vec::new();
     history.write_jsonl(&mut jsonl).map_err(|e| e.to_string())?;
@@ -177,6 +201,8 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         acked_unique_writes: acked.len(),
         leader_terms: cluster.observer.terms_with_leader(),
         session_expired: stats.session_expired(),
+        transfers_done,
+        transfers_failed: attempts.len() - transfers_done,
     })
 }
 
@@ -239,7 +265,7 @@ pub fn sweep(
         match run_seed(seed, scenario) {
             Ok(r) => {
                 if std::env::var("SIM_VERBOSE").is_ok() {
-                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.faults);
+                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.faults);
                 }
             }
             Err(msg) => {

@@ -466,6 +466,53 @@ impl Admin for Node {
         Ok(Response::new(AdminResult { error }))
     }
 
+    /// Moves the leader of a shard to any of nodes 1-3 that is up; node 4
+    /// and above are "not voters".
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = req.into_inner();
+        let mut world = self.enter("transfer_leader")?;
+        let header = Some(RequestHeader {
+            shard_id: req.shard_id,
+            epoch: None,
+        });
+        if let Err(error) = world.check(self.id, header, &[], true) {
+            return Ok(Response::new(TransferLeaderResponse {
+                error: Some(error),
+                ..Default::default()
+            }));
+        }
+        use transfer_leader_failure::Reason;
+        let target = req.target_node;
+        let failure = |reason: Reason, message: &str| TransferLeaderFailure {
+            reason: reason as i32,
+            message: format!("fake: {message}"),
+            leader_id: Some(self.id),
+        };
+        let reply = if !(1..=3).contains(&target) {
+            TransferLeaderResponse {
+                failure: Some(failure(Reason::TargetNotVoter, "not a voter")),
+                ..Default::default()
+            }
+        } else if world.down.contains(&target) {
+            TransferLeaderResponse {
+                failure: Some(failure(Reason::TargetUnreachable, "target down")),
+                ..Default::default()
+            }
+        } else {
+            world.leaders.insert(req.shard_id, target);
+            TransferLeaderResponse {
+                leader_id: target,
+                term: 2,
+                paused_ms: u64::from(target != self.id) * 7,
+                ..Default::default()
+            }
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn create_replica(
         &self,
         _: Request<CreateReplicaRequest>,

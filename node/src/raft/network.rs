@@ -128,13 +128,16 @@ impl PeerClient {
     {
         let payload = codec::encode("raft request", req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.send_payload(rpc, payload, option).await
+        self.send_payload(rpc, payload, false, option).await
     }
 
+    /// Sends one encoded request; `leader_transfer` marks a vote asked for
+    /// by the leader (see [`RaftMessage::leader_transfer`]).
     async fn send_payload<Resp, E>(
         &self,
         rpc: Rpc,
         payload: Vec<u8>,
+        leader_transfer: bool,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -152,6 +155,7 @@ impl PeerClient {
             shard_id: self.shard,
             payload,
             cluster_id: self.cluster.get(),
+            leader_transfer,
         };
         #[cfg(madsim)]
         let fate = crate::sim_hooks::rpc_fate();
@@ -284,7 +288,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
-        self.send_payload(Rpc::Append, payload, &option).await
+        self.send_payload(Rpc::Append, payload, false, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -300,6 +305,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        // The leader-transfer mark travels beside the payload: openraft
+        // does not serialize it (third_party/PATCHES.md).
+        let payload = codec::encode("raft request", &rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_payload(Rpc::Vote, payload, rpc.leader_transfer, &option)
+            .await
     }
 }

@@ -1,5 +1,6 @@
 //! The admin service: bootstrap a cluster, change a shard's membership,
-//! compact a shard's log, and report status. Calls between nodes
+//! transfer a shard's leadership ([`crate::shard::transfer`]), compact a
+//! shard's log, and report status. Calls between nodes
 //! (`CreateReplica`) carry the caller's cluster id and are refused by a
 //! node of another cluster; `ClusterInfo` answers a fresh node's
 //! pre-bootstrap question ([`crate::cluster::preflight`]).
@@ -19,6 +20,7 @@ use super::NodeCtx;
 use crate::cluster::identity;
 use crate::error::KvError;
 use crate::shard::meta::{Epoch, ShardMeta};
+use crate::shard::transfer::{self, TransferError, TransferTimeouts, Transferred};
 
 /// The id of the first shard of every cluster.
 pub const FIRST_SHARD: u64 = 1;
@@ -43,6 +45,58 @@ fn write_err(shard: u64, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) ->
             leader_addr: f.leader_node.map(|n| n.addr),
         },
         other => KvError::Unavailable(other.to_string()),
+    }
+}
+
+fn transfer_failed_call(e: KvError) -> pb::TransferLeaderResponse {
+    pb::TransferLeaderResponse {
+        error: Some(e.to_proto()),
+        ..Default::default()
+    }
+}
+
+/// The wire form of a transfer's outcome: failures of the call itself
+/// (not leader, stopped) as `error`, a transfer that did not happen as
+/// `failure` with its reason.
+fn transfer_reply(shard: u64, r: Result<Transferred, TransferError>) -> pb::TransferLeaderResponse {
+    use pb::transfer_leader_failure::Reason;
+    let e = match r {
+        Ok(t) => {
+            return pb::TransferLeaderResponse {
+                leader_id: t.leader,
+                term: t.term,
+                paused_ms: t.paused.as_millis() as u64,
+                ..Default::default()
+            }
+        }
+        Err(e) => e,
+    };
+    let (reason, leader_id) = match &e {
+        TransferError::NotLeader {
+            leader_id,
+            leader_addr,
+        } => {
+            return transfer_failed_call(KvError::NotLeader {
+                shard,
+                leader_id: *leader_id,
+                leader_addr: leader_addr.clone(),
+            })
+        }
+        TransferError::Stopped => {
+            return transfer_failed_call(KvError::Unavailable(format!("shard {shard}: {e}")))
+        }
+        TransferError::TargetNotVoter { .. } => (Reason::TargetNotVoter, None),
+        TransferError::TargetLagging { .. } => (Reason::TargetLagging, None),
+        TransferError::TargetUnreachable { .. } => (Reason::TargetUnreachable, None),
+        TransferError::TimedOut { leader, .. } => (Reason::TimedOut, *leader),
+    };
+    pb::TransferLeaderResponse {
+        failure: Some(pb::TransferLeaderFailure {
+            reason: reason as i32,
+            message: e.to_string(),
+            leader_id,
+        }),
+        ..Default::default()
     }
 }
 
@@ -254,6 +308,26 @@ impl AdminService {
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
+    async fn transfer_leader(&self, req: pb::TransferLeaderRequest) -> pb::TransferLeaderResponse {
+        let shard = req.shard_id;
+        let replica = match self.ctx.replica(shard) {
+            Ok(r) => r,
+            Err(e) => return transfer_failed_call(e),
+        };
+        let timeouts = TransferTimeouts::new(
+            Duration::from_millis(req.timeout_ms),
+            Duration::from_millis(self.ctx.config.raft.election_timeout_max_ms),
+        );
+        let peers = transfer::Peers {
+            pool: &self.ctx.peers,
+            cluster_id: self.ctx.cluster.get(),
+        };
+        transfer_reply(
+            shard,
+            transfer::transfer(&replica, req.target_node, peers, timeouts).await,
+        )
+    }
+
     async fn compact(&self, req: pb::CompactRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
         let target = replica
@@ -311,6 +385,13 @@ impl Admin for AdminService {
         done(self.compact(r.into_inner()).await)
     }
 
+    async fn transfer_leader(
+        &self,
+        r: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        Ok(Response::new(self.transfer_leader(r.into_inner()).await))
+    }
+
     async fn status(
         &self,
         _r: Request<pb::StatusRequest>,
@@ -342,5 +423,50 @@ impl Admin for AdminService {
             .record_started(req.node_id, req.cluster_id)
             .await?;
         Ok(Response::new(pb::AdminResult { error: None }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::transfer_leader_failure::Reason;
+
+    #[test]
+    fn a_transfer_reply_carries_call_errors_apart_from_transfer_failures() {
+        let ok = transfer_reply(
+            1,
+            Ok(Transferred {
+                leader: 2,
+                term: 7,
+                paused: Duration::from_millis(12),
+            }),
+        );
+        assert_eq!((ok.leader_id, ok.term, ok.paused_ms), (2, 7, 12));
+        assert!(ok.error.is_none() && ok.failure.is_none());
+
+        let follower = transfer_reply(
+            1,
+            Err(TransferError::NotLeader {
+                leader_id: Some(3),
+                leader_addr: Some("a:1".into()),
+            }),
+        );
+        assert!(matches!(
+            follower.error.and_then(|e| e.kind),
+            Some(pb::error::Kind::NotLeader(n)) if n.leader_id == Some(3)
+        ));
+
+        let timed_out = transfer_reply(
+            1,
+            Err(TransferError::TimedOut {
+                target: 2,
+                waited: Duration::from_secs(1),
+                leader: Some(3),
+            }),
+        );
+        let failure = timed_out.failure.expect("a failure");
+        assert_eq!(failure.reason, Reason::TimedOut as i32);
+        assert_eq!(failure.leader_id, Some(3));
+        assert!(timed_out.error.is_none());
     }
 }

@@ -1,17 +1,22 @@
 //! The Raft service: decodes a shard-tagged openraft RPC, hands it to that
 //! shard's Raft, and returns the bincode `Result`. A message from another
 //! cluster is refused before it is decoded ([`crate::cluster::identity`]).
+//! `TimeoutNow` is a leader's request that this replica campaign now, the
+//! last step of a leader transfer ([`crate::shard::transfer`]).
 
 use std::sync::Arc;
 
 use atoll_proto::raft_server::Raft as RaftApi;
-use atoll_proto::RaftMessage;
+use atoll_proto::{RaftMessage, TimeoutNowRequest, TimeoutNowResponse};
+use openraft::raft::VoteRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::NodeCtx;
 use crate::codec;
+use crate::raft::type_config::NodeId;
+use crate::shard::transfer::{self, CampaignAsk};
 use crate::shard::Replica;
 
 pub struct RaftService {
@@ -62,8 +67,40 @@ impl RaftApi for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg).await?;
+        let (replica, mut req): (_, VoteRequest<NodeId>) = self.open(&msg).await?;
+        req.leader_transfer = msg.leader_transfer;
         reply(msg.shard_id, &replica.raft.vote(req).await)
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowResponse>, Status> {
+        let req = request.into_inner();
+        let replica = self.ctx.host.get(req.shard_id).ok_or_else(|| {
+            Status::not_found(format!("shard {} is not hosted on this node", req.shard_id))
+        })?;
+        self.ctx
+            .cluster
+            .admit(req.cluster_id, "timeout-now")
+            .await?;
+        let ask = CampaignAsk {
+            leader_id: req.leader_id,
+            term: req.term,
+            last_log_index: req.last_log_index,
+        };
+        let refused = transfer::campaign(&replica.raft, &ask).await.err();
+        if let Some(why) = &refused {
+            tracing::info!(
+                shard = req.shard_id,
+                term = req.term,
+                leader = req.leader_id,
+                "not campaigning: {why}"
+            );
+        }
+        Ok(Response::new(TimeoutNowResponse {
+            refused: refused.unwrap_or_default(),
+        }))
     }
 
     async fn install_snapshot(

@@ -3,7 +3,7 @@
 //! node, by shard id). [`election_nudge`] re-randomises elections that keep
 //! splitting. [`proposer`] batches concurrent writes into one entry;
 //! [`read_index`] lets concurrent linearizable reads share one ReadIndex
-//! round.
+//! round. [`transfer`] moves a shard's leadership to another voter.
 
 mod election_nudge;
 pub mod host;
@@ -11,6 +11,7 @@ pub mod meta;
 pub mod proposer;
 pub mod read_index;
 pub mod replica;
+pub mod transfer;
 
 pub use host::ShardHost;
 pub use meta::{Epoch, ShardMeta};

@@ -12,6 +12,11 @@
 //! Each caller still gets its own answer, and dedup still works per write:
 //! the state machine applies a `Multi`'s requests in order, each with its
 //! own write id.
+//!
+//! [`Proposer::pause`] holds back new entries for a leader transfer
+//! ([`super::transfer`]): it waits for the entries in flight, then keeps
+//! every slot; writes that arrive meanwhile wait in the queue (they do not
+//! fail) and go out when the [`Paused`] guard is dropped.
 
 // The results are openraft's own (large) error types, as `client_write`'s.
 #![allow(clippy::result_large_err)]
@@ -21,7 +26,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::BasicNode;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::command::{Request, Response};
 use crate::raft::type_config::{NodeId, Raft, TypeConfig};
@@ -46,6 +51,14 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
+    /// The in-flight slots, shared with the task; a pause takes them all.
+    slots: Arc<Semaphore>,
+}
+
+/// While alive, the proposer sends no new entry (see [`Proposer::pause`]).
+#[must_use = "proposals resume when the guard is dropped"]
+pub struct Paused {
+    _slots: Option<OwnedSemaphorePermit>,
 }
 
 impl Proposer {
@@ -56,8 +69,22 @@ impl Proposer {
     /// leader was cut off, then deposed) must not stop every later write.
     pub fn spawn(raft: Raft, give_up: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, give_up));
-        Self { tx }
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(run(raft, rx, slots.clone(), give_up));
+        Self { tx, slots }
+    }
+
+    /// Stops proposing: waits until the entries in flight are applied (or
+    /// given up), then holds every slot until the guard is dropped. Queued
+    /// and new writes wait meanwhile. The semaphore is fair, so a pause is
+    /// not overtaken by writes that arrive while it waits.
+    pub async fn pause(&self) -> Paused {
+        let permits = IN_FLIGHT as u32;
+        // The semaphore is never closed; were it, nothing could be proposed
+        // anyway, so there would be nothing to hold.
+        Paused {
+            _slots: self.slots.clone().acquire_many_owned(permits).await.ok(),
+        }
     }
 
     /// Proposes `req` and waits until it is applied (or fails), like
@@ -75,8 +102,12 @@ fn stopped() -> RaftError<NodeId, ClientWriteError<NodeId, BasicNode>> {
     RaftError::Fatal(Fatal::Stopped)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, give_up: std::time::Duration) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    slots: Arc<Semaphore>,
+    give_up: std::time::Duration,
+) {
     // A request that did not fit in the previous entry starts the next one.
     let mut carry: Option<Pending> = None;
     loop {

@@ -9,7 +9,7 @@ use atoll_proto as pb;
 use openraft::ServerState;
 
 use super::meta::ShardMeta;
-use super::proposer::{Proposer, WriteResult};
+use super::proposer::{Paused, Proposer, WriteResult};
 use super::read_index::{ReadIndexResult, ReadIndexer};
 use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
@@ -99,6 +99,12 @@ impl Replica {
     /// [`super::proposer`]) and waits until it is applied.
     pub async fn propose(&self, req: crate::command::Request) -> WriteResult {
         self.proposer.propose(req).await
+    }
+
+    /// Holds back new proposals until the guard is dropped (for a leader
+    /// transfer, [`super::transfer`]); see [`Proposer::pause`].
+    pub async fn pause_proposals(&self) -> Paused {
+        self.proposer.pause().await
     }
 
     /// The ReadIndex barrier, shared with concurrent reads (see

@@ -7,3 +7,4 @@ pub mod durability;
 pub mod leaders;
 pub mod linearizable;
 pub mod liveness;
+pub mod transfers;

@@ -2,8 +2,8 @@
 //!
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
 //! `cmd/kv.rs` runs the key-value commands, `cmd/txn.rs` transactions,
-//! `cmd/admin.rs` the operator commands; `output.rs` renders results as
-//! text, tables or JSON.
+//! `cmd/admin.rs` the operator commands, `cmd/shard.rs` the commands on one
+//! shard; `output.rs` renders results as text, tables or JSON.
 
 mod cmd;
 mod output;

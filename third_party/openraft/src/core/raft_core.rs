@@ -1203,15 +1203,22 @@ where
             RaftMsg::ExternalCommand { cmd } => {
                 tracing::info!(cmd = debug(&cmd), "received RaftMsg::ExternalCommand: {}", func_name!());
 
+                // Atoll patch: a leader-transfer election is an election whose vote requests are
+                // marked (see `Engine::elect_for_leader_transfer`).
+                let leader_transfer = matches!(cmd, ExternalCommand::ElectForLeaderTransfer);
                 match cmd {
-                    ExternalCommand::Elect => {
+                    ExternalCommand::Elect | ExternalCommand::ElectForLeaderTransfer => {
                         if self.engine.leader.is_some() {
                             // A Leader can not win a campaign it starts: its own heartbeats keep
                             // refreshing the voters' leader lease, and a lease that has not expired
                             // rejects the vote request. Leave the established leadership alone.
                             tracing::info!("ExternalCommand: already a Leader, ignore election trigger");
                         } else if self.engine.state.membership_state.effective().is_voter(&self.id) {
-                            self.engine.elect();
+                            if leader_transfer {
+                                self.engine.elect_for_leader_transfer();
+                            } else {
+                                self.engine.elect();
+                            }
                             tracing::debug!("ExternalCommand: triggered election");
                         } else {
                             // Node is switched to learner.

@@ -216,6 +216,16 @@ where C: RaftTypeConfig
     /// Start to elect this node as leader
     #[tracing::instrument(level = "debug", skip(self))]
     pub(crate) fn elect(&mut self) {
+        self.campaign(false)
+    }
+
+    /// Atoll patch: like [`Self::elect`], but the vote request asks the voters to ignore their
+    /// leader lease, because the current leader asked this node to campaign (leader transfer).
+    pub(crate) fn elect_for_leader_transfer(&mut self) {
+        self.campaign(true)
+    }
+
+    fn campaign(&mut self, leader_transfer: bool) {
         // Leadership must be relinquished before campaigning: a Leader that campaigns keeps
         // `leader.vote` at the old term while `state.vote` moves to the new one, which breaks the
         // invariant `LeaderHandler` relies on.
@@ -239,7 +249,10 @@ where C: RaftTypeConfig
         self.vote_handler().update_vote(&new_vote).unwrap();
 
         self.output.push_command(Command::SendVote {
-            vote_req: VoteRequest::new(new_vote, last_log_id),
+            vote_req: VoteRequest {
+                leader_transfer,
+                ..VoteRequest::new(new_vote, last_log_id)
+            },
         });
 
         self.server_state_handler().update_server_state_if_changed();
@@ -302,7 +315,9 @@ where C: RaftTypeConfig
             vote_utime + lease - now
         );
 
-        if vote.is_committed() {
+        // Atoll patch: a leader-transfer vote was asked for by the leader itself; the lease only
+        // protects a live leader from disruption, not safety (no lease-based reads in 0.9).
+        if vote.is_committed() && !req.leader_transfer {
             // Current leader lease has not yet expired, reject voting request
             if now <= vote_utime + lease {
                 tracing::info!(

@@ -46,6 +46,20 @@ where C: RaftTypeConfig
         self.raft_inner.send_external_command(ExternalCommand::Elect, "trigger_elect").await
     }
 
+    /// Atoll patch: trigger an election at once whose vote requests ask the voters to ignore
+    /// their leader lease, and return at once.
+    ///
+    /// For a leader transfer: call it on the target only when the current leader asked for it
+    /// and the target holds the leader's whole log. Like [`Self::elect`], a no-op on a leader,
+    /// a learner, and not affected by `Raft::enable_elect(false)`. Safe in any case (a vote
+    /// still needs an up-to-date log and a higher term); used carelessly it only disrupts a
+    /// healthy leader.
+    pub async fn elect_for_leader_transfer(&self) -> Result<(), Fatal<C::NodeId>> {
+        self.raft_inner
+            .send_external_command(ExternalCommand::ElectForLeaderTransfer, "trigger_elect_for_leader_transfer")
+            .await
+    }
+
     /// Trigger a heartbeat at once and return at once.
     ///
     /// Returns error when RaftCore has [`Fatal`] error, e.g. shut down or having storage error.

@@ -3,6 +3,7 @@
 
 mod admin;
 mod kv;
+mod shard;
 mod txn;
 
 use std::time::Duration;
@@ -74,6 +75,9 @@ pub enum Command {
     ChangeMembership(admin::ChangeMembershipArgs),
     /// Snapshot a shard and purge its log, on every endpoint hosting it.
     Compact(admin::CompactArgs),
+    /// Commands on one shard (transfer-leader).
+    #[command(subcommand)]
+    Shard(shard::ShardCommand),
 }
 
 pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
@@ -89,5 +93,6 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::AddLearner(args) => admin::add_learner(args, ctx).await,
         Command::ChangeMembership(args) => admin::change_membership(args, ctx).await,
         Command::Compact(args) => admin::compact(args, ctx).await,
+        Command::Shard(command) => shard::run(command, ctx).await,
     }
 }

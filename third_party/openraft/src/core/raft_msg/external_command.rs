@@ -16,6 +16,10 @@ pub(crate) enum ExternalCommand<C: RaftTypeConfig> {
     /// Initiate an election at once.
     Elect,
 
+    /// Atoll patch: initiate an election at once whose vote requests ask the voters to ignore
+    /// their leader lease: the current leader asked this node to take over (leader transfer).
+    ElectForLeaderTransfer,
+
     /// Send a heartbeat message, only if the node is leader, or it will be ignored.
     Heartbeat,
 
@@ -48,6 +52,9 @@ where C: RaftTypeConfig
         match self {
             ExternalCommand::Elect => {
                 write!(f, "Elect")
+            }
+            ExternalCommand::ElectForLeaderTransfer => {
+                write!(f, "ElectForLeaderTransfer")
             }
             ExternalCommand::Heartbeat => {
                 write!(f, "Heartbeat")

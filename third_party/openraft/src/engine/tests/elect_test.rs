@@ -58,6 +58,7 @@ fn test_elect_single_node() -> anyhow::Result<()> {
                     vote_req: VoteRequest {
                         vote: Vote::new(1, 1),
                         last_log_id: Some(log_id(0, 0, 0)),
+                        leader_transfer: false,
                     },
                 },
             ],
@@ -101,6 +102,7 @@ fn test_elect_again_overrides_previous_campaign() -> anyhow::Result<()> {
                     vote_req: VoteRequest {
                         vote: Vote::new(2, 1),
                         last_log_id: Some(log_id(0, 0, 0)),
+                        leader_transfer: false,
                     },
                 },
             ],

@@ -47,6 +47,7 @@ fn test_handle_vote_req_rejected_by_leader_lease() -> anyhow::Result<()> {
     let resp = eng.handle_vote_req(VoteRequest {
         vote: Vote::new(3, 2),
         last_log_id: Some(log_id(2, 1, 3)),
+        leader_transfer: false,
     });
 
     assert_eq!(VoteResponse::new(Vote::new_committed(2, 1), None, false), resp);
@@ -61,6 +62,24 @@ fn test_handle_vote_req_rejected_by_leader_lease() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Atoll patch: a leader-transfer vote is granted although the leader lease has not expired.
+#[test]
+fn test_handle_vote_req_leader_transfer_ignores_leader_lease() -> anyhow::Result<()> {
+    let mut eng = eng();
+    eng.state.vote.update(TokioInstant::now(), Vote::new_committed(2, 1));
+
+    let resp = eng.handle_vote_req(VoteRequest {
+        vote: Vote::new(3, 2),
+        last_log_id: Some(log_id(2, 1, 3)),
+        leader_transfer: true,
+    });
+
+    assert_eq!(VoteResponse::new(Vote::new(3, 2), None, true), resp);
+    assert_eq!(Vote::new(3, 2), *eng.state.vote_ref());
+
+    Ok(())
+}
+
 #[test]
 fn test_handle_vote_req_reject_smaller_vote() -> anyhow::Result<()> {
     let mut eng = eng();
@@ -68,6 +87,7 @@ fn test_handle_vote_req_reject_smaller_vote() -> anyhow::Result<()> {
     let resp = eng.handle_vote_req(VoteRequest {
         vote: Vote::new(1, 2),
         last_log_id: None,
+        leader_transfer: false,
     });
 
     assert_eq!(VoteResponse::new(Vote::new(2, 1), None, false), resp);
@@ -90,6 +110,7 @@ fn test_handle_vote_req_reject_smaller_last_log_id() -> anyhow::Result<()> {
     let resp = eng.handle_vote_req(VoteRequest {
         vote: Vote::new(3, 2),
         last_log_id: Some(log_id(1, 1, 3)),
+        leader_transfer: false,
     });
 
     assert_eq!(VoteResponse::new(Vote::new(2, 1), Some(log_id(2, 1, 3)), false), resp);
@@ -117,6 +138,7 @@ fn test_handle_vote_req_granted_equal_vote_and_last_log_id() -> anyhow::Result<(
     let resp = eng.handle_vote_req(VoteRequest {
         vote: Vote::new(2, 1),
         last_log_id: Some(log_id(2, 1, 3)),
+        leader_transfer: false,
     });
 
     assert_eq!(VoteResponse::new(Vote::new(2, 1), Some(log_id(2, 1, 3)), true), resp);
@@ -143,6 +165,7 @@ fn test_handle_vote_req_granted_greater_vote() -> anyhow::Result<()> {
     let resp = eng.handle_vote_req(VoteRequest {
         vote: Vote::new(3, 1),
         last_log_id: Some(log_id(2, 1, 3)),
+        leader_transfer: false,
     });
 
     // respond the updated vote.
@@ -176,6 +199,7 @@ fn test_handle_vote_req_granted_follower_learner_does_not_emit_update_server_sta
         eng.handle_vote_req(VoteRequest {
             vote: Vote::new(3, 1),
             last_log_id: Some(log_id(2, 1, 3)),
+            leader_transfer: false,
         });
 
         assert_eq!(st, eng.state.server_state);
@@ -200,6 +224,7 @@ fn test_handle_vote_req_granted_follower_learner_does_not_emit_update_server_sta
         eng.handle_vote_req(VoteRequest {
             vote: Vote::new(3, 1),
             last_log_id: Some(log_id(2, 1, 3)),
+            leader_transfer: false,
         });
 
         assert_eq!(st, eng.state.server_state);

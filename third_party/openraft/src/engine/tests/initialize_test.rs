@@ -121,6 +121,7 @@ fn test_initialize() -> anyhow::Result<()> {
                     vote_req: VoteRequest {
                         vote: Vote::new(1, 1),
                         last_log_id: Some(LogId {
+                        leader_transfer: false,
                             leader_id: CommittedLeaderId::new(0, 0),
                             index: 0,
                         },),

@@ -13,6 +13,12 @@ use crate::Vote;
 pub struct VoteRequest<NID: NodeId> {
     pub vote: Vote<NID>,
     pub last_log_id: Option<LogId<NID>>,
+    /// Atoll patch: the candidate campaigns at the request of the current leader (a leader
+    /// transfer, Raft's TimeoutNow): a voter grants it even while its leader lease lasts.
+    /// Not serialized: the application carries it beside the request, so nodes with and
+    /// without this patch still read each other's vote requests (see third_party/PATCHES.md).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub leader_transfer: bool,
 }
 
 impl<NID: NodeId> fmt::Display for VoteRequest<NID> {
@@ -29,7 +35,11 @@ impl<NID: NodeId> MessageSummary<VoteRequest<NID>> for VoteRequest<NID> {
 
 impl<NID: NodeId> VoteRequest<NID> {
     pub fn new(vote: Vote<NID>, last_log_id: Option<LogId<NID>>) -> Self {
-        Self { vote, last_log_id }
+        Self {
+            vote,
+            last_log_id,
+            leader_transfer: false,
+        }
     }
 }
 
