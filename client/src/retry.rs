@@ -150,10 +150,9 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 20 ms doubling to 250 ms, equal jitter. The bound is about half a
-    /// node's default failure detection (lease 300 ms + election timeout
-    /// 150–300 ms): a client waiting out a leader change retries within
-    /// ~250 ms of the new leader's election, not a second later.
+    /// 20 ms doubling to 250 ms, equal jitter. A client waiting out a
+    /// leader change then retries within ~250 ms of the new leader's
+    /// election, not up to a second later.
     fn default() -> Self {
         Backoff {
             initial: Duration::from_millis(20),

@@ -34,31 +34,6 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Election timing of the nodes these tests start: the defaults before
-/// 2026-11-29 (lease 1 s), not today's faster ones (lease 300 ms). The test
-/// suite runs many clusters at once on two cores, and a node starved for
-/// half a second would lose its leadership in tests that need one leader
-/// throughout; failover speed is measured by `scripts/bench.sh`, and the
-/// simulation and the Jepsen-style suite run the defaults.
-const TEST_TIMEOUTS: &str =
-    "heartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
-
-/// `extra_toml` with [`TEST_TIMEOUTS`] in its `[raft]` table (added if
-/// missing).
-fn with_test_timeouts(extra_toml: &str) -> String {
-    match extra_toml.find("[raft]\n") {
-        Some(at) => {
-            let end = at + "[raft]\n".len();
-            format!(
-                "{}{TEST_TIMEOUTS}{}",
-                &extra_toml[..end],
-                &extra_toml[end..]
-            )
-        }
-        None => format!("{extra_toml}\n[raft]\n{TEST_TIMEOUTS}"),
-    }
-}
-
 impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64, extra_toml: &str) -> Cluster {
@@ -96,9 +71,8 @@ impl Cluster {
             let config = dir.path().join(format!("node{id}.toml"));
             let data = dir.path().join(format!("data{id}"));
             let toml = format!(
-                "id = {id}\ndata_dir = {data:?}\nlisten = \"{addr}\"\ninitial_cluster = [{}]\n{}",
-                initial.join(", "),
-                with_test_timeouts(extra_toml)
+                "id = {id}\ndata_dir = {data:?}\nlisten = \"{addr}\"\ninitial_cluster = [{}]\n{extra_toml}",
+                initial.join(", ")
             );
             std::fs::write(&config, toml).expect("write config");
             nodes.push(Proc {
