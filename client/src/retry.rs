@@ -150,13 +150,11 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 20 ms doubling to 250 ms, equal jitter. A client waiting out a
-    /// leader change then retries within ~250 ms of the new leader's
-    /// election, not up to a second later.
+    /// 20 ms doubling to 1 s, equal jitter.
     fn default() -> Self {
         Backoff {
             initial: Duration::from_millis(20),
-            max: Duration::from_millis(250),
+            max: Duration::from_secs(1),
             jitter: Jitter::Equal,
         }
     }
