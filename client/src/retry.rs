@@ -339,8 +339,8 @@ mod tests {
         let delays: Vec<u64> = (0..8)
             .map(|n| b.next_delay(n, &mut rng).as_millis() as u64)
             .collect();
-        assert_eq!(delays, [20, 40, 80, 160, 250, 250, 250, 250]);
-        assert_eq!(b.next_delay(u32::MAX, &mut rng), Duration::from_millis(250));
+        assert_eq!(delays, [20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(b.next_delay(u32::MAX, &mut rng), Duration::from_secs(1));
     }
 
     #[test]
