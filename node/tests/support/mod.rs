@@ -278,7 +278,17 @@ impl Cluster {
         for p in &self.nodes {
             let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", p.id)))
                 .unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
+            // Backtrace frames of a node that exited say less than the
+            // error above them.
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    let t = l.trim_start();
+                    !(t.starts_with("at ")
+                        || t.split_once(": ")
+                            .is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+                })
+                .collect();
             out.push_str(&format!("--- node {} ---\n", p.id));
             for l in &lines[lines.len().saturating_sub(15)..] {
                 out.push_str(l);
