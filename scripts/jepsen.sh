@@ -57,7 +57,7 @@ case "${1:-}" in
     "$(bin)" --workload register --nemesis kill,pause --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload set --nemesis partition,netem --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload append --nemesis power,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
-    "$(bin)" --workload bank --nemesis partition,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload bank --nemesis partition,transfer --time 22 --quiet 3 --fault 4 "$@" || status=1
     exit $status
     ;;
 esac

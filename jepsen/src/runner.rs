@@ -212,7 +212,12 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         let (schedule, seed) = (cfg.schedule, cfg.seed);
         std::thread::spawn(move || {
             let leader = || handle.block_on(status::leader(&eps));
-            nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &leader)
+            let transfer = |target| handle.block_on(status::transfer_leader(&eps, target));
+            let probes = nemesis::Probes {
+                leader: &leader,
+                transfer: &transfer,
+            };
+            nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &probes)
         })
     };
 

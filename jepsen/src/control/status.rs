@@ -20,3 +20,21 @@ pub async fn leader(endpoints: &[String]) -> Option<u64> {
     }
     best.map(|(_, node)| node)
 }
+
+/// Moves shard 1's leadership to `target` through whichever node leads
+/// (`atollctl shard transfer-leader`). `Ok` describes what happened: the
+/// move, or why the cluster declined it (a refusal is not a harness error).
+pub async fn transfer_leader(endpoints: &[String], target: u64) -> Result<String, String> {
+    let moved = atoll_client::admin::on_leader(endpoints, Duration::from_secs(5), |a| async move {
+        a.transfer_leader(1, target).await
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(match moved {
+        Ok(t) => format!(
+            "node {} leads term {} (proposals held back {:?})",
+            t.leader_id, t.term, t.paused
+        ),
+        Err(f) => format!("declined: {:?}: {}", f.reason, f.message),
+    })
+}

@@ -9,6 +9,8 @@
 //! - `netem`: delay, jitter, loss and reordering on one node or all ([`netem`]).
 //! - `power`: SIGKILL + drop every un-synced write on one node, a minority or all nodes
 //!   (the lazyfs layer), restart at the end.
+//! - `transfer`: move shard 1's leadership to another node (`atollctl shard
+//!   transfer-leader`), every second of the window; nothing to heal.
 //!
 //! `clock` is not offered: see docs/decisions/0015-jepsen-harness.md.
 
@@ -34,14 +36,16 @@ pub enum NemesisKind {
     Partition,
     Netem,
     Power,
+    Transfer,
 }
 
-pub const ALL: [NemesisKind; 5] = [
+pub const ALL: [NemesisKind; 6] = [
     NemesisKind::Kill,
     NemesisKind::Pause,
     NemesisKind::Partition,
     NemesisKind::Netem,
     NemesisKind::Power,
+    NemesisKind::Transfer,
 ];
 
 impl NemesisKind {
@@ -52,19 +56,24 @@ impl NemesisKind {
             NemesisKind::Partition => "partition",
             NemesisKind::Netem => "netem",
             NemesisKind::Power => "power",
+            NemesisKind::Transfer => "transfer",
         }
     }
 
     pub fn needs_namespaces(self) -> bool {
         match self {
             NemesisKind::Partition | NemesisKind::Netem => true,
-            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::Power => false,
+            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::Power | NemesisKind::Transfer => {
+                false
+            }
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown nemesis {0:?} (kill, pause, partition, netem, power, none; clock is not offered)")]
+#[error(
+    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, none; clock is not offered)"
+)]
 pub struct UnknownNemesis(String);
 
 impl FromStr for NemesisKind {
@@ -108,6 +117,16 @@ enum Fault {
     Partitioned,
     Netem(Vec<u64>),
     PowerCut(Vec<u64>),
+    /// Leadership moved; nothing to undo.
+    Transferred,
+}
+
+/// What the nemeses ask of the running cluster beyond its processes.
+pub struct Probes<'a> {
+    /// The current leader of shard 1.
+    pub leader: &'a dyn Fn() -> Option<u64>,
+    /// Moves shard 1's leadership to a node ([`crate::control::status::transfer_leader`]).
+    pub transfer: &'a dyn Fn(u64) -> Result<String, String>,
 }
 
 /// Timing of the scheduler.
@@ -200,6 +219,7 @@ fn inject(
                 format!("netem {} on {how} {t:?}", n.describe()),
             ))
         }
+        NemesisKind::Transfer => Ok((Fault::Transferred, String::from("leader transfers"))),
         NemesisKind::Power => {
             let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
@@ -222,6 +242,7 @@ fn heal(fault: &Fault, cluster: &SharedCluster) -> Result<(), ControlError> {
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| c.resume(id)),
         Fault::Partitioned => c.heal(),
         Fault::Netem(ids) => ids.iter().try_for_each(|&id| c.netem_off(id)),
+        Fault::Transferred => Ok(()),
     }
 }
 
@@ -240,8 +261,41 @@ fn nap(d: Duration, stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
+/// A `transfer` window: a leader transfer to a random other node every second until the
+/// window ends. Returns what happened, one entry per transfer, and whether `stop` was set.
+fn transfers(
+    ids: &[u64],
+    probes: &Probes<'_>,
+    rng: &mut impl Rng,
+    length: Duration,
+    stop: &AtomicBool,
+) -> (Vec<String>, bool) {
+    let mut done = Vec::new();
+    let mut left = length;
+    loop {
+        let leader = (probes.leader)();
+        let others: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+        if let Some(&target) = others.choose(rng) {
+            let what = match (probes.transfer)(target) {
+                Ok(what) => format!("to {target}: {what}"),
+                Err(e) => format!("to {target}: failed: {e}"),
+            };
+            eprintln!("atoll-jepsen: nemesis transfer {what}");
+            done.push(what);
+        }
+        let step = left.min(Duration::from_secs(1));
+        if nap(step, stop) {
+            return (done, true);
+        }
+        left = left.saturating_sub(step);
+        if left.is_zero() {
+            return (done, false);
+        }
+    }
+}
+
 /// The scheduler: until `stop`, a quiet period then a fault window, round and round. Every
-/// fault is healed before it returns. `leader` finds the current leader.
+/// fault is healed before it returns.
 pub fn run(
     kinds: &[NemesisKind],
     cluster: &SharedCluster,
@@ -249,8 +303,9 @@ pub fn run(
     clock: Clock,
     seed: u64,
     stop: &AtomicBool,
-    leader: &dyn Fn() -> Option<u64>,
+    probes: &Probes<'_>,
 ) -> Vec<Window> {
+    let leader = probes.leader;
     let mut windows = Vec::new();
     if kinds.is_empty() {
         return windows;
@@ -274,7 +329,13 @@ pub fn run(
                 ),
             };
         eprintln!("atoll-jepsen: nemesis {what}");
-        let stopped = nap(schedule.fault, stop);
+        let (what, stopped) = if kind == NemesisKind::Transfer {
+            let ids = lock(cluster).ids();
+            let (done, stopped) = transfers(&ids, probes, &mut rng, schedule.fault, stop);
+            (format!("leader transfers: {}", done.join("; ")), stopped)
+        } else {
+            (what, nap(schedule.fault, stop))
+        };
         let heal_error = fault
             .as_ref()
             .and_then(|f| heal(f, cluster).err())
