@@ -29,9 +29,21 @@ pub struct Cluster {
 pub const FAST_SNAPSHOTS: &str =
     "[raft]\nsnapshot_after_entries = 50\nkeep_entries_after_snapshot = 10\n";
 
+/// A free port that no other cluster of this test process was given: the
+/// tests of one binary configure clusters in parallel, and the kernel may
+/// hand a port it just released to the next `bind(0)` before the first
+/// cluster's node has bound it.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
