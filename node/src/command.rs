@@ -173,6 +173,9 @@ pub enum Request {
     /// with its own dedup check, answered with `Response::Multi` in the
     /// same order. Never nested.
     Multi(Vec<Request>),
+    /// A command of the placement driver's state machine; applied only by
+    /// the PD group ([`crate::pd`]), refused by every data shard.
+    Pd(Box<atoll_pd::command::Command>),
 }
 
 impl Request {
@@ -182,6 +185,7 @@ impl Request {
             Request::Write { op, .. } => op.payload_bytes(),
             Request::RegisterSession { .. } => 0,
             Request::Multi(reqs) => reqs.iter().map(Request::payload_bytes).sum(),
+            Request::Pd(_) => 0,
         }
     }
 }
@@ -228,6 +232,8 @@ pub enum Rejection {
     SessionExpired { client_id: u64 },
     /// A `Multi` inside a `Multi` (never proposed by this node).
     NestedMulti,
+    /// A PD command proposed to a data shard (never proposed by this node).
+    NotPdGroup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,4 +262,6 @@ pub enum Response {
         succeeded: bool,
         results: Vec<TxnOpResult>,
     },
+    /// What the PD state machine answered.
+    Pd(atoll_pd::command::CommandResult),
 }

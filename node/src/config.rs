@@ -132,6 +132,28 @@ impl Default for SessionLimits {
     }
 }
 
+/// The placement driver (docs/decisions/0019-placement-driver-on-raft.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PdTuning {
+    /// How often the node reports to the PD (liveness, and every shard it
+    /// leads).
+    pub heartbeat_ms: u64,
+    /// A node silent this long is marked Down. Replicated in the PD's
+    /// state: the value of the first PD leader is used when the cluster is
+    /// bootstrapped.
+    pub down_after_ms: u64,
+}
+
+impl Default for PdTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            down_after_ms: 30_000,
+        }
+    }
+}
+
 /// The write-ahead log (docs/decisions/0011-raft-wal.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +202,10 @@ pub struct Config {
     pub raft: RaftTuning,
     pub sessions: SessionLimits,
     pub wal: WalTuning,
+    pub pd: PdTuning,
+    /// Labels the PD knows this node by, such as `zone = "a"` (replicas
+    /// of a shard are spread over distinct zones).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -195,6 +221,8 @@ impl Default for Config {
             raft: RaftTuning::default(),
             sessions: SessionLimits::default(),
             wal: WalTuning::default(),
+            pd: PdTuning::default(),
+            labels: Default::default(),
         }
     }
 }
@@ -241,6 +269,12 @@ impl Config {
             return Err(NodeError::Config(
                 "sessions.max_per_shard must be > 0".into(),
             ));
+        }
+        if self.pd.heartbeat_ms == 0 || self.pd.down_after_ms <= self.pd.heartbeat_ms {
+            return Err(NodeError::Config(format!(
+                "pd.heartbeat_ms ({}) must be > 0 and below pd.down_after_ms ({})",
+                self.pd.heartbeat_ms, self.pd.down_after_ms
+            )));
         }
         Ok(())
     }

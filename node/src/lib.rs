@@ -19,6 +19,10 @@
 //! [`storage::MemoryEngine`] in simulation). [`start`] wires config → data
 //! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
+//! The placement driver ([`pd`]) is one more Raft group (shard 0) on the
+//! first three initial members; every node reports to it and forwards its
+//! requests to the PD leader ([`service::pd`]).
+//!
 //! Every node belongs to one cluster, named by an id stored next to the
 //! node id ([`cluster`]); messages from another cluster are refused, and a
 //! fresh node asks its peers before it bootstraps (so a node that lost its
@@ -44,6 +48,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod pd;
 pub mod raft;
 pub mod server;
 pub mod service;
@@ -78,6 +83,8 @@ pub struct Node {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), NodeError>>,
+    /// The PD heartbeat and leader-duty loops, aborted at shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -99,6 +106,9 @@ impl Node {
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        for task in &self.background {
+            task.abort();
         }
         let served = (&mut self.server).await;
         self.ctx.host.shutdown().await;
@@ -227,13 +237,14 @@ pub async fn start_with_engine(
         let _ = stop_rx.await;
     })
     .await?;
-    let node = Node {
+    let mut node = Node {
         ctx,
         flusher,
         wal,
         addr,
         stop: Some(stop_tx),
         server: tokio::spawn(serving),
+        background: Vec::new(),
     };
 
     if fresh && !members.is_empty() {
@@ -250,7 +261,10 @@ pub async fn start_with_engine(
     // acknowledged anything, so finishing the bootstrap now is what it would
     // have done then. (A node that bootstrapped has shard 1 stored.)
     let ours = identity::derive(&node.ctx.config.initial_cluster_token, &members);
-    if !fresh && !members.is_empty() && node.ctx.host.all().is_empty() && stored.cluster_id == ours
+    if !fresh
+        && !members.is_empty()
+        && bootstrap_incomplete(&node.ctx, &members)
+        && stored.cluster_id == ours
     {
         tracing::warn!(
             node = node.id(),
@@ -261,8 +275,23 @@ pub async fn start_with_engine(
             .await
             .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
     }
+    node.background = vec![
+        tokio::spawn(pd::heartbeat::run(node.ctx.clone())),
+        tokio::spawn(pd::duties::run(node.ctx.clone())),
+    ];
     tracing::info!(node = node.id(), %addr, "node serving");
     Ok(node)
+}
+
+/// Whether an initial member lacks a shard its bootstrap creates: the
+/// first shard, or the PD group's replica on a PD member (a node that
+/// started before the PD existed gets its replica this way too).
+fn bootstrap_incomplete(ctx: &NodeCtx, members: &[(u64, String)]) -> bool {
+    let pd_member = pd::pd_members(members)
+        .iter()
+        .any(|(id, _)| *id == ctx.node_id());
+    ctx.host.get(service::admin::FIRST_SHARD).is_none()
+        || (pd_member && ctx.host.get(pd::PD_SHARD).is_none())
 }
 
 /// Asks the peers, claims the engine (node id and cluster id in one

@@ -1,4 +1,4 @@
-//! The node's one gRPC server (Kv + Raft + Admin), with graceful shutdown.
+//! The node's one gRPC server (Kv + Raft + Admin + Pd), with graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use atoll_proto::admin_server::AdminServer;
 use atoll_proto::kv_server::KvServer;
+use atoll_proto::pd_server::PdServer;
 use atoll_proto::raft_server::RaftServer;
 use tonic::transport::Server;
 
@@ -13,6 +14,7 @@ use crate::error::NodeError;
 use crate::raft::peer_pool::{MAX_MESSAGE_BYTES, WINDOW_BYTES};
 use crate::service::admin::AdminService;
 use crate::service::kv::KvService;
+use crate::service::pd::PdService;
 use crate::service::raft::RaftService;
 use crate::service::NodeCtx;
 
@@ -51,7 +53,8 @@ pub async fn bind(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(AdminServer::new(AdminService::new(ctx.clone())));
+        .add_service(AdminServer::new(AdminService::new(ctx.clone())))
+        .add_service(PdServer::new(PdService::new(ctx.clone())));
     serve(router, addr, listen, shutdown).await
 }
 

@@ -50,7 +50,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
         };
         #[cfg(madsim)]
         let store = SnapshotStore::Memory;
-        let sm = StateMachine::open(shard, engine, flusher, meta, ApplyGate::new(), store)?;
+        let sm = StateMachine::open(shard, engine, flusher, meta, ApplyGate::new(), store, None)?;
         Ok((dir, log, sm))
     }
 }

@@ -26,6 +26,16 @@ pub enum Command {
         labels: BTreeMap<String, String>,
         now_ms: u64,
     },
+    /// A node with an id of its own (an initial member of the cluster, or
+    /// a node started with `--id`): the id is reserved so the allocator
+    /// never hands it out. Registering again updates the address, and the
+    /// labels unless none are given.
+    RegisterNode {
+        node: NodeId,
+        address: String,
+        labels: BTreeMap<String, String>,
+        now_ms: u64,
+    },
     NodeHeartbeat {
         node: NodeId,
         now_ms: u64,
@@ -73,10 +83,11 @@ pub enum NodeTarget {
 }
 
 /// One variant per command, each with the command's own result type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Bootstrap(Result<(), BootstrapError>),
     JoinNode(Joined),
+    RegisterNode(Result<Joined, NodeError>),
     NodeHeartbeat(Result<NodeState, NodeError>),
     ShardHeartbeat(HeartbeatOutcome),
     SetNodeState(Result<NodeStateChange, SetNodeStateError>),
@@ -86,14 +97,14 @@ pub enum CommandResult {
     SetConfig(Result<(), ConfigError>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Joined {
     pub node: NodeId,
     /// False when the address was already registered (a retried join).
     pub fresh: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HeartbeatOutcome {
     /// Stored; `changed` when the descriptor (not only the statistics) moved.
     Accepted {
@@ -105,7 +116,7 @@ pub enum HeartbeatOutcome {
 /// Why a shard report was not stored. None of these is an error the
 /// reporter must act on, except `RangeChangedWithoutSplit` (report the
 /// split first) and `UnknownShard` (a child whose split is not reported yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IgnoredReport {
     /// The report's epoch is older than the PD's in version or conf_ver.
     StaleEpoch {
@@ -124,20 +135,20 @@ pub enum IgnoredReport {
     NotBootstrapped,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStateChange {
     pub from: NodeState,
     pub to: NodeState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SplitOutcome {
     Applied,
     /// The child is already known at this version or newer (a retried report).
     AlreadyApplied,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum BootstrapError {
     #[error("the cluster is already bootstrapped")]
     AlreadyBootstrapped,
@@ -147,7 +158,7 @@ pub enum BootstrapError {
     UnknownNode { replica: u64, node: NodeId },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum NodeError {
     #[error("node {0} is unknown; join it first")]
     Unknown(NodeId),
@@ -155,7 +166,7 @@ pub enum NodeError {
     Removed(NodeId),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum SetNodeStateError {
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -165,7 +176,7 @@ pub enum SetNodeStateError {
     WouldBreakQuorum { node: NodeId, shard: ShardId },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum AllocError {
     #[error("id count must be between 1 and {max}, got {count}")]
     InvalidCount { count: u64, max: u64 },
@@ -175,7 +186,7 @@ pub enum AllocError {
     Exhausted,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum SplitError {
     #[error("shard {0} is unknown")]
     UnknownParent(ShardId),

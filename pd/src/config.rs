@@ -45,7 +45,7 @@ impl Default for PdConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum ConfigError {
     #[error("replication factor must be at least 1, got {0}")]
     ReplicationFactor(usize),

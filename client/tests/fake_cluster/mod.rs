@@ -560,6 +560,7 @@ impl Admin for Node {
             node_id: self.id,
             addr: world.addr(self.id),
             shards,
+            pd: None,
         }))
     }
 }

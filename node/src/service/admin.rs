@@ -104,9 +104,25 @@ fn transfer_reply(shard: u64, r: Result<Transferred, TransferError>) -> pb::Tran
 /// Raft group with `members`. Safe to call on every initial member: a group
 /// that is already initialised is left alone.
 pub async fn bootstrap(ctx: &NodeCtx, members: &[(u64, String)]) -> Result<(), KvError> {
+    initialize(ctx, ShardMeta::whole_keyspace(FIRST_SHARD), members).await?;
+    let pd_members = crate::pd::pd_members(members);
+    if pd_members.iter().any(|(id, _)| *id == ctx.node_id()) {
+        initialize(ctx, crate::pd::pd_meta(), &pd_members).await?;
+    }
+    Ok(())
+}
+
+/// Creates the replica of `meta` here and initialises its Raft group with
+/// `members` as voters (a no-op if it already was).
+async fn initialize(
+    ctx: &NodeCtx,
+    meta: ShardMeta,
+    members: &[(u64, String)],
+) -> Result<(), KvError> {
+    let shard = meta.id;
     let replica = ctx
         .host
-        .create(ShardMeta::whole_keyspace(FIRST_SHARD))
+        .create(meta)
         .await
         .map_err(|e| KvError::Unavailable(e.to_string()))?;
     let nodes: BTreeMap<u64, BasicNode> = members
@@ -117,7 +133,7 @@ pub async fn bootstrap(ctx: &NodeCtx, members: &[(u64, String)]) -> Result<(), K
         Ok(()) => Ok(()),
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
         Err(e) => Err(KvError::Unavailable(format!(
-            "initialising the cluster: {e}"
+            "initialising shard {shard}: {e}"
         ))),
     }
 }
@@ -396,11 +412,19 @@ impl Admin for AdminService {
         &self,
         _r: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let shards = self.ctx.host.all().iter().map(|r| r.status()).collect();
+        let (pd, data): (Vec<_>, Vec<_>) = self
+            .ctx
+            .host
+            .all()
+            .into_iter()
+            .partition(|r| r.id == crate::pd::PD_SHARD);
+        let shards = data.iter().map(|r| r.status()).collect();
+        let pd = pd.first().map(|r| r.status());
         Ok(Response::new(pb::StatusResponse {
             node_id: self.ctx.node_id(),
             addr: self.ctx.config.advertise_addr(),
             shards,
+            pd,
         }))
     }
 

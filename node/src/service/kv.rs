@@ -53,6 +53,9 @@ impl KvService {
     fn route(&self, header: Option<&pb::RequestHeader>) -> Result<Arc<Replica>, KvError> {
         let header = header
             .ok_or_else(|| KvError::InvalidArgument("request has no header (shard id)".into()))?;
+        if header.shard_id == crate::pd::PD_SHARD {
+            return Err(KvError::ShardNotFound(header.shard_id));
+        }
         let replica = self.ctx.replica(header.shard_id)?;
         tracing::Span::current().record("term", replica.raft.metrics().borrow().current_term);
         if let Some(epoch) = &header.epoch {
@@ -520,7 +523,14 @@ impl Kv for KvService {
     }
 
     async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Reply<pb::ShardsResponse> {
-        let shards = self.ctx.host.all().iter().map(|r| r.descriptor()).collect();
+        let shards = self
+            .ctx
+            .host
+            .all()
+            .iter()
+            .filter(|r| r.id != crate::pd::PD_SHARD)
+            .map(|r| r.descriptor())
+            .collect();
         Ok(GrpcResponse::new(pb::ShardsResponse { shards }))
     }
 }

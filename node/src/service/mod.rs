@@ -1,5 +1,6 @@
 //! gRPC services of a node, all on one tonic server: [`kv`] (client API),
-//! [`raft`] (shard-tagged openraft RPCs) and [`admin`] (operators).
+//! [`raft`] (shard-tagged openraft RPCs), [`admin`] (operators) and [`pd`]
+//! (the placement driver, forwarded to its leader).
 //! [`scan_page`] reads one bounded scan page; [`txn`] converts a txn to
 //! and from the wire; [`validate`] checks input;
 //! [`deadline`] bounds a KV request's wait for Raft by the caller's deadline.
@@ -7,6 +8,7 @@
 pub mod admin;
 pub mod deadline;
 pub mod kv;
+pub mod pd;
 pub mod raft;
 pub mod scan_page;
 pub mod txn;

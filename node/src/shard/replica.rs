@@ -18,7 +18,7 @@ use crate::raft::peer_pool::PeerPool;
 use crate::raft::type_config::{NodeId, Raft};
 use crate::state_machine::snapshot_store::SnapshotStore;
 use crate::state_machine::view::{ApplyGate, ViewGuard};
-use crate::state_machine::{self, SharedMeta, StateMachine};
+use crate::state_machine::{self, SharedMeta, SharedPd, StateMachine};
 use crate::storage::engine::SharedEngine;
 use crate::storage::keys::ShardId;
 use crate::storage::{Flusher, LogStore};
@@ -31,6 +31,8 @@ pub struct Replica {
     gate: ApplyGate,
     proposer: Proposer,
     reads: ReadIndexer,
+    /// The PD state, on a replica of the PD group ([`crate::pd`]).
+    pd: Option<SharedPd>,
 }
 
 /// What a replica needs from its node.
@@ -59,6 +61,13 @@ impl Replica {
         let meta: SharedMeta = Arc::new(RwLock::new(meta));
         let log = LogStore::new(id, deps.wal.clone(), deps.flusher.clone());
         let gate = ApplyGate::new();
+        let pd: Option<SharedPd> = (id == crate::pd::PD_SHARD).then(|| {
+            let state = atoll_pd::state::PdState::new(
+                deps.cluster.get(),
+                atoll_pd::config::PdConfig::default(),
+            );
+            Arc::new(RwLock::new(state))
+        });
         let sm = StateMachine::open(
             id,
             deps.engine.clone(),
@@ -66,6 +75,7 @@ impl Replica {
             meta.clone(),
             gate.clone(),
             deps.snapshots.clone(),
+            pd.clone(),
         )?;
         let network = ShardNetwork::new(
             id,
@@ -92,7 +102,18 @@ impl Replica {
             raft,
             meta,
             gate,
+            pd,
         })
+    }
+
+    /// The PD state, on a replica of the PD group.
+    pub fn pd(&self) -> Option<&SharedPd> {
+        self.pd.as_ref()
+    }
+
+    /// Whether this replica leads its group (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     /// Proposes a write (batched with concurrent ones, see

@@ -93,6 +93,7 @@ mod tests {
                 next_id: 1,
                 sessions: Vec::new(),
             },
+            pd: None,
         };
         let bytes = snapshot::write(Vec::new(), &source, &header).unwrap();
 

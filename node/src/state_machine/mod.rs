@@ -40,9 +40,18 @@ use crate::shard::meta::ShardMeta;
 use crate::storage::engine::{SharedEngine, WriteBatch};
 use crate::storage::keys::{self, ShardId, SmMeta};
 use crate::storage::Flusher;
+use atoll_pd::state::PdState;
 
 /// The shard's range/epoch, shared with the request path.
 pub type SharedMeta = Arc<RwLock<ShardMeta>>;
+
+/// The placement driver's replicated state, on the replicas of the PD group
+/// only ([`crate::pd`]); shared with the PD service, which reads it.
+pub type SharedPd = Arc<RwLock<PdState>>;
+
+pub fn read_pd<T>(pd: &SharedPd, f: impl FnOnce(&PdState) -> T) -> T {
+    f(&pd.read().unwrap_or_else(|p| p.into_inner()))
+}
 
 pub fn read_meta(meta: &SharedMeta) -> ShardMeta {
     meta.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -71,6 +80,8 @@ pub struct StateMachine {
     snapshots_built: u64,
     gate: ApplyGate,
     store: SnapshotStore,
+    /// The PD state, on a replica of the PD group.
+    pd: Option<SharedPd>,
 }
 
 /// How the engine records the current snapshot (and an install in
@@ -95,7 +106,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl StateMachine {
     /// Loads the state machine of `shard` from the engine, first finishing
-    /// a snapshot install that a crash interrupted.
+    /// a snapshot install that a crash interrupted. `pd` is given on a
+    /// replica of the PD group: the stored PD state, if any, replaces it.
     pub fn open(
         shard: ShardId,
         engine: SharedEngine,
@@ -103,6 +115,7 @@ impl StateMachine {
         meta: SharedMeta,
         gate: ApplyGate,
         store: SnapshotStore,
+        pd: Option<SharedPd>,
     ) -> Result<Self, StorageError> {
         if let Some(bytes) = engine
             .get(&keys::sm_meta(shard, SmMeta::Installing))
@@ -148,6 +161,10 @@ impl StateMachine {
         let (lo, hi) = keys::sessions_range(shard);
         let rows = engine.scan(&lo, &hi, usize::MAX).map_err(sm_read_err)?;
         let sessions = Sessions::load(next_session_id, rows).map_err(sm_read_err)?;
+        if let (Some(pd), Some(bytes)) = (&pd, get(SmMeta::Pd)?) {
+            let state: PdState = codec::decode("pd state", &bytes).map_err(sm_read_err)?;
+            *pd.write().unwrap_or_else(|p| p.into_inner()) = state;
+        }
         Ok(Self {
             shard,
             engine,
@@ -159,6 +176,7 @@ impl StateMachine {
             snapshots_built: 0,
             gate,
             store,
+            pd,
         })
     }
 
@@ -185,6 +203,13 @@ impl StateMachine {
                 }
                 Ok(Response::Multi(out))
             }
+            Request::Pd(cmd) => Ok(match &self.pd {
+                Some(pd) => {
+                    let mut state = pd.write().unwrap_or_else(|p| p.into_inner());
+                    Response::Pd(state.apply(*cmd))
+                }
+                None => Response::Rejected(Rejection::NotPdGroup),
+            }),
         }
     }
 
@@ -251,6 +276,13 @@ impl StateMachine {
                 codec::encode("shard", &meta).map_err(sm_write_err)?,
             );
         }
+        if let Some(pd) = &self.pd {
+            let bytes = read_pd(pd, |state| codec::encode("pd state", state));
+            batch.put(
+                keys::sm_meta(shard, SmMeta::Pd),
+                bytes.map_err(sm_write_err)?,
+            );
+        }
         self.sessions
             .persist_into(shard, batch)
             .map_err(sm_write_err)
@@ -282,6 +314,12 @@ fn finish_install(
     batch: &mut WriteBatch,
 ) -> Result<Sessions, StorageError> {
     let err = |e: crate::codec::EncodeError| snap_err(Some(snap_meta), e);
+    if let Some(pd) = &header.pd {
+        batch.put(
+            keys::sm_meta(shard, SmMeta::Pd),
+            codec::encode("pd state", pd).map_err(err)?,
+        );
+    }
     let mut sessions = Sessions::from_snapshot(header.sessions);
     sessions.persist_into(shard, batch).map_err(sm_write_err)?;
     if let Some(applied) = &snap_meta.last_log_id {
@@ -425,6 +463,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let header = Header {
             shard,
             sessions: self.sessions.to_snapshot(),
+            pd: self.pd.as_ref().map(|pd| read_pd(pd, PdState::clone)),
         };
         let engine = self.engine.clone();
         let fill = Box::new(move |out: &mut dyn std::io::Write| {
@@ -479,6 +518,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| err(&e))?;
         let new_meta = header.shard.clone();
+        if let (Some(pd), Some(state)) = (&self.pd, &header.pd) {
+            *pd.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
+        }
         let mut batch = WriteBatch::new();
         self.sessions = finish_install(self.shard, meta, stored.clone(), header, &mut batch)?;
         self.engine.write(batch).map_err(|e| err(&e))?;

@@ -23,8 +23,10 @@ use crate::storage::engine::{EngineError, Kv, SharedEngine};
 use crate::storage::keys;
 
 const MAGIC: &[u8; 8] = b"ATOLLSNP";
-/// The snapshot format this binary writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The snapshot format this binary writes. It also reads format 2 (no PD
+/// state in the header).
+pub const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION_NO_PD: u32 = 2;
 const END: u32 = u32::MAX;
 /// Engine rows read per call while writing.
 const READ_CHUNK: usize = 1024;
@@ -37,6 +39,15 @@ pub struct Header {
     pub shard: ShardMeta,
     /// The dedup table, including the next session id.
     pub sessions: SessionsSnapshot,
+    /// The placement driver's state, in a snapshot of the PD group.
+    pub pd: Option<atoll_pd::state::PdState>,
+}
+
+/// The header of format 2.
+#[derive(Deserialize)]
+struct HeaderNoPd {
+    shard: ShardMeta,
+    sessions: SessionsSnapshot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +148,22 @@ impl<R: Read> Reader<R> {
             return Err(SnapshotError::BadMagic);
         }
         let version = r.take_u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_PD {
             return Err(SnapshotError::Version { found: version });
         }
         let len = r.take_u32()?;
         let head = r.take_vec(len)?;
-        let header = codec::decode("snapshot header", &head)
-            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let corrupt = |e: crate::codec::DecodeError| SnapshotError::Corrupt(e.to_string());
+        let header = if version == FORMAT_VERSION_NO_PD {
+            let old: HeaderNoPd = codec::decode("snapshot header", &head).map_err(corrupt)?;
+            Header {
+                shard: old.shard,
+                sessions: old.sessions,
+                pd: None,
+            }
+        } else {
+            codec::decode("snapshot header", &head).map_err(corrupt)?
+        };
         Ok((header, r))
     }
 
@@ -233,7 +253,36 @@ mod tests {
                 next_id: 7,
                 sessions: Vec::new(),
             },
+            pd: None,
         }
+    }
+
+    #[test]
+    fn a_format_2_snapshot_without_pd_state_is_still_read() {
+        #[derive(Serialize)]
+        struct Old {
+            shard: ShardMeta,
+            sessions: SessionsSnapshot,
+        }
+        let h = header();
+        let head = codec::encode(
+            "old header",
+            &Old {
+                shard: h.shard.clone(),
+                sessions: h.sessions.clone(),
+            },
+        )
+        .expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION_NO_PD.to_be_bytes());
+        bytes.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&head);
+        bytes.extend_from_slice(&END.to_be_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        let (read, rows) = read_all(&bytes).expect("a format-2 snapshot reads");
+        assert_eq!(read, h);
+        assert!(rows.is_empty());
     }
 
     fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Kv>), SnapshotError> {

@@ -17,6 +17,7 @@ fn open(engine: &SharedEngine) -> StateMachine {
         meta,
         ApplyGate::new(),
         SnapshotStore::Memory,
+        None,
     )
     .expect("open state machine")
 }
@@ -234,6 +235,7 @@ async fn conf_ver_is_the_membership_entry_index_so_replays_agree() {
         Arc::new(RwLock::new(meta)),
         ApplyGate::new(),
         SnapshotStore::Memory,
+        None,
     )
     .unwrap();
     learner
@@ -260,6 +262,7 @@ async fn a_txn_with_any_key_outside_the_shard_is_rejected_at_apply_and_changes_n
         Arc::new(RwLock::new(meta)),
         ApplyGate::new(),
         SnapshotStore::Memory,
+        None,
     )
     .unwrap();
     apply_one(&mut sm, 1, register(10)).await;

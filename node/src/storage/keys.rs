@@ -5,7 +5,7 @@
 //! 0x01, 0x02                     reserved: the raft log and raft meta of data format 0;
 //!                                the raft log is in the WAL now (crate::wal)
 //! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot,
-//!                                next session id
+//!                                next session id, PD state (shard 0)
 //! 0x04 shard(8) client(8)        dedup session header of one client
 //! 0x04 shard(8) client(8) seq(8) one recorded write result of that client
 //! 0x10 user-key                  user data (shards on a node never overlap)
@@ -29,6 +29,8 @@ pub enum SmMeta {
     NextSessionId = 5,
     /// A snapshot install in progress (see `state_machine::install`).
     Installing = 6,
+    /// The placement driver's state (on the PD group only, `crate::pd`).
+    Pd = 7,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {

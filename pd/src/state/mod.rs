@@ -50,6 +50,12 @@ impl PdState {
                 labels,
                 now_ms,
             } => CommandResult::JoinNode(self.join_node(address, labels, now_ms)),
+            Command::RegisterNode {
+                node,
+                address,
+                labels,
+                now_ms,
+            } => CommandResult::RegisterNode(self.register_node(node, address, labels, now_ms)),
             Command::NodeHeartbeat {
                 node,
                 now_ms,

@@ -49,6 +49,46 @@ impl PdState {
         }
     }
 
+    pub(super) fn register_node(
+        &mut self,
+        id: NodeId,
+        address: String,
+        labels: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Result<Joined, NodeError> {
+        self.ids.reserve_through(IdKind::Node, id);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if n.state == NodeState::Removed {
+                return Err(NodeError::Removed(id));
+            }
+            n.address = address;
+            if !labels.is_empty() {
+                n.labels = labels;
+            }
+            return Ok(Joined {
+                node: id,
+                fresh: false,
+            });
+        }
+        self.nodes.insert(
+            id,
+            NodeInfo {
+                id,
+                address,
+                labels,
+                state: NodeState::Up,
+                draining: false,
+                last_heartbeat_ms: now_ms,
+                capacity_bytes: 0,
+                used_bytes: 0,
+            },
+        );
+        Ok(Joined {
+            node: id,
+            fresh: true,
+        })
+    }
+
     pub(super) fn node_heartbeat(
         &mut self,
         id: NodeId,
@@ -170,6 +210,40 @@ mod tests {
             CommandResult::JoinNode(j) => j,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_registered_id_is_reserved_and_registering_again_updates_the_address() {
+        let mut s = PdState::new(7, PdConfig::default());
+        let reg = |s: &mut PdState, id, addr: &str| {
+            s.apply(Command::RegisterNode {
+                node: id,
+                address: addr.into(),
+                labels: Default::default(),
+                now_ms: 0,
+            })
+        };
+        let fresh = Joined {
+            node: 5,
+            fresh: true,
+        };
+        assert_eq!(
+            reg(&mut s, 5, "a:1"),
+            CommandResult::RegisterNode(Ok(fresh))
+        );
+        assert_eq!(
+            reg(&mut s, 5, "a:2"),
+            CommandResult::RegisterNode(Ok(Joined {
+                fresh: false,
+                ..fresh
+            }))
+        );
+        assert_eq!(s.node(5).map(|n| n.address.as_str()), Some("a:2"));
+        assert_eq!(
+            join(&mut s, "b:1", 0).node,
+            6,
+            "the allocator skips registered ids"
+        );
     }
 
     fn set(s: &mut PdState, node: u64, target: NodeTarget, force: bool) -> CommandResult {

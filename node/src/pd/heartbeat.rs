@@ -1,0 +1,99 @@
+//! Every node's heartbeat loop: one node heartbeat (liveness) per interval,
+//! then a report of each shard this node leads. A node the PD does not know
+//! (a node added with `--join`, or any node before the PD's bootstrap)
+//! registers itself under its id, address and labels.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_pd::command::{Command, CommandResult, HeartbeatOutcome, NodeError};
+
+use super::{now_ms, report, route, PdError, PdReply, PdRequest, PD_SHARD};
+use crate::cluster::identity;
+use crate::service::NodeCtx;
+
+/// Runs until the task is aborted (at node shutdown).
+pub async fn run(ctx: Arc<NodeCtx>) {
+    let every = Duration::from_millis(ctx.config.pd.heartbeat_ms);
+    let mut removed_said = false;
+    loop {
+        tokio::time::sleep(every).await;
+        // A node that joins learns its cluster from the first message.
+        if ctx.cluster.get() == identity::UNKNOWN {
+            continue;
+        }
+        match beat(&ctx).await {
+            Ok(Beat::Removed) if !removed_said => {
+                removed_said = true;
+                tracing::warn!(
+                    node = ctx.node_id(),
+                    "the placement driver lists this node as removed; it gets no new replicas. \
+                     To use this machine again, start it with a fresh data directory and join it"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(node = ctx.node_id(), "pd heartbeat: {e}"),
+        }
+    }
+}
+
+enum Beat {
+    Done,
+    Removed,
+}
+
+/// Runs a command on the PD leader.
+pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, PdError> {
+    match route::call(ctx, PdRequest::Command(Box::new(cmd)), 0).await? {
+        PdReply::Result(r) => Ok(r),
+        PdReply::State { .. } => Err(PdError::Malformed(
+            "the PD answered a command with its state".into(),
+        )),
+    }
+}
+
+async fn beat(ctx: &Arc<NodeCtx>) -> Result<Beat, PdError> {
+    let node = ctx.node_id();
+    let now = now_ms();
+    let hb = Command::NodeHeartbeat {
+        node,
+        now_ms: now,
+        capacity_bytes: 0,
+        used_bytes: 0,
+    };
+    match command(ctx, hb).await? {
+        CommandResult::NodeHeartbeat(Err(NodeError::Unknown(_))) => {
+            let reg = Command::RegisterNode {
+                node,
+                address: ctx.config.advertise_addr(),
+                labels: ctx.config.labels.clone(),
+                now_ms: now,
+            };
+            let r = command(ctx, reg).await?;
+            tracing::info!(node, result = ?r, "registered with the placement driver");
+        }
+        CommandResult::NodeHeartbeat(Err(NodeError::Removed(_))) => return Ok(Beat::Removed),
+        _ => {}
+    }
+    for replica in ctx.host.all() {
+        if replica.id == PD_SHARD || !replica.is_leader() {
+            continue;
+        }
+        let cmd = Command::ShardHeartbeat {
+            report: report::descriptor(&replica),
+            stats: report::stats(&replica),
+            now_ms: now,
+        };
+        if let CommandResult::ShardHeartbeat(HeartbeatOutcome::Ignored(why)) =
+            command(ctx, cmd).await?
+        {
+            tracing::debug!(
+                node,
+                shard = replica.id,
+                ?why,
+                "the PD ignored a shard report"
+            );
+        }
+    }
+    Ok(Beat::Done)
+}

@@ -1,0 +1,162 @@
+//! Getting a [`PdRequest`] to the PD leader from any node.
+//!
+//! On a PD member that leads, the request runs here: a command is proposed
+//! through the PD group's Raft (batched with concurrent ones like any
+//! write), a state read waits for a ReadIndex round first. Anywhere else it
+//! is forwarded: a PD member sends it to the leader its Raft knows; a node
+//! without a PD replica sends it to the nodes it knows, PD members first,
+//! until one answers. `hops` stops loops: a request forwarded twice is
+//! answered where it lands or refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_proto as pb;
+use atoll_proto::pd_client::PdClient;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use super::{PdError, PdReply, PdRequest, PD_SHARD};
+use crate::codec;
+use crate::command::{Request, Response};
+use crate::service::NodeCtx;
+use crate::shard::Replica;
+use crate::state_machine::read_pd;
+
+/// The most forwards a request takes (any node → PD member → PD leader).
+pub const MAX_HOPS: u32 = 2;
+
+/// Runs `req` on the PD leader and returns its reply. `hops`: how many
+/// times the request was forwarded to get here (0 for a local caller).
+pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdReply, PdError> {
+    let timeout = ctx.config.raft.write_timeout();
+    match ctx.host.get(PD_SHARD) {
+        Some(replica) => match tokio::time::timeout(timeout, on_member(&replica, &req)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(Redirect(Some(addr)))) if hops < MAX_HOPS => {
+                forward(ctx, &addr, &req, hops + 1).await
+            }
+            Ok(Err(Redirect(_))) => Err(PdError::Unavailable(
+                "the placement driver has no leader yet (election in progress?)".into(),
+            )),
+            Err(_) => Err(PdError::Unavailable(format!(
+                "the PD group did not answer within {timeout:?} (no quorum?)"
+            ))),
+        },
+        None if hops > 0 => Err(PdError::NotPdMember(ctx.node_id())),
+        None => {
+            let mut last = PdError::Unavailable("no other node is known".into());
+            for addr in candidates(ctx) {
+                match forward(ctx, &addr, &req, 1).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => {
+                        tracing::debug!(node = ctx.node_id(), %addr, "pd request: {e}");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// The replica does not lead the PD group; the leader's address if known.
+struct Redirect(Option<String>);
+
+async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redirect> {
+    let leader_addr = |leader: Option<u64>| leader.and_then(|id| replica.member_addr(id));
+    match req {
+        PdRequest::Command(cmd) => match replica.propose(Request::Pd(cmd.clone())).await {
+            Ok(resp) => match resp.data {
+                Response::Pd(result) => Ok(PdReply::Result(result)),
+                other => {
+                    // The PD group's state machine answers every Pd request
+                    // with Response::Pd; anything else is a bug, not a reason
+                    // to crash the node.
+                    tracing::error!(
+                        ?other,
+                        "the PD group answered a command with a non-PD response"
+                    );
+                    Err(Redirect(None))
+                }
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Redirect(leader_addr(f.leader_id)))
+            }
+            Err(_) => Err(Redirect(None)),
+        },
+        PdRequest::State => match replica.ensure_linearizable().await {
+            Ok(_) => {
+                let pd = replica.pd().ok_or(Redirect(None))?;
+                Ok(PdReply::State {
+                    state: Box::new(read_pd(pd, Clone::clone)),
+                    leader: replica.raft.metrics().borrow().id,
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Redirect(leader_addr(f.leader_id)))
+            }
+            Err(_) => Err(Redirect(None)),
+        },
+    }
+}
+
+/// Where a node without a PD replica sends its requests: the initial
+/// members (PD members, the lowest ids, first), then every member of the
+/// shards it hosts; never itself.
+fn candidates(ctx: &NodeCtx) -> Vec<String> {
+    let me = ctx.config.advertise_addr();
+    let mut out: Vec<String> = Vec::new();
+    let mut members = ctx.config.initial_members().unwrap_or_default();
+    members.sort();
+    let from_shards = ctx.host.all().into_iter().flat_map(|r| {
+        r.descriptor()
+            .replicas
+            .into_iter()
+            .map(|m| m.addr)
+            .collect::<Vec<_>>()
+    });
+    for addr in members.into_iter().map(|(_, a)| a).chain(from_shards) {
+        if addr != me && !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+async fn forward(
+    ctx: &NodeCtx,
+    addr: &str,
+    req: &PdRequest,
+    hops: u32,
+) -> Result<PdReply, PdError> {
+    let bytes = codec::encode("pd request", req).map_err(|e| PdError::Malformed(e.to_string()))?;
+    let channel = ctx
+        .peers
+        .channel(addr)
+        .map_err(|e| PdError::Unavailable(e.to_string()))?;
+    let mut client = PdClient::new(channel);
+    let call = client.forward(pb::PdForwardRequest {
+        request: bytes,
+        hops,
+        cluster_id: ctx.cluster.get(),
+    });
+    let wait = ctx.config.raft.write_timeout() + Duration::from_secs(1);
+    let reply = match tokio::time::timeout(wait, call).await {
+        Err(_) => {
+            return Err(PdError::Unavailable(format!(
+                "{addr} did not answer in {wait:?}"
+            )))
+        }
+        Ok(Err(status)) => {
+            return Err(PdError::Unavailable(format!(
+                "{addr}: {}",
+                status.message()
+            )))
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    if let Some(e) = reply.error {
+        return Err(PdError::Unavailable(format!("{addr}: {}", e.message)));
+    }
+    codec::decode("pd reply", &reply.reply).map_err(|e| PdError::Malformed(e.to_string()))
+}

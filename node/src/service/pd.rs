@@ -1,0 +1,156 @@
+//! The `Pd` gRPC service every node serves: `Forward` (internal: a PD
+//! request on its way to the PD leader, see [`crate::pd::route`]) and
+//! `ClusterState` (the PD's view of nodes and shards, for `atollctl`).
+
+use std::sync::Arc;
+
+use atoll_pd::node::NodeState;
+use atoll_pd::shard::Role;
+use atoll_pd::state::PdState;
+use atoll_proto as pb;
+use tonic::{Request, Response, Status};
+
+use super::NodeCtx;
+use crate::codec;
+use crate::error::KvError;
+use crate::pd::{now_ms, route, PdError, PdReply, PdRequest};
+
+pub struct PdService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl PdService {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        Self { ctx }
+    }
+}
+
+fn error(e: PdError) -> Option<pb::Error> {
+    tracing::debug!("pd request failed: {e}");
+    let kv = match e {
+        PdError::Malformed(m) => KvError::InvalidArgument(m),
+        other => KvError::Unavailable(other.to_string()),
+    };
+    Some(kv.to_proto())
+}
+
+#[tonic::async_trait]
+impl pb::pd_server::Pd for PdService {
+    async fn forward(
+        &self,
+        request: Request<pb::PdForwardRequest>,
+    ) -> Result<Response<pb::PdForwardResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx.cluster.admit(req.cluster_id, "pd-forward").await?;
+        let reply = match codec::decode::<PdRequest>("pd request", &req.request) {
+            Err(e) => Err(PdError::Malformed(e.to_string())),
+            Ok(pd_req) => route::call(&self.ctx, pd_req, req.hops.max(1)).await,
+        };
+        let reply = reply.and_then(|r| {
+            codec::encode("pd reply", &r).map_err(|e| PdError::Malformed(e.to_string()))
+        });
+        Ok(Response::new(match reply {
+            Ok(bytes) => pb::PdForwardResponse {
+                error: None,
+                reply: bytes,
+            },
+            Err(e) => pb::PdForwardResponse {
+                error: error(e),
+                reply: Vec::new(),
+            },
+        }))
+    }
+
+    async fn cluster_state(
+        &self,
+        _request: Request<pb::ClusterStateRequest>,
+    ) -> Result<Response<pb::ClusterStateResponse>, Status> {
+        let reply = match route::call(&self.ctx, PdRequest::State, 0).await {
+            Ok(PdReply::State { state, leader }) => to_proto(&state, leader),
+            Ok(PdReply::Result(_)) => pb::ClusterStateResponse {
+                error: error(PdError::Malformed(
+                    "the PD answered a state read with a command result".into(),
+                )),
+                ..Default::default()
+            },
+            Err(e) => pb::ClusterStateResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+}
+
+pub fn state_name(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Up => "up",
+        NodeState::Draining => "draining",
+        NodeState::Down => "down",
+        NodeState::Removed => "removed",
+    }
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Voter => "voter",
+        Role::Learner => "learner",
+        Role::IncomingVoter => "incoming-voter",
+        Role::OutgoingVoter => "outgoing-voter",
+    }
+}
+
+fn to_proto(state: &PdState, leader: u64) -> pb::ClusterStateResponse {
+    let nodes = state
+        .nodes()
+        .map(|n| pb::PdNode {
+            id: n.id,
+            addr: n.address.clone(),
+            state: state_name(n.state).into(),
+            labels: n.labels.clone().into_iter().collect(),
+            last_heartbeat_ms: n.last_heartbeat_ms,
+            capacity_bytes: n.capacity_bytes,
+            used_bytes: n.used_bytes,
+            replicas: state.replica_count(n.id) as u64,
+            leaders: state.leader_count(n.id) as u64,
+        })
+        .collect();
+    let shards = state
+        .shards_by_range()
+        .map(|s| pb::PdShard {
+            id: s.desc.id,
+            start: s.desc.start.clone(),
+            end: s.desc.end.clone().unwrap_or_default(),
+            epoch: Some(pb::Epoch {
+                version: s.desc.epoch.version,
+                conf_ver: s.desc.epoch.conf_ver,
+            }),
+            replicas: s
+                .desc
+                .replicas
+                .iter()
+                .map(|r| pb::PdReplica {
+                    id: r.id,
+                    node_id: r.node,
+                    role: role_name(r.role).into(),
+                })
+                .collect(),
+            leader_node: s.desc.leader_node(),
+            term: s.desc.term,
+            approx_size_bytes: s.stats.approx_size_bytes,
+            approx_keys: s.stats.approx_keys,
+            last_report_ms: s.last_report_ms,
+        })
+        .collect();
+    pb::ClusterStateResponse {
+        error: None,
+        cluster_id: state.cluster_id(),
+        bootstrapped: state.is_bootstrapped(),
+        pd_leader: leader,
+        now_ms: now_ms(),
+        nodes,
+        shards,
+        replication_factor: state.config().replication_factor as u64,
+        down_after_ms: state.config().down_after_ms,
+    }
+}

@@ -1,0 +1,122 @@
+//! The placement driver on real processes (issue 9, items 1 and 2): the PD
+//! group runs on the first three nodes, every node reports to it (a node
+//! without a PD replica through forwarding), it knows the first shard and
+//! its leader, marks a killed node Down and a restarted one Up again, and
+//! keeps doing so after its own leader is killed.
+
+mod support;
+
+use std::time::Duration;
+
+use atoll_proto::pd_client::PdClient;
+use atoll_proto::{ClusterStateRequest, ClusterStateResponse};
+use support::Cluster;
+
+const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 2000\n";
+
+async fn cluster_state(c: &Cluster, id: u64) -> Option<ClusterStateResponse> {
+    let mut pd = PdClient::connect(format!("http://{}", c.addr(id)))
+        .await
+        .ok()?;
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        pd.cluster_state(ClusterStateRequest {}),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .into_inner();
+    r.error.is_none().then_some(r)
+}
+
+fn node_state(s: &ClusterStateResponse, id: u64) -> Option<&str> {
+    s.nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map(|n| n.state.as_str())
+}
+
+async fn wait_node_state(c: &Cluster, ask: u64, node: u64, want: &str) -> ClusterStateResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        if let Some(s) = cluster_state(c, ask).await {
+            if node_state(&s, node) == Some(want) {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {node} not {want} (asking node {ask}); last state {last:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pd_tracks_nodes_and_shards_and_survives_its_leader() {
+    let mut c = Cluster::start(4, PD_TOML);
+    let shard_leader = c.wait_leader(1, Duration::from_secs(20)).await;
+
+    // Node 4 hosts no PD replica: its answer is forwarded from the PD leader.
+    let s = wait_node_state(&c, 4, 4, "up").await;
+    assert!(s.bootstrapped, "{s:?}");
+    assert_eq!(s.nodes.len(), 4, "{s:?}");
+    assert!(
+        (1..=3).contains(&s.pd_leader),
+        "the PD runs on nodes 1-3: {s:?}"
+    );
+    assert_eq!(s.down_after_ms, 2000);
+    c.wait_until(
+        "the first shard's leader reported",
+        Duration::from_secs(20),
+        || async {
+            cluster_state(&c, 4).await.is_some_and(|s| {
+                s.shards.len() == 1
+                    && s.shards[0].id == 1
+                    && s.shards[0].replicas.len() == 4
+                    && s.shards[0].leader_node.is_some()
+            })
+        },
+    )
+    .await;
+    let st = c.status(1).await.expect("status of node 1");
+    assert_eq!(
+        st.pd.as_ref().and_then(|p| p.shard.as_ref()).map(|d| d.id),
+        Some(0)
+    );
+    assert!(st
+        .shards
+        .iter()
+        .all(|s| s.shard.as_ref().is_some_and(|d| d.id != 0)));
+    assert!(c.status(4).await.expect("status of node 4").pd.is_none());
+    println!(
+        "shard 1 led by node {shard_leader}, PD led by node {}",
+        s.pd_leader
+    );
+
+    // A killed node turns Down, and Up again once it is back.
+    c.kill9(4);
+    wait_node_state(&c, 1, 4, "down").await;
+    c.restart(4);
+    wait_node_state(&c, 4, 4, "up").await;
+
+    // Kill the PD leader: another PD member takes over, answers, and marks
+    // the dead one Down once it has led for down_after_ms.
+    let old = cluster_state(&c, 4).await.expect("state").pd_leader;
+    c.kill9(old);
+    let ask = if old == 1 { 2 } else { 1 };
+    let s = wait_node_state(&c, ask, old, "down").await;
+    assert_ne!(s.pd_leader, old);
+    assert!(
+        s.nodes
+            .iter()
+            .filter(|n| n.id != old)
+            .all(|n| n.state == "up"),
+        "{s:?}"
+    );
+    c.restart(old);
+    wait_node_state(&c, 4, old, "up").await;
+}
