@@ -5,7 +5,7 @@
 //!   messages, it never loses them), so message loss is modelled here.
 //! - [`flush_latency`]: a simulated disk's flush time, with slow outliers.
 //! - [`record_applied`]: what each replica applied at each index, for the
-//!   State Machine Safety check.
+//!   State Machine Safety check; [`record_pd_state`] the PD state after it.
 //! - [`Bug`] (feature `sim-bugs`): deliberately broken modes that the
 //!   simulation's checkers must catch, proving they can fail.
 //!
@@ -133,9 +133,39 @@ pub fn record_applied(shard: u64, index: u64, digest: u32) {
     });
 }
 
+thread_local! {
+    /// The PD group's state after each applied index, per replica: the
+    /// same check as [`record_applied`], one level up. Equal entries must
+    /// give equal PD states (the PD state machine is deterministic).
+    static PD_STATES: std::cell::RefCell<AppliedLog> = std::cell::RefCell::new(AppliedLog::default());
+}
+
+/// Records the digest of this node's PD state right after applying `index`.
+pub fn record_pd_state(index: u64, digest: u32) {
+    let node = madsim::plugin::node();
+    PD_STATES.with(|a| {
+        let mut a = a.borrow_mut();
+        match a.by_index.get(&(0, index)).copied() {
+            None => {
+                a.by_index.insert((0, index), (digest, node));
+            }
+            Some((d, _)) if d == digest => {}
+            Some((d, first)) => a.conflicts.push(format!(
+                "PD state after index {index}: node {first} has {d:08x}, node {node} has {digest:08x}"
+            )),
+        }
+    });
+}
+
+/// Indexes after which PD replicas held different states.
+pub fn pd_state_conflicts() -> Vec<String> {
+    PD_STATES.with(|a| a.borrow().conflicts.clone())
+}
+
 /// Forgets every recorded entry and slow disk (a new run).
 pub fn reset_applied() {
     APPLIED.with(|a| *a.borrow_mut() = AppliedLog::default());
+    PD_STATES.with(|a| *a.borrow_mut() = AppliedLog::default());
     SLOW_DISKS.with(|m| m.borrow_mut().clear());
 }
 
@@ -164,6 +194,12 @@ pub enum Bug {
     /// Skip the dedup table when applying: every write is fresh, so a
     /// retried write whose first attempt was applied is applied again.
     NoDedup,
+    /// The PD state machine takes the time from the applying node's clock
+    /// instead of the command, so replicas of the PD diverge.
+    PdLocalClock,
+    /// A node's PD heartbeat loop ends at its first failed heartbeat, so a
+    /// node cut off for a while stays Down after the network heals.
+    HeartbeatGivesUp,
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use atoll_client::{Client, ClientConfig};
 use atoll_node::codec;
-use atoll_node::config::{Config, RaftTuning, SessionLimits, WalTuning};
+use atoll_node::config::{Config, PdTuning, RaftTuning, SessionLimits, WalTuning};
 use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
@@ -89,6 +89,11 @@ impl SimCluster {
                 // run under faults too.
                 wal: WalTuning {
                     segment_bytes: 4 << 10,
+                },
+                // Short, so nodes go Down and come back Up within a run.
+                pd: PdTuning {
+                    heartbeat_ms: 500,
+                    down_after_ms: 3000,
                 },
                 ..Config::default()
             };

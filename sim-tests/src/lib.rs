@@ -16,7 +16,8 @@
 //! - [`checks`]: one invariant per file — linearizability, one leader per
 //!   term, no lost acknowledged write, replica convergence (data, sessions,
 //!   shard descriptors), no torn scan, liveness, transfers that report
-//!   success put their target in the lead.
+//!   success put their target in the lead, the placement driver's replicas
+//!   agree and it sees the healed cluster whole.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!

@@ -10,7 +10,8 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
 use crate::batch_groups;
 use crate::checks::{
-    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, transfers,
+    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd,
+    transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
@@ -183,6 +184,8 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     linearizable::check_history(&history)?;
     batch_atomicity::check_pages(&pages)?;
     convergence::wait_converged(&cluster, Duration::from_secs(30)).await?;
+    pd::check_pd_states_agree()?;
+    pd::wait_pd_healthy(&cluster, Duration::from_secs(30)).await?;
     if scenario.transfers {
         let calm = scenario.schedule == Schedule::Calm;
         transfers::check_transfers(&attempts, &cluster.observer, calm)?;

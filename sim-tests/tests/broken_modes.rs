@@ -50,6 +50,8 @@ const FINDINGS: &[&str] = &[
     "more than one leader",
     "leadership resumed across a restart",
     "applied different entries",
+    "into different PD states",
+    "the PD is not healthy",
     "Some(log_id) <= self.committed()",
     "follower log is reverted",
     "follower log reversion is not allowed",
@@ -67,6 +69,16 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         (Bug::AckBeforeFlush, Schedule::PowerLoss, FINDINGS),
         (Bug::ScanWithoutView, Schedule::Calm, &["torn scan"]),
         (Bug::NoDedup, Schedule::NetChaos, &["not linearizable"]),
+        (
+            Bug::PdLocalClock,
+            Schedule::Calm,
+            &["into different PD states"],
+        ),
+        (
+            Bug::HeartbeatGivesUp,
+            Schedule::Partitions,
+            &["the PD is not healthy"],
+        ),
         (
             Bug::ResumeLeadership,
             Schedule::LeaderRestarts,
@@ -129,6 +141,20 @@ fn resuming_leadership_after_a_restart_is_caught_within_5_seeds() {
 #[test]
 fn applying_retried_writes_again_is_caught_within_5_seeds() {
     assert_caught_by_its_checks(Bug::NoDedup);
+}
+
+/// The PD state machine must take time from its commands only: a replica
+/// that reads its own clock holds another state after the same entries.
+#[test]
+fn a_pd_state_machine_reading_its_own_clock_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::PdLocalClock);
+}
+
+/// A node that stops reporting after a failed heartbeat stays Down once
+/// its partition heals; the PD health check after the run must see it.
+#[test]
+fn a_heartbeat_loop_that_gives_up_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::HeartbeatGivesUp);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

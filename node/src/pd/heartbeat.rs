@@ -32,7 +32,13 @@ pub async fn run(ctx: Arc<NodeCtx>) {
                 );
             }
             Ok(_) => {}
-            Err(e) => tracing::debug!(node = ctx.node_id(), "pd heartbeat: {e}"),
+            Err(e) => {
+                tracing::debug!(node = ctx.node_id(), "pd heartbeat: {e}");
+                #[cfg(all(madsim, feature = "sim-bugs"))]
+                if crate::sim_hooks::bug(crate::sim_hooks::Bug::HeartbeatGivesUp) {
+                    return;
+                }
+            }
         }
     }
 }

@@ -101,6 +101,27 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The command with every time in it replaced by this node's clock: what a
+/// non-deterministic PD state machine would do (the simulation's broken
+/// mode `PdLocalClock`).
+#[cfg(all(madsim, feature = "sim-bugs"))]
+pub fn with_local_clock(mut cmd: Command) -> Command {
+    let local = now_ms() + u64::from(madsim::rand::random::<u16>());
+    match &mut cmd {
+        Command::JoinNode { now_ms, .. }
+        | Command::RegisterNode { now_ms, .. }
+        | Command::NodeHeartbeat { now_ms, .. }
+        | Command::ShardHeartbeat { now_ms, .. }
+        | Command::ReportSplit { now_ms, .. }
+        | Command::Tick { now_ms } => *now_ms = local,
+        Command::Bootstrap { .. }
+        | Command::SetNodeState { .. }
+        | Command::AllocIds { .. }
+        | Command::SetConfig { .. } => {}
+    }
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

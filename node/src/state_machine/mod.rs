@@ -205,6 +205,12 @@ impl StateMachine {
             }
             Request::Pd(cmd) => Ok(match &self.pd {
                 Some(pd) => {
+                    #[cfg(all(madsim, feature = "sim-bugs"))]
+                    let cmd = if crate::sim_hooks::bug(crate::sim_hooks::Bug::PdLocalClock) {
+                        Box::new(crate::pd::with_local_clock(*cmd))
+                    } else {
+                        cmd
+                    };
                     let mut state = pd.write().unwrap_or_else(|p| p.into_inner());
                     Response::Pd(state.apply(*cmd))
                 }
@@ -433,6 +439,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             };
             responses.push(response);
+        }
+        #[cfg(madsim)]
+        if let (Some(pd), Some(applied)) = (&self.pd, &self.applied) {
+            if let Ok(bytes) = read_pd(pd, |s| codec::encode("pd state", s)) {
+                crate::sim_hooks::record_pd_state(applied.index, crc32fast::hash(&bytes));
+            }
         }
         let mut batch = WriteBatch::new();
         data.drain_into(&mut batch);

@@ -7,4 +7,5 @@ pub mod durability;
 pub mod leaders;
 pub mod linearizable;
 pub mod liveness;
+pub mod pd;
 pub mod transfers;
