@@ -12,7 +12,8 @@ use std::time::Duration;
 use atoll_proto::transfer_leader_failure::Reason;
 use atoll_proto::{
     AddLearnerRequest, AdminResult, ChangeMembershipRequest, CompactRequest, InitClusterRequest,
-    Replica, StatusRequest, StatusResponse, TransferLeaderRequest,
+    Replica, ShardDescriptor, SplitShardRequest, StatusRequest, StatusResponse,
+    TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
@@ -129,6 +130,32 @@ impl AdminClient {
                 paused: Duration::from_millis(reply.paused_ms),
             }),
         })
+    }
+
+    /// Splits `shard_id` at `key` (None: about its middle key) and returns
+    /// the shard's new descriptor and the new shard's. Leader only (follow
+    /// `NotLeader` with [`on_leader`]).
+    pub async fn split_shard(
+        &self,
+        shard_id: u64,
+        key: Option<&[u8]>,
+    ) -> Result<(ShardDescriptor, ShardDescriptor), Error> {
+        let req = SplitShardRequest {
+            shard_id,
+            split_key: key.map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let reply = self
+            .call(|mut c| async move { c.split_shard(req).await })
+            .await?;
+        if let Some(error) = reply.error {
+            return Err(Error::from_wire(&error));
+        }
+        match (reply.left, reply.right) {
+            (Some(left), Some(right)) => Ok((left, right)),
+            _ => Err(Error::Protocol(
+                "a split reply without the two descriptors".into(),
+            )),
+        }
     }
 
     /// Snapshots `shard_id` on this node now and purges the log it covers.

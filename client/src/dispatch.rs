@@ -96,11 +96,10 @@ pub(crate) struct Op {
     pub(crate) session: Option<SessionPin>,
 }
 
-/// The session a write was numbered in. Session ids are per shard, so the
-/// write id means something only on that shard: if the key's route moves
-/// to another shard (a split) the write is not sent there, and ends as
-/// [`Error::SessionExpired`] (outcome unknown: an earlier attempt may have
-/// reached the old shard).
+/// The session a write was numbered in. If the key's route moves to
+/// another shard (a split) before any attempt could have applied, the write
+/// is numbered again there; after one that may have, it is sent there under
+/// the same write id (the split copied the session table).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionPin {
     pub(crate) shard_id: u64,
@@ -185,14 +184,15 @@ impl Dispatcher {
                 self.pause(&mut p, deadline).await;
                 continue;
             };
-            if let Some(pin) = op.session.filter(|pin| pin.shard_id != route.shard_id) {
-                if !p.maybe_applied {
-                    return Err(Stop::Moved);
-                }
-                return Err(Stop::Failed(Error::SessionExpired {
-                    shard_id: pin.shard_id,
-                    client_id: pin.client_id,
-                }));
+            // The keys moved to another shard (a split). With no attempt
+            // that may have applied, the write is numbered again in the new
+            // shard's session. Otherwise it keeps its write id: a split gives
+            // the new shard a copy of the old one's session table, so the
+            // same id names the same write there, answered from the table if
+            // it applied and applied once if it did not. (A shard without
+            // that session answers SessionExpired: outcome unknown.)
+            if op.session.is_some_and(|pin| pin.shard_id != route.shard_id) && !p.maybe_applied {
+                return Err(Stop::Moved);
             }
             // The map this attempt is routed by: a refresh it asks for is
             // skipped if a newer map arrived meanwhile.

@@ -176,6 +176,17 @@ pub enum Request {
     /// A command of the placement driver's state machine; applied only by
     /// the PD group ([`crate::pd`]), refused by every data shard.
     Pd(Box<atoll_pd::command::Command>),
+    /// Splits the shard at `key`: the shard keeps `[start, key)`, a new
+    /// shard `child` gets `[key, end)` on the same replicas, both at version
+    /// `expected_version + 1` (see `state_machine::split`). Refused unless
+    /// the shard is still at `expected_version` and `key` lies strictly
+    /// inside it.
+    Split {
+        expected_version: u64,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        child: crate::storage::keys::ShardId,
+    },
 }
 
 impl Request {
@@ -186,6 +197,7 @@ impl Request {
             Request::RegisterSession { .. } => 0,
             Request::Multi(reqs) => reqs.iter().map(Request::payload_bytes).sum(),
             Request::Pd(_) => 0,
+            Request::Split { key, .. } => key.len(),
         }
     }
 }
@@ -234,6 +246,18 @@ pub enum Rejection {
     NestedMulti,
     /// A PD command proposed to a data shard (never proposed by this node).
     NotPdGroup,
+    /// A split proposed against another version of the shard.
+    VersionChanged { expected: u64, current: u64 },
+    /// A split key outside the shard or at its start.
+    BadSplitKey {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// A split whose child id is already a shard on this replica's node
+    /// (never proposed by this node: the PD hands out every id once).
+    ChildExists {
+        child: crate::storage::keys::ShardId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,4 +288,9 @@ pub enum Response {
     },
     /// What the PD state machine answered.
     Pd(atoll_pd::command::CommandResult),
+    /// The split happened: the shard's new descriptor and the child's.
+    Split {
+        left: crate::shard::meta::ShardMeta,
+        right: crate::shard::meta::ShardMeta,
+    },
 }

@@ -201,6 +201,7 @@ pub async fn start_with_engine(
         cluster.claim(config.id, identity::UNKNOWN).await?;
     }
     let peers = PeerPool::new();
+    let (splits, split_children) = tokio::sync::mpsc::unbounded_channel();
     let deps = ReplicaDeps {
         node_id: config.id,
         engine: engine.clone(),
@@ -212,6 +213,7 @@ pub async fn start_with_engine(
         max_append_bytes: config.raft.max_append_bytes,
         snapshots: snapshot_store(&config)?,
         write_timeout: config.raft.write_timeout(),
+        splits,
     };
     let host = ShardHost::open(deps).await?;
     let ctx = Arc::new(NodeCtx {
@@ -276,6 +278,10 @@ pub async fn start_with_engine(
             .map_err(|e| NodeError::Raft(format!("bootstrapping the cluster: {e}")))?;
     }
     node.background = vec![
+        tokio::spawn(shard::split::open_children(
+            node.ctx.clone(),
+            split_children,
+        )),
         tokio::spawn(pd::heartbeat::run(node.ctx.clone())),
         tokio::spawn(pd::duties::run(node.ctx.clone())),
     ];

@@ -200,6 +200,10 @@ pub enum Bug {
     /// A node's PD heartbeat loop ends at its first failed heartbeat, so a
     /// node cut off for a while stays Down after the network heals.
     HeartbeatGivesUp,
+    /// A write's key range is checked only when the request arrives, not
+    /// again when it is applied, so a write that crosses a split lands in
+    /// the child's range through the parent's log.
+    NoApplyRangeCheck,
 }
 
 #[cfg(feature = "sim-bugs")]

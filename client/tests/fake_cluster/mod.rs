@@ -539,6 +539,14 @@ impl Admin for Node {
         Ok(Response::new(AdminResult { error: None }))
     }
 
+    async fn split_shard(
+        &self,
+        _: Request<atoll_proto::SplitShardRequest>,
+    ) -> Result<Response<atoll_proto::SplitShardResponse>, Status> {
+        drop(self.enter("split_shard")?);
+        Err(Status::unimplemented("the fake cluster does not split"))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let world = self.enter("status")?;
         let shards = world

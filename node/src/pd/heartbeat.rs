@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_pd::command::{Command, CommandResult, HeartbeatOutcome, NodeError};
+use atoll_pd::command::{Command, CommandResult, HeartbeatOutcome, IgnoredReport, NodeError};
 
 use super::{now_ms, report, route, PdError, PdReply, PdRequest, PD_SHARD};
 use crate::cluster::identity;
@@ -99,6 +99,9 @@ async fn beat(ctx: &Arc<NodeCtx>) -> Result<Beat, PdError> {
                 ?why,
                 "the PD ignored a shard report"
             );
+            if why == IgnoredReport::RangeChangedWithoutSplit(replica.id) {
+                crate::shard::split::report_pending(ctx, &replica).await?;
+            }
         }
     }
     Ok(Beat::Done)

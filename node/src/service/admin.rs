@@ -408,6 +408,27 @@ impl Admin for AdminService {
         Ok(Response::new(self.transfer_leader(r.into_inner()).await))
     }
 
+    async fn split_shard(
+        &self,
+        r: Request<pb::SplitShardRequest>,
+    ) -> Result<Response<pb::SplitShardResponse>, Status> {
+        let req = r.into_inner();
+        let key = (!req.split_key.is_empty()).then_some(req.split_key);
+        let reply = match crate::shard::split::split(&self.ctx, req.shard_id, key).await {
+            Ok((left, right)) => pb::SplitShardResponse {
+                error: None,
+                left: Some(left),
+                right: Some(right),
+            },
+            Err(e) => pb::SplitShardResponse {
+                error: Some(e.to_proto()),
+                left: None,
+                right: None,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn status(
         &self,
         _r: Request<pb::StatusRequest>,

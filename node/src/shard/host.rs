@@ -105,6 +105,32 @@ impl ShardHost {
         Ok(replica)
     }
 
+    /// Opens the replica of a split child whose state the split wrote to
+    /// the engine (`state_machine::split`); `None` if it is open already.
+    /// The stored descriptor wins over `meta`: the child may have moved on.
+    pub async fn open_split_child(
+        &self,
+        meta: ShardMeta,
+    ) -> Result<Option<Arc<Replica>>, NodeError> {
+        let _guard = self.create_lock.lock().await;
+        if self.get(meta.id).is_some() {
+            return Ok(None);
+        }
+        let meta = match self
+            .deps
+            .engine
+            .get(&keys::sm_meta(meta.id, SmMeta::Shard))?
+        {
+            Some(bytes) => codec::decode("shard descriptor", &bytes).map_err(|e| {
+                NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string()))
+            })?,
+            None => meta,
+        };
+        let replica = Arc::new(Replica::open(&self.deps, meta).await?);
+        self.insert(replica.clone());
+        Ok(Some(replica))
+    }
+
     /// Stops every replica's Raft.
     pub async fn shutdown(&self) {
         for r in self.all() {

@@ -3,7 +3,8 @@
 //! node, by shard id). [`election_nudge`] re-randomises elections that keep
 //! splitting. [`proposer`] batches concurrent writes into one entry;
 //! [`read_index`] lets concurrent linearizable reads share one ReadIndex
-//! round. [`transfer`] moves a shard's leadership to another voter.
+//! round. [`transfer`] moves a shard's leadership to another voter;
+//! [`split`] splits a shard in two and opens the children of splits.
 
 mod election_nudge;
 pub mod host;
@@ -11,6 +12,7 @@ pub mod meta;
 pub mod proposer;
 pub mod read_index;
 pub mod replica;
+pub mod split;
 pub mod transfer;
 
 pub use host::ShardHost;

@@ -52,6 +52,8 @@ pub struct ReplicaDeps {
     pub snapshots: SnapshotStore,
     /// The longest a write waits for commit (`raft.write_timeout_ms`).
     pub write_timeout: std::time::Duration,
+    /// Where applied splits announce their children ([`super::split`]).
+    pub splits: crate::state_machine::SplitSink,
 }
 
 impl Replica {
@@ -76,7 +78,8 @@ impl Replica {
             gate.clone(),
             deps.snapshots.clone(),
             pd.clone(),
-        )?;
+        )?
+        .with_split_sink(deps.splits.clone());
         let network = ShardNetwork::new(
             id,
             deps.node_id,

@@ -19,8 +19,9 @@
 //! Persistence is incremental: each session's header and each recorded
 //! result have their own key ([`keys::session`], [`keys::session_result`]),
 //! and [`Sessions::persist_into`] writes only what changed since the last
-//! call. Ids are per shard: a future split must copy the sessions whose
-//! results it needs *and* `next_id` to the child, so ids stay unique there.
+//! call. A split copies the whole table to the child
+//! ([`Sessions::copy_for_split`]), whose ids continue from `child << 32`,
+//! so a session id names one session on the parent and on the child.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -286,6 +287,16 @@ impl Sessions {
         self.by_recency.insert((index, id.client_id));
         self.dirty_headers.insert(id.client_id);
         self.dirty_results.insert((id.client_id, id.seq));
+    }
+
+    /// The table a split child starts with: every session and result, so a
+    /// write retried at the child after being applied at the parent is still
+    /// answered from the table; and ids from `id_base` on, so the child's new
+    /// sessions never take an id the parent hands out after the split.
+    pub fn copy_for_split(&self, id_base: u64) -> Sessions {
+        let mut copy = Sessions::from_snapshot(self.to_snapshot());
+        copy.next_id = copy.next_id.max(id_base);
+        copy
     }
 
     /// Adds to `batch` the keys changed since the last call: puts for what

@@ -18,6 +18,7 @@ pub mod dedup;
 pub mod install;
 pub mod snapshot;
 pub mod snapshot_store;
+pub mod split;
 pub mod view;
 
 use std::sync::{Arc, RwLock};
@@ -82,6 +83,21 @@ pub struct StateMachine {
     store: SnapshotStore,
     /// The PD state, on a replica of the PD group.
     pd: Option<SharedPd>,
+    /// Split children of the batch being applied (written with it).
+    children: Vec<split::ChildInit>,
+    /// Told about each split child once its state is written.
+    split_sink: Option<SplitSink>,
+}
+
+/// Where a replica announces the split children it wrote, so the node
+/// opens their Raft groups (`shard::split`).
+pub type SplitSink = tokio::sync::mpsc::UnboundedSender<SplitChild>;
+
+/// A split child whose initial state is in the engine.
+#[derive(Debug, Clone)]
+pub struct SplitChild {
+    pub parent: ShardId,
+    pub meta: ShardMeta,
 }
 
 /// How the engine records the current snapshot (and an install in
@@ -177,7 +193,15 @@ impl StateMachine {
             gate,
             store,
             pd,
+            children: Vec::new(),
+            split_sink: None,
         })
+    }
+
+    /// Announces split children to `sink` from now on.
+    pub fn with_split_sink(mut self, sink: SplitSink) -> Self {
+        self.split_sink = Some(sink);
+        self
     }
 
     /// Applies one normal entry at log `index`.
@@ -216,10 +240,21 @@ impl StateMachine {
                 }
                 None => Response::Rejected(Rejection::NotPdGroup),
             }),
+            Request::Split {
+                expected_version,
+                key,
+                child,
+            } => Ok(self.apply_split(expected_version, key, child)),
         }
     }
 
-    /// Range check → dedup check → execute → record the result.
+    /// Dedup check → range check → execute → record the result.
+    ///
+    /// Dedup comes first: a write applied here before a split and retried
+    /// here after it (its key now in the child) gets its recorded answer,
+    /// not `KeyOutOfRange`, which would tell the client it never applied.
+    /// The range is checked at apply time, not only when the request
+    /// arrives: a split applied in between moves the key to the child.
     fn apply_write(
         &mut self,
         id: WriteId,
@@ -227,12 +262,6 @@ impl StateMachine {
         index: u64,
         data: &mut Overlay<'_>,
     ) -> Result<Response, StorageError> {
-        let meta = read_meta(&self.meta);
-        if let Some(key) = op.keys().into_iter().find(|k| !meta.contains(k)) {
-            return Ok(Response::Rejected(Rejection::KeyOutOfRange {
-                key: key.to_vec(),
-            }));
-        }
         let check = self.sessions.check(&id);
         let check = match check {
             Check::Duplicate(_) | Check::Stale { .. } if broken::on(Mode::NoDedup) => Check::Fresh,
@@ -252,6 +281,22 @@ impl StateMachine {
                     client_id: id.client_id,
                 }))
             }
+        }
+        let meta = read_meta(&self.meta);
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let meta = if crate::sim_hooks::bug(crate::sim_hooks::Bug::NoApplyRangeCheck) {
+            ShardMeta {
+                start: Vec::new(),
+                end: None,
+                ..meta
+            }
+        } else {
+            meta
+        };
+        if let Some(key) = op.keys().into_iter().find(|k| !meta.contains(k)) {
+            return Ok(Response::Rejected(Rejection::KeyOutOfRange {
+                key: key.to_vec(),
+            }));
         }
         let response = apply::execute(op, data).map_err(sm_write_err)?;
         self.sessions.record(&id, index, response.clone());
@@ -448,9 +493,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let mut batch = WriteBatch::new();
         data.drain_into(&mut batch);
-        self.persist_state(&mut batch, meta_changed)?;
-        let _exclusive = self.gate.apply().await;
+        let mut children = std::mem::take(&mut self.children);
+        for child in &mut children {
+            child.persist_into(&mut batch)?;
+        }
+        self.persist_state(&mut batch, meta_changed || !children.is_empty())?;
+        let exclusive = self.gate.apply().await;
         self.engine.write(batch).map_err(sm_write_err)?;
+        drop(exclusive);
+        if let Some(sink) = &self.split_sink {
+            for child in children {
+                // The receiver lives as long as the node; a node shutting
+                // down opens the child at its next start instead.
+                let _ = sink.send(SplitChild {
+                    parent: child.parent,
+                    meta: child.meta,
+                });
+            }
+        }
         Ok(responses)
     }
 
