@@ -1,6 +1,8 @@
-//! Operator calls: [`AdminClient`] talks to the Admin service of one node;
-//! [`cluster_status`] asks every node; [`on_leader`] finds the node that
-//! accepts a leader-only call by following `NotLeader` hints.
+//! Operator calls: [`AdminClient`] talks to the Admin service of one node
+//! (and reads the placement driver's view through it);
+//! [`cluster_status`] asks every node; [`cluster_state`] asks the first
+//! node that answers for the placement driver's view; [`on_leader`] finds
+//! the node that accepts a leader-only call by following `NotLeader` hints.
 //! [`AdminClient::transfer_leader`] answers a transfer that was tried and
 //! did not happen as an inner `Err(TransferFailed)`, apart from failures of
 //! the call itself.
@@ -11,14 +13,15 @@ use std::time::Duration;
 
 use atoll_proto::transfer_leader_failure::Reason;
 use atoll_proto::{
-    AddLearnerRequest, AdminResult, ChangeMembershipRequest, CompactRequest, InitClusterRequest,
-    Replica, ShardDescriptor, SplitShardRequest, StatusRequest, StatusResponse,
+    AddLearnerRequest, AdminResult, ChangeMembershipRequest, ClusterStateRequest, CompactRequest,
+    InitClusterRequest, Replica, ShardDescriptor, SplitShardRequest, StatusRequest, StatusResponse,
     TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
-use crate::error::Error;
-use crate::pool::{admin_client, check_addr, lazy_channel};
+use crate::error::{EndpointFailure, Error};
+use crate::pd_view::ClusterState;
+use crate::pool::{admin_client, check_addr, lazy_channel, pd_client};
 
 /// Default time an admin call may take: membership changes wait for a
 /// commit, so this is longer than a KV request timeout.
@@ -171,6 +174,17 @@ impl AdminClient {
             .await
     }
 
+    /// The placement driver's view of the cluster. Any node answers: it
+    /// forwards the read to the PD leader, and says `Unavailable` when the
+    /// PD has no leader or no quorum.
+    pub async fn cluster_state(&self) -> Result<ClusterState, Error> {
+        let mut pd = pd_client(self.channel.clone());
+        let reply = self
+            .within_timeout(pd.cluster_state(ClusterStateRequest {}))
+            .await?;
+        ClusterState::from_wire(&self.addr, reply)
+    }
+
     /// A call whose reply is an [`AdminResult`].
     async fn admin_call<F, Fut>(&self, f: F) -> Result<(), Error>
     where
@@ -188,8 +202,16 @@ impl AdminClient {
         F: FnOnce(atoll_proto::admin_client::AdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = admin_client(self.channel.clone());
-        match tokio::time::timeout(self.timeout, f(client)).await {
+        self.within_timeout(f(admin_client(self.channel.clone())))
+            .await
+    }
+
+    /// Runs one RPC to this node, bounded by the client's timeout.
+    async fn within_timeout<T>(
+        &self,
+        rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, rpc).await {
             Ok(Ok(reply)) => Ok(reply.into_inner()),
             Ok(Err(status)) => Err(Error::from_status(&self.addr, &status)),
             Err(_) => Err(Error::Transport(format!(
@@ -288,6 +310,41 @@ pub async fn cluster_status(
     futures::future::join_all(asks).await
 }
 
+/// The placement driver's view of the cluster, from the first of
+/// `endpoints` that answers it (any node can: it forwards to the PD
+/// leader). Tries them in order, one at a time; each gets an equal share of
+/// what is left of `timeout`, so a silent node leaves time for the others.
+/// A malformed endpoint fails at once with [`Error::InvalidArgument`]; when
+/// no endpoint answers, [`Error::NoNodeAnswered`] says what each did.
+pub async fn cluster_state(endpoints: &[String], timeout: Duration) -> Result<ClusterState, Error> {
+    if endpoints.is_empty() {
+        return Err(Error::NoEndpoints);
+    }
+    let mut clients = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        clients.push(AdminClient::connect(endpoint.clone()).await?);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tried = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let share = fair_share(deadline, endpoints.len() - i);
+        match client.with_timeout(share).cluster_state().await {
+            Ok(state) => return Ok(state),
+            Err(error) => tried.push(EndpointFailure {
+                endpoint: endpoints[i].clone(),
+                error,
+            }),
+        }
+    }
+    Err(Error::NoNodeAnswered { tried })
+}
+
+/// What is left before `deadline`, split evenly among `waiting` attempts.
+fn fair_share(deadline: tokio::time::Instant, waiting: usize) -> Duration {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    left / u32::try_from(waiting.max(1)).unwrap_or(u32::MAX)
+}
+
 /// Runs a leader-only admin call: tries `endpoints` in order, jumps to the
 /// leader a `NotLeader` reply names, moves on from unreachable nodes, and
 /// returns the first answer that is neither. When all fail, returns the
@@ -335,4 +392,58 @@ where
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cluster_state_needs_well_formed_endpoints() {
+        assert_eq!(
+            cluster_state(&[], Duration::from_secs(1)).await,
+            Err(Error::NoEndpoints)
+        );
+        let bad = ["127.0.0.1:1".to_string(), "no-port".to_string()];
+        let err = cluster_state(&bad, Duration::from_secs(1)).await.err();
+        assert!(
+            err.as_ref().is_some_and(Error::is_invalid_argument),
+            "{err:?}"
+        );
+    }
+
+    /// Two ports nobody listens on: both are tried, in order, each named
+    /// in the error.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn cluster_state_reports_every_endpoint_tried() {
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let endpoints = [closed(), closed()];
+        let err = cluster_state(&endpoints, Duration::from_secs(2))
+            .await
+            .expect_err("nobody listens");
+        let Error::NoNodeAnswered { tried } = &err else {
+            panic!("{err:?}");
+        };
+        let asked: Vec<&str> = tried.iter().map(|t| t.endpoint.as_str()).collect();
+        assert_eq!(asked, [endpoints[0].as_str(), endpoints[1].as_str()]);
+        assert!(
+            err.to_string()
+                .ends_with("is the cluster running? check the endpoints"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_gets_an_even_share_of_the_time_left() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let share = fair_share(deadline, 3);
+        assert!(share <= Duration::from_secs(10), "{share:?}");
+        assert!(share > Duration::from_secs(9), "{share:?}");
+        assert_eq!(fair_share(tokio::time::Instant::now(), 2), Duration::ZERO);
+        assert!(fair_share(deadline, 0) > Duration::from_secs(29));
+    }
 }

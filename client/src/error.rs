@@ -93,6 +93,68 @@ pub enum Error {
     /// A reply did not follow the protocol (missing field, impossible value).
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
+
+    /// No endpoint answered a request that any node can serve (such as
+    /// [`crate::admin::cluster_state`]): each was unreachable, or answered
+    /// that the cluster could not serve it right now.
+    #[error("{}", NoAnswer(tried))]
+    NoNodeAnswered {
+        /// Every endpoint tried, in order, and why it gave no answer.
+        tried: Vec<EndpointFailure>,
+    },
+}
+
+/// Why one endpoint gave no answer; see [`Error::NoNodeAnswered`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointFailure {
+    pub endpoint: String,
+    pub error: Error,
+}
+
+impl fmt::Display for EndpointFailure {
+    /// `endpoint: error`, without the endpoint a transport error repeats.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = self.error.to_string();
+        let error = error.replacen(&format!("{}: ", self.endpoint), "", 1);
+        write!(f, "{}: {error}", self.endpoint)
+    }
+}
+
+/// Renders [`Error::NoNodeAnswered`]: each endpoint's failure, then what
+/// to check.
+struct NoAnswer<'a>(&'a [EndpointFailure]);
+
+impl fmt::Display for NoAnswer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        let plural = if n == 1 { "" } else { "s" };
+        write!(f, "no node answered (tried {n} endpoint{plural})")?;
+        for failure in self.0 {
+            write!(f, "; {failure}")?;
+        }
+        match no_answer_hint(self.0) {
+            Some(hint) => write!(f, "; {hint}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What to do when no endpoint answered: wait if some node was reached but
+/// the cluster could not serve yet, look at the cluster and the endpoints
+/// if none was reached.
+fn no_answer_hint(tried: &[EndpointFailure]) -> Option<&'static str> {
+    if tried
+        .iter()
+        .any(|t| matches!(t.error, Error::Unavailable(_)))
+    {
+        Some(
+            "the cluster could not serve it right now (no leader or no quorum yet?): retry shortly",
+        )
+    } else if tried.iter().all(|t| matches!(t.error, Error::Transport(_))) {
+        Some("is the cluster running? check the endpoints")
+    } else {
+        None
+    }
 }
 
 /// Kinds of server errors carried by [`Error::Server`].
@@ -189,7 +251,8 @@ impl Error {
             | Error::NotLeader { .. }
             | Error::Server { .. }
             | Error::NoEndpoints
-            | Error::Protocol(_) => false,
+            | Error::Protocol(_)
+            | Error::NoNodeAnswered { .. } => false,
         }
     }
 
@@ -288,6 +351,49 @@ mod tests {
         assert!(err.is_indeterminate());
         assert!(err.to_string().contains("may or may not have been applied"));
         assert!(!Error::Unavailable("no leader".into()).is_indeterminate());
+    }
+
+    fn failure(endpoint: &str, error: Error) -> EndpointFailure {
+        EndpointFailure {
+            endpoint: endpoint.into(),
+            error,
+        }
+    }
+
+    #[test]
+    fn no_answer_names_each_endpoint_once_and_what_to_check() {
+        let refused = tonic::Status::unavailable("tcp connect error");
+        let err = Error::NoNodeAnswered {
+            tried: vec![
+                failure("a:1", Error::from_status("a:1", &refused)),
+                failure("b:2", Error::from_status("b:2", &refused)),
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "no node answered (tried 2 endpoints); \
+             a:1: transport error: tcp connect error (Unavailable); \
+             b:2: transport error: tcp connect error (Unavailable); \
+             is the cluster running? check the endpoints"
+        );
+        assert!(!err.is_indeterminate());
+        assert!(!err.is_invalid_argument());
+    }
+
+    #[test]
+    fn no_answer_from_a_reached_cluster_says_retry() {
+        let err = Error::NoNodeAnswered {
+            tried: vec![
+                failure("a:1", Error::Transport("a:1: refused".into())),
+                failure("b:2", Error::Unavailable("no PD leader".into())),
+            ],
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("b:2: cluster unavailable: no PD leader"),
+            "{text}"
+        );
+        assert!(text.ends_with("retry shortly"), "{text}");
     }
 
     #[test]

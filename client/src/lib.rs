@@ -20,7 +20,10 @@
 //!   with `Kv/OpenSession`) and their `(client_id, seq)` write ids.
 //! - `pool`: one gRPC channel per node address.
 //! - `scan`: the pure paging rules of a multi-shard scan.
-//! - [`admin`]: operator calls (init, membership, compaction, status).
+//! - [`admin`]: operator calls (init, membership, compaction, status, and
+//!   the placement driver's view: [`admin::cluster_state`]).
+//! - [`pd_view`]: [`ClusterState`], that view typed: nodes (state,
+//!   heartbeat, load) and shards (range, epoch, replicas, leader).
 //! - [`error`]: [`Error`], one type for every failure; `types`: [`CasOutcome`],
 //!   [`Mutation`].
 //!
@@ -84,6 +87,7 @@ mod deadline;
 mod dispatch;
 pub mod error;
 pub mod limits;
+pub mod pd_view;
 mod pool;
 pub mod retry;
 mod rng;
@@ -94,10 +98,11 @@ pub mod session;
 pub mod txn;
 mod types;
 
-pub use admin::{cluster_status, AdminClient, NodeStatus};
+pub use admin::{cluster_state, cluster_status, AdminClient, NodeStatus};
 pub use client::Client;
 pub use config::ClientConfig;
-pub use error::{Error, ServerErrorKind};
+pub use error::{EndpointFailure, Error, ServerErrorKind};
+pub use pd_view::{ClusterState, NodeInfo, NodeState, ReplicaInfo, ReplicaRole, ShardInfo};
 pub use retry::{Backoff, Jitter};
 pub use txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResult, TxnOutcome};
 pub use types::{CasOutcome, Mutation};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use atoll_proto::admin_client::AdminClient;
 use atoll_proto::kv_client::KvClient;
+use atoll_proto::pd_client::PdClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
@@ -53,6 +54,12 @@ pub(crate) fn kv_client(channel: Channel) -> KvClient<Channel> {
 /// An Admin client with the same reply-size policy as [`kv_client`].
 pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
     AdminClient::new(channel).max_decoding_message_size(usize::MAX)
+}
+
+/// A Pd client with the same reply-size policy as [`kv_client`]: the
+/// cluster state of a large cluster lists many shards.
+pub(crate) fn pd_client(channel: Channel) -> PdClient<Channel> {
+    PdClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
 /// A channel that connects on first use. `addr` is `host:port`; a URI with

@@ -1,18 +1,30 @@
-//! The `atollctl` binary against the fake cluster: outputs and exit codes.
+//! The `atollctl` binary: outputs and exit codes, against the fake cluster
+//! for the KV and admin commands, and against three real `atoll-node`
+//! processes (`real_cluster`) for the placement driver's view
+//! (`cluster status`, `shards`).
 #![cfg(not(madsim))]
 
 mod fake_cluster;
+mod real_cluster;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use fake_cluster::{lock, Shared};
+use real_cluster::{closed_endpoints, RealCluster};
 
 fn atollctl(world: &Shared, args: &[&str]) -> Output {
     let endpoints = lock(world).addrs.join(",");
+    atollctl_at(&endpoints, args)
+}
+
+/// Runs atollctl with `--endpoints endpoints` (comma separated).
+fn atollctl_at(endpoints: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atollctl"))
-        .args(["--endpoints", &endpoints, "--timeout", "3s"])
+        .args(["--endpoints", endpoints, "--timeout", "3s"])
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("ATOLL_ENDPOINTS")
         .output()
         .expect("run atollctl")
 }
@@ -226,4 +238,205 @@ async fn shard_transfer_leader_follows_the_leader_and_reports_failures() {
     let down = atollctl(&world, &["shard", "transfer-leader", "1", &target_arg]);
     assert_eq!(down.status.code(), Some(1));
     assert!(stderr(&down).contains("target down"), "{}", stderr(&down));
+}
+
+/// Fast PD heartbeats, so that the first shard report arrives quickly.
+const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 2000\n";
+
+/// Runs `atollctl ARGS` until it exits 0 with a stdout that satisfies
+/// `ready`, and returns that stdout; fails after `timeout`.
+fn poll(
+    cluster: &RealCluster,
+    args: &[&str],
+    timeout: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = atollctl_at(&cluster.endpoints(), args);
+        if out.status.success() && ready(&stdout(&out)) {
+            return stdout(&out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "atollctl {args:?} not ready within {timeout:?}; last run: {}\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            stdout(&out),
+            stderr(&out),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`poll`] for `atollctl --json ARGS`: returns the first document that
+/// satisfies `ready`.
+fn poll_json(
+    cluster: &RealCluster,
+    args: &[&str],
+    timeout: Duration,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let json_args: Vec<&str> = std::iter::once("--json")
+        .chain(args.iter().copied())
+        .collect();
+    let text = poll(cluster, &json_args, timeout, |text| {
+        parse(text).is_some_and(|doc| ready(&doc))
+    });
+    parse(&text).expect("a JSON document")
+}
+
+/// The rows of the table whose header starts with `header_start`, split
+/// on whitespace; none if there is no such table.
+fn table_rows(text: &str, header_start: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip_while(|l| !l.starts_with(header_start))
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn is_pd_node(id: &serde_json::Value) -> bool {
+    id.as_u64().is_some_and(|id| (1..=3).contains(&id))
+}
+
+#[test]
+fn shards_shows_shard_1_over_the_whole_key_space_with_its_leader() {
+    let cluster = RealCluster::start(PD_TOML);
+
+    // Shard 1 appears with a leader once that leader reported (one
+    // heartbeat after it was elected).
+    let doc = poll_json(&cluster, &["shards"], Duration::from_secs(60), |d| {
+        d["shards"].as_array().is_some_and(|s| s.len() == 1)
+            && is_pd_node(&d["shards"][0]["leader_node"])
+    });
+    let shard = &doc["shards"][0];
+    assert_eq!(shard["id"], 1, "{doc}");
+    assert_eq!(
+        (&shard["start"], &shard["end"]),
+        (&"".into(), &"".into()),
+        "{doc}"
+    );
+    assert!(
+        shard["epoch"]["version"].is_u64() && shard["epoch"]["conf_ver"].is_u64(),
+        "{doc}"
+    );
+    assert!(shard["term"].as_u64().is_some_and(|t| t > 0), "{doc}");
+    assert_eq!(shard["replicas"].as_array().map(Vec::len), Some(3), "{doc}");
+    assert_eq!(shard["replicas"][0]["role"], "voter", "{doc}");
+
+    // Every run may meet a PD leader change: poll rather than expect.
+    let one_row = |text: &str| table_rows(text, "ID").len() == 1;
+    let text = poll(&cluster, &["shards"], Duration::from_secs(30), one_row);
+    let rows = table_rows(&text, "ID");
+    let row = &rows[0];
+    assert_eq!(
+        (row[0].as_str(), row[1].as_str(), row[2].as_str()),
+        ("1", "-inf", "+inf"),
+        "{row:?}"
+    );
+    let mut replicas: Vec<&str> = row[5].split(',').collect();
+    replicas.sort();
+    assert_eq!(replicas, ["1", "2", "3"], "{row:?}");
+    assert!(
+        ["1", "2", "3"].contains(&row[6].as_str()),
+        "leader: {row:?}"
+    );
+    assert_eq!(
+        (row[8].as_str(), row[9].as_str()),
+        ("-", "-"),
+        "sizes are not measured yet: {row:?}"
+    );
+}
+
+#[test]
+fn cluster_status_lists_three_up_nodes_and_the_pd_leader() {
+    let cluster = RealCluster::start(PD_TOML);
+    let doc = poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(30),
+        |d| {
+            // Before it bootstraps, the PD knows the nodes but runs on
+            // default settings (down_after_ms).
+            d["bootstrapped"] == true
+                && d["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["state"] == "up"))
+        },
+    );
+    assert!(
+        is_pd_node(&doc["pd_leader"]),
+        "the PD runs on nodes 1-3: {doc}"
+    );
+    assert_eq!(doc["replication_factor"], 3, "{doc}");
+    assert_eq!(doc["down_after_ms"], 2000, "{doc}");
+    assert_eq!(doc["cluster_id"].as_str().map(str::len), Some(16), "{doc}");
+    for (i, node) in doc["nodes"].as_array().into_iter().flatten().enumerate() {
+        assert_eq!(node["id"], i as u64 + 1, "{doc}");
+        assert_eq!(node["addr"], cluster.addrs[i].as_str(), "{doc}");
+        assert!(
+            node["heartbeat_age_ms"].is_u64() && node["last_heartbeat_ms"].is_u64(),
+            "{doc}"
+        );
+        assert!(
+            node["replicas"].is_u64() && node["leaders"].is_u64(),
+            "{doc}"
+        );
+    }
+
+    // A node may miss a heartbeat between two runs on a loaded machine:
+    // wait for a table of three Up nodes rather than expect one.
+    let all_up = |text: &str| {
+        let rows = table_rows(text, "ID");
+        rows.len() == 3 && rows.iter().all(|r| r.get(2).is_some_and(|s| s == "up"))
+    };
+    let text = poll(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(30),
+        all_up,
+    );
+    assert!(text.contains("PD leader:          node "), "{text}");
+    assert!(
+        text.contains("down after:         2.0s of silence"),
+        "{text}"
+    );
+    let rows = table_rows(&text, "ID");
+    assert_eq!(rows.len(), 3, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], (i + 1).to_string(), "{text}");
+        assert_eq!(row[1], cluster.addrs[i], "{text}");
+        assert_eq!(row[2], "up", "{text}");
+        assert!(row[6].ends_with('s') && row[7] == "ago", "{text}");
+    }
+}
+
+#[test]
+fn cluster_status_and_shards_without_a_cluster_exit_1_and_say_what_to_check() {
+    let endpoints = closed_endpoints(2);
+    for args in [
+        &["cluster", "status"][..],
+        &["shards"],
+        &["--json", "shards"],
+    ] {
+        let out = atollctl_at(&endpoints, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(
+                "error: cannot read the cluster state: no node answered (tried 2 endpoints)"
+            ),
+            "{err}"
+        );
+        for endpoint in endpoints.split(',') {
+            assert!(err.contains(endpoint), "{err}");
+        }
+        assert!(
+            err.contains("is the cluster running? check the endpoints"),
+            "{err}"
+        );
+    }
 }

@@ -1,4 +1,7 @@
 //! Rendering results: plain text, aligned tables, or JSON (`--json`).
+//! `output/cluster.rs` renders the placement driver's view.
+
+mod cluster;
 
 use atoll_client::{Error, NodeStatus};
 use serde_json::{json, Value};

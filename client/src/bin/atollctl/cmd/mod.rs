@@ -2,6 +2,7 @@
 //! is printed after `error: `; see `main::exit_code` for the exit status.
 
 mod admin;
+mod cluster;
 mod kv;
 mod shard;
 mod txn;
@@ -67,6 +68,13 @@ pub enum Command {
     Txn(txn::TxnArgs),
     /// Show every node's shard replicas (role, term, log and apply indexes).
     Status,
+    /// The cluster as the placement driver sees it (status).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// List every shard as the placement driver knows it: key range, epoch,
+    /// replicas, leader, term, size. Any node answers (it asks the PD
+    /// leader); --endpoints are tried in turn.
+    Shards,
     /// Initialize a new cluster with the given voters.
     Init(admin::InitArgs),
     /// Add a node as learner of a shard (sent to the shard leader).
@@ -89,6 +97,8 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::Scan(args) => kv::scan(args, ctx).await,
         Command::Txn(args) => txn::txn(args, ctx).await,
         Command::Status => admin::status(ctx).await,
+        Command::Cluster(command) => cluster::run(command, ctx).await,
+        Command::Shards => cluster::shards(ctx).await,
         Command::Init(args) => admin::init(args, ctx).await,
         Command::AddLearner(args) => admin::add_learner(args, ctx).await,
         Command::ChangeMembership(args) => admin::change_membership(args, ctx).await,
