@@ -252,6 +252,13 @@ impl Config {
         if self.id == 0 {
             return Err(NodeError::Config("node id must be > 0".into()));
         }
+        if self.id >= crate::pd::report::MAX_NODE_ID {
+            return Err(NodeError::Config(format!(
+                "node id {} is too large: node ids must be below {}",
+                self.id,
+                crate::pd::report::MAX_NODE_ID
+            )));
+        }
         let members = self.initial_members()?;
         if !members.is_empty() && !members.iter().any(|(id, _)| *id == self.id) {
             return Err(NodeError::Config(format!(

@@ -204,6 +204,12 @@ pub enum Bug {
     /// again when it is applied, so a write that crosses a split lands in
     /// the child's range through the parent's log.
     NoApplyRangeCheck,
+    /// A split child starts just after the split key instead of at it,
+    /// leaving the key itself in no shard.
+    SplitLeavesGap,
+    /// Only the node whose parent replica leads opens a split child, so
+    /// the child has one replica of three until the nodes restart.
+    ChildOnlyOnParentLeader,
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -12,12 +12,14 @@
 //!   impatient, so writes are retried while in flight), recorded as an
 //!   `atoll_jepsen::History`, plus a unique-key writer for durability.
 //! - [`transfers`]: an operator moving shard 1's leader to random nodes.
+//! - [`splits`]: an operator splitting shards at random candidate keys.
 //! - [`batch_groups`]: whole-group batches and one-page scans of the group.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
 //!   term, no lost acknowledged write, replica convergence (data, sessions,
 //!   shard descriptors), no torn scan, liveness, transfers that report
 //!   success put their target in the lead, the placement driver's replicas
-//!   agree and it sees the healed cluster whole.
+//!   agree and it sees the healed cluster whole, every node's shards tile
+//!   the key space, every shard takes writes after the faults heal.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!
@@ -33,5 +35,6 @@ pub mod cluster;
 pub mod nemesis;
 pub mod observer;
 pub mod runner;
+pub mod splits;
 pub mod transfers;
 pub mod workload;

@@ -152,6 +152,7 @@ pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -
             (quiet, kind, hold)
         };
         tokio::time::sleep(quiet).await;
+        let mut slowed = None;
         if let Kind::LeaderBlip = kind {
             // The leader's disk turns slow first, so that entries commit on
             // the followers' flushes while the leader's own are still
@@ -165,6 +166,7 @@ pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -
                     )
                 };
                 cluster.slow_disk(leader, extra);
+                slowed = Some(leader);
                 tokio::time::sleep(lag).await;
             }
         }
@@ -173,6 +175,11 @@ pub async fn run(cluster: &SimCluster, schedule: Schedule, duration: Duration) -
         log.push(format!("{t}ms: {}", describe(&active, kind)));
         tokio::time::sleep(hold).await;
         undo(cluster, active);
+        // The blip may have hit another node than the one whose disk
+        // turned slow (leadership moved during the lag): heal that disk too.
+        if let Some(node) = slowed {
+            cluster.slow_disk(node, Duration::ZERO);
+        }
         log.push(format!("{}ms: healed", start.elapsed().as_millis()));
     }
     log

@@ -21,7 +21,7 @@ struct State {
     lives_leading: BTreeMap<(u64, u64, u64), BTreeSet<u64>>,
     /// node -> how many times it has started.
     lives: BTreeMap<u64, u64>,
-    /// node -> (shard -> last known leader as the node sees it).
+    /// node -> the leader of shard 1 as the node sees it.
     last_leader: BTreeMap<u64, Option<u64>>,
     errors: Vec<String>,
 }
@@ -57,7 +57,12 @@ impl Observer {
                                 .or_default()
                                 .insert(life);
                         }
-                        s.last_leader.insert(node_id, m.current_leader);
+                        // "The leader" the nemesis aims at is the first
+                        // data shard's (not the PD group's, nor a split
+                        // child's).
+                        if shard == atoll_node::service::admin::FIRST_SHARD {
+                            s.last_leader.insert(node_id, m.current_leader);
+                        }
                     }
                     if rx.changed().await.is_err() {
                         break;

@@ -10,11 +10,12 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
 use crate::batch_groups;
 use crate::checks::{
-    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd,
+    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd, ranges,
     transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
+use crate::splits;
 use crate::transfers::{self as transferer, TransferOutcome};
 use crate::workload::{self, Workload};
 
@@ -31,6 +32,9 @@ pub struct Scenario {
     /// An operator transfers shard 1's leadership to random nodes during
     /// the run (with `Schedule::Calm`, every transfer must succeed).
     pub transfers: bool,
+    /// An operator splits shards at random candidate keys during the run
+    /// (with `Schedule::Calm`, at least one split must happen).
+    pub splits: bool,
 }
 
 impl Scenario {
@@ -42,6 +46,7 @@ impl Scenario {
             bug: Bug::None,
             session_cap: None,
             transfers: false,
+            splits: false,
         }
     }
 }
@@ -58,6 +63,9 @@ pub struct Report {
     /// Leader transfers that happened, and that were refused or failed.
     pub transfers_done: usize,
     pub transfers_failed: usize,
+    /// Splits that happened, and split requests that did not.
+    pub splits_done: usize,
+    pub splits_failed: usize,
 }
 
 const FINAL_READER: u64 = 1_000;
@@ -112,7 +120,15 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         let fut = transferer::run(cluster.endpoints(), cluster.ids(), w.duration);
         cluster.client_node().spawn(fut)
     });
+    let splitter = scenario.splits.then(|| {
+        let fut = splits::run(cluster.endpoints(), w.duration);
+        cluster.client_node().spawn(fut)
+    });
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
+    let split_attempts = match splitter {
+        Some(s) => s.await.map_err(|e| format!("split task died: {e}"))?,
+        None => Vec::new(),
+    };
     let attempts = match transferer {
         Some(t) => t.await.map_err(|e| format!("transfer task died: {e}"))?,
         None => Vec::new(),
@@ -132,6 +148,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         return Err(format!("node errors: {errors:?}"));
     }
     liveness::check_writes_resume(&cluster).await?;
+    ranges::check_every_shard_writable(&cluster, liveness::RESUME_WITHIN).await?;
 
     // Recovery: every fault is healed; the cluster must serve again.
     let reader = cluster.client(Duration::from_secs(30)).await;
@@ -184,8 +201,16 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     linearizable::check_history(&history)?;
     batch_atomicity::check_pages(&pages)?;
     convergence::wait_converged(&cluster, Duration::from_secs(30)).await?;
+    ranges::check_tiling(&cluster)?;
     pd::check_pd_states_agree()?;
     pd::wait_pd_healthy(&cluster, Duration::from_secs(30)).await?;
+    let splits_done = split_attempts.iter().filter(|a| a.outcome.is_ok()).count();
+    if scenario.splits && scenario.schedule == Schedule::Calm && splits_done == 0 {
+        return Err(format!(
+            "no split happened in a calm run: {:?}",
+            split_attempts
+        ));
+    }
     if scenario.transfers {
         let calm = scenario.schedule == Schedule::Calm;
         transfers::check_transfers(&attempts, &cluster.observer, calm)?;
@@ -206,6 +231,8 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         session_expired: stats.session_expired(),
         transfers_done,
         transfers_failed: attempts.len() - transfers_done,
+        splits_done,
+        splits_failed: split_attempts.len() - splits_done,
     })
 }
 
@@ -268,7 +295,7 @@ pub fn sweep(
         match run_seed(seed, scenario) {
             Ok(r) => {
                 if std::env::var("SIM_VERBOSE").is_ok() {
-                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.faults);
+                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, {} splits done, {} failed, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.splits_done, r.splits_failed, r.faults);
                 }
             }
             Err(msg) => {

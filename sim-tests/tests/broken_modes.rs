@@ -12,6 +12,7 @@ use atoll_sim_tests::runner::{run_seed, Scenario};
 fn first_failure(bug: Bug, schedule: Schedule, max_seeds: u64) -> Option<(u64, String)> {
     let scenario = Scenario {
         bug,
+        splits: SPLIT_BUGS.contains(&bug),
         ..Scenario::new(schedule)
     };
     (1..=max_seeds).find_map(|seed| run_seed(seed, &scenario).err().map(|e| (seed, e)))
@@ -37,6 +38,13 @@ fn assert_caught(bug: Bug, schedule: Schedule, max_seeds: u64, expect: &[&str]) 
     }
 }
 
+/// Broken splits: these run with an operator splitting shards.
+const SPLIT_BUGS: &[Bug] = &[
+    Bug::NoApplyRangeCheck,
+    Bug::SplitLeavesGap,
+    Bug::ChildOnlyOnParentLeader,
+];
+
 /// What the checks report when they find a violation, and openraft's own
 /// invariant assertions that a broken node trips (a follower's log going
 /// backwards; an entry applied past the commit index). Any other panic is
@@ -52,9 +60,12 @@ const FINDINGS: &[&str] = &[
     "applied different entries",
     "into different PD states",
     "the PD is not healthy",
+    "do not tile the key space",
+    "took no write",
     "Some(log_id) <= self.committed()",
     "follower log is reverted",
     "follower log reversion is not allowed",
+    "invalid state: expect: self.purge_upto()",
 ];
 
 /// Every broken mode, the schedule it runs under, and which findings count.
@@ -78,6 +89,30 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Bug::HeartbeatGivesUp,
             Schedule::Partitions,
             &["the PD is not healthy"],
+        ),
+        (
+            Bug::NoApplyRangeCheck,
+            Schedule::NetChaos,
+            &[
+                "not linearizable",
+                "did not converge",
+                "acknowledged writes lost",
+            ],
+        ),
+        (
+            Bug::SplitLeavesGap,
+            Schedule::Calm,
+            &["do not tile the key space"],
+        ),
+        (
+            Bug::ChildOnlyOnParentLeader,
+            Schedule::Calm,
+            &[
+                "took no write",
+                "writes did not resume",
+                "the PD is not healthy",
+                "did not converge",
+            ],
         ),
         (
             Bug::ResumeLeadership,
@@ -157,6 +192,27 @@ fn a_heartbeat_loop_that_gives_up_is_caught_within_5_seeds() {
     assert_caught_by_its_checks(Bug::HeartbeatGivesUp);
 }
 
+/// A parent that does not check the range again when it applies a write
+/// applies a write that crossed a split into the child's range, behind the
+/// child's back.
+#[test]
+fn a_range_not_rechecked_at_apply_is_caught_within_20_seeds() {
+    let (schedule, expect) = case(Bug::NoApplyRangeCheck);
+    assert_caught(Bug::NoApplyRangeCheck, schedule, 20, expect);
+}
+
+/// A split child starting after the split key leaves a gap in the key space.
+#[test]
+fn a_split_that_leaves_a_gap_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::SplitLeavesGap);
+}
+
+/// A split child opened on the parent leader's node only has no quorum.
+#[test]
+fn a_child_opened_on_one_replica_only_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::ChildOnlyOnParentLeader);
+}
+
 /// The control: the healthy node passes every seed and schedule that the
 /// broken modes above are allowed to use, so what catches them is the bug.
 #[test]
@@ -164,8 +220,11 @@ fn the_healthy_node_passes_the_same_seeds() {
     let mut schedules: Vec<Schedule> = cases().into_iter().map(|(_, s, _)| s).collect();
     schedules.sort_by_key(|s| s.name());
     schedules.dedup();
-    for schedule in schedules {
-        let scenario = Scenario::new(schedule);
+    for (schedule, splits) in schedules.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+        let scenario = Scenario {
+            splits,
+            ..Scenario::new(schedule)
+        };
         for seed in 1..=SEEDS {
             if let Err(e) = run_seed(seed, &scenario) {
                 panic!(

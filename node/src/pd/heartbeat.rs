@@ -16,8 +16,10 @@ use crate::service::NodeCtx;
 pub async fn run(ctx: Arc<NodeCtx>) {
     let every = Duration::from_millis(ctx.config.pd.heartbeat_ms);
     let mut removed_said = false;
+    let mut missing = crate::shard::missing_replicas::MissingReplicas::default();
     loop {
         tokio::time::sleep(every).await;
+        missing.round(&ctx).await;
         // A node that joins learns its cluster from the first message.
         if ctx.cluster.get() == identity::UNKNOWN {
             continue;

@@ -2,15 +2,24 @@
 //! ([`descriptor`]) and its statistics ([`stats`]).
 //!
 //! Replica ids: the PD gives each replica an id that is never reused. Until
-//! the node runs its Raft groups on replica ids, a replica's id is its node
-//! id (the ids the bootstrap registers), so the PD's view of a shard is the
-//! Raft membership as it is.
+//! the node runs its Raft groups on replica ids, a replica's id is derived
+//! from its shard and node ([`replica_id`]): unique across shards, stable
+//! for the life of the replica, but the same again if a node is added back
+//! to a shard it left.
 
 use std::collections::BTreeSet;
 
 use atoll_pd::shard::{Epoch, Replica as PdReplica, Role, ShardDescriptor, ShardStats};
 
 use crate::shard::Replica;
+
+/// Node ids below this fit [`replica_id`].
+pub const MAX_NODE_ID: u64 = 1 << 20;
+
+/// The id the PD knows the replica of `shard` on `node` by.
+pub fn replica_id(shard: u64, node: u64) -> u64 {
+    (shard << 20) | (node & (MAX_NODE_ID - 1))
+}
 
 /// A follower this many entries behind the leader is reported as pending.
 const PENDING_LAG: u64 = 1000;
@@ -43,12 +52,12 @@ pub fn descriptor(replica: &Replica) -> ShardDescriptor {
         replicas: nodes
             .into_iter()
             .map(|node| PdReplica {
-                id: node,
+                id: replica_id(meta.id, node),
                 node,
                 role: role_of(node),
             })
             .collect(),
-        leader: m.current_leader,
+        leader: m.current_leader.map(|l| replica_id(meta.id, l)),
         term: m.current_term,
     }
 }
@@ -64,7 +73,7 @@ pub fn stats(replica: &Replica) -> ShardStats {
         .filter(|(id, matched)| {
             **id != m.id && last.saturating_sub(matched.map_or(0, |l| l.index)) > PENDING_LAG
         })
-        .map(|(id, _)| *id)
+        .map(|(id, _)| replica_id(replica.id, *id))
         .collect();
     ShardStats {
         approx_size_bytes: 0,

@@ -4,11 +4,13 @@
 //! splitting. [`proposer`] batches concurrent writes into one entry;
 //! [`read_index`] lets concurrent linearizable reads share one ReadIndex
 //! round. [`transfer`] moves a shard's leadership to another voter;
-//! [`split`] splits a shard in two and opens the children of splits.
+//! [`split`] splits a shard in two and opens the children of splits;
+//! [`missing_replicas`] gets a replica created where a member has none.
 
 mod election_nudge;
 pub mod host;
 pub mod meta;
+pub mod missing_replicas;
 pub mod proposer;
 pub mod read_index;
 pub mod replica;

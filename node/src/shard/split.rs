@@ -39,6 +39,12 @@ pub async fn open_children(
 ) {
     while let Some(SplitChild { parent, meta }) = children.recv().await {
         let child = meta.id;
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        if crate::sim_hooks::bug(crate::sim_hooks::Bug::ChildOnlyOnParentLeader)
+            && !ctx.host.get(parent).is_some_and(|p| p.is_leader())
+        {
+            continue;
+        }
         match ctx.host.open_split_child(meta).await {
             Ok(Some(replica)) => {
                 let leads_parent = ctx.host.get(parent).is_some_and(|p| p.is_leader());

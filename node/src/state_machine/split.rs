@@ -62,9 +62,15 @@ impl StateMachine {
             return Response::Rejected(Rejection::ChildExists { child });
         }
         let version = expected_version + 1;
+        #[allow(unused_mut)]
+        let mut child_start_key = key.clone();
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        if crate::sim_hooks::bug(crate::sim_hooks::Bug::SplitLeavesGap) {
+            child_start_key.push(0);
+        }
         let right = ShardMeta {
             id: child,
-            start: key.clone(),
+            start: child_start_key,
             end: meta.end.take(),
             epoch: Epoch {
                 version,

@@ -8,4 +8,5 @@ pub mod leaders;
 pub mod linearizable;
 pub mod liveness;
 pub mod pd;
+pub mod ranges;
 pub mod transfers;

@@ -4,13 +4,15 @@
 //!   `sim_hooks::record_pd_state`): the PD state machine is deterministic;
 //! - once the faults heal, the PD answers (through any node, forwarded to
 //!   its leader), knows every node as Up again, knows the first shard and
-//!   its leader, and its own invariants hold (ranges tile the key space,
+//!   its leader, knows every shard with the range its replicas have, and
+//!   its own invariants hold (ranges tile the key space,
 //!   replica ids unique, ...).
 
 use std::time::Duration;
 
 use atoll_node::codec;
 use atoll_node::pd::{PdReply, PdRequest};
+use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_pd::node::NodeState;
 use atoll_pd::state::PdState;
@@ -56,7 +58,8 @@ async fn pd_state(addr: String) -> Result<PdState, String> {
 }
 
 /// What is wrong with the PD's view of a healed cluster, if anything.
-fn unhealthy(state: &PdState, nodes: &[u64]) -> Option<String> {
+/// `shards`: the data shards a node hosts, which the PD must know as they are.
+fn unhealthy(state: &PdState, nodes: &[u64], shards: &[ShardMeta]) -> Option<String> {
     if !state.is_bootstrapped() {
         return Some("not bootstrapped".into());
     }
@@ -70,23 +73,45 @@ fn unhealthy(state: &PdState, nodes: &[u64]) -> Option<String> {
             other => return Some(format!("node {id} is {other:?}, not Up")),
         }
     }
-    match state.shard(1) {
-        Some(s) if s.desc.leader.is_some() => None,
-        Some(_) => Some("shard 1 has no reported leader".into()),
-        None => Some("shard 1 is unknown".into()),
+    for local in shards {
+        match state.shard(local.id) {
+            None => return Some(format!("shard {} is unknown", local.id)),
+            Some(s) if s.desc.start != local.start || s.desc.end != local.end => {
+                return Some(format!(
+                    "shard {} has another range than its replicas",
+                    local.id
+                ))
+            }
+            Some(s) if s.desc.leader.is_none() => {
+                return Some(format!("shard {} has no reported leader", local.id))
+            }
+            Some(_) => {}
+        }
     }
+    let extra: Vec<u64> = state
+        .shards()
+        .map(|s| s.desc.id)
+        .filter(|id| !shards.iter().any(|l| l.id == *id))
+        .collect();
+    (!extra.is_empty()).then(|| format!("the PD knows shards no node hosts: {extra:?}"))
 }
 
 pub async fn wait_pd_healthy(cluster: &SimCluster, timeout: Duration) -> Result<(), String> {
     let start = tokio::time::Instant::now();
     let nodes = cluster.ids();
     let endpoints = cluster.endpoints();
+    let shards: Vec<ShardMeta> = cluster
+        .shards_of(1)
+        .into_iter()
+        .filter(|(id, _)| *id != atoll_node::pd::PD_SHARD)
+        .filter_map(|(_, s)| s.meta.and_then(Result::ok))
+        .collect();
     let mut attempt = 0usize;
     loop {
         let addr = endpoints[attempt % endpoints.len()].clone();
         attempt += 1;
         let problem = match cluster.on_client(pd_state(addr.clone())).await {
-            Ok(state) => match unhealthy(&state, &nodes) {
+            Ok(state) => match unhealthy(&state, &nodes, &shards) {
                 None => return Ok(()),
                 Some(p) => p,
             },
