@@ -143,6 +143,11 @@ pub struct PdTuning {
     /// state: the value of the first PD leader is used when the cluster is
     /// bootstrapped.
     pub down_after_ms: u64,
+    /// A shard at or above this approximate size is split in two; the
+    /// first PD leader's value is used, as for `down_after_ms`.
+    pub split_size_bytes: u64,
+    /// A shard at or above this approximate key count is split in two.
+    pub split_keys: u64,
 }
 
 impl Default for PdTuning {
@@ -150,6 +155,8 @@ impl Default for PdTuning {
         Self {
             heartbeat_ms: 1000,
             down_after_ms: 30_000,
+            split_size_bytes: atoll_pd::config::PdConfig::default().split_size_bytes,
+            split_keys: atoll_pd::config::PdConfig::default().split_keys,
         }
     }
 }

@@ -202,3 +202,53 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
         String::from_utf8_lossy(&middle)
     );
 }
+
+/// Issue 9: "a shard splits automatically past the threshold". With a
+/// threshold of 300 keys, writing about 1,200 keys makes the PD have shard
+/// 1 split, and its halves again, while the writers see no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_past_the_key_threshold_splits_by_itself() {
+    let c = Cluster::start(3, &format!("{PD_TOML}split_keys = 300\n"));
+    c.wait_leader(1, SECS(20)).await;
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = Client::with_config(c.endpoints(), ClientConfig::default())
+            .await
+            .expect("client connects");
+        writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
+    }
+    c.wait_until(
+        "the PD to split shard 1 and a half of it",
+        SECS(60),
+        || async { pd_ranges(&c).await.is_some_and(|r| r.len() >= 3) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let failed = tally.failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
+    let ranges = pd_ranges(&c).await.expect("the PD answers");
+    assert_eq!(ranges.first().map(|r| r.0.clone()), Some(Vec::new()));
+    assert_eq!(ranges.last().map(|r| r.1.clone()), Some(Vec::new()));
+    for pair in ranges.windows(2) {
+        assert_eq!(
+            pair[0].1, pair[1].0,
+            "the ranges tile the key space: {ranges:?}"
+        );
+    }
+    let reader = Client::with_config(c.endpoints(), ClientConfig::default())
+        .await
+        .expect("client connects");
+    let acked = tally.acked.lock().unwrap().clone();
+    let stored = reader.scan("", "~", 0).await.expect("scan");
+    assert_eq!(stored.len(), acked.len(), "every acknowledged write, once");
+    println!(
+        "{} writes, {} shards: {ranges:?}",
+        acked.len(),
+        ranges.len()
+    );
+}

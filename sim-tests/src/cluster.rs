@@ -94,6 +94,7 @@ impl SimCluster {
                 pd: PdTuning {
                     heartbeat_ms: 500,
                     down_after_ms: 3000,
+                    ..PdTuning::default()
                 },
                 ..Config::default()
             };

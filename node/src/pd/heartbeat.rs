@@ -17,6 +17,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
     let every = Duration::from_millis(ctx.config.pd.heartbeat_ms);
     let mut removed_said = false;
     let mut missing = crate::shard::missing_replicas::MissingReplicas::default();
+    let mut sizes = super::sizes::Sizes::default();
     loop {
         tokio::time::sleep(every).await;
         missing.round(&ctx).await;
@@ -24,7 +25,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         if ctx.cluster.get() == identity::UNKNOWN {
             continue;
         }
-        match beat(&ctx).await {
+        match beat(&ctx, &mut sizes).await {
             Ok(Beat::Removed) if !removed_said => {
                 removed_said = true;
                 tracing::warn!(
@@ -60,7 +61,7 @@ pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, 
     }
 }
 
-async fn beat(ctx: &Arc<NodeCtx>) -> Result<Beat, PdError> {
+async fn beat(ctx: &Arc<NodeCtx>, sizes: &mut super::sizes::Sizes) -> Result<Beat, PdError> {
     let node = ctx.node_id();
     let now = now_ms();
     let hb = Command::NodeHeartbeat {
@@ -83,13 +84,17 @@ async fn beat(ctx: &Arc<NodeCtx>) -> Result<Beat, PdError> {
         CommandResult::NodeHeartbeat(Err(NodeError::Removed(_))) => return Ok(Beat::Removed),
         _ => {}
     }
+    let walk = sizes.round();
     for replica in ctx.host.all() {
         if replica.id == PD_SHARD || !replica.is_leader() {
             continue;
         }
+        if walk {
+            sizes.refresh(&ctx.engine, &replica).await;
+        }
         let cmd = Command::ShardHeartbeat {
             report: report::descriptor(&replica),
-            stats: report::stats(&replica),
+            stats: report::stats(&replica, sizes.get(&replica)),
             now_ms: now,
         };
         if let CommandResult::ShardHeartbeat(HeartbeatOutcome::Ignored(why)) =

@@ -15,8 +15,10 @@
 //! - [`heartbeat`]: every node's loop: node liveness, and a report of every
 //!   shard it leads; a node the PD does not know registers itself.
 //! - [`duties`]: what only the PD leader does: registers the initial
-//!   members and the first shard once, and marks silent nodes `Down`.
-//! - [`report`]: a local replica as the PD sees it (descriptor, statistics).
+//!   members and the first shard once, marks silent nodes `Down`, and has
+//!   shards past a split threshold split by their leaders.
+//! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
+//!   [`sizes`]: its approximate size and key count.
 //!
 //! [`Request::Pd`]: crate::command::Request::Pd
 
@@ -24,6 +26,7 @@ pub mod duties;
 pub mod heartbeat;
 pub mod report;
 pub mod route;
+pub mod sizes;
 
 use atoll_pd::command::{Command, CommandResult};
 use atoll_pd::state::PdState;

@@ -62,8 +62,9 @@ pub fn descriptor(replica: &Replica) -> ShardDescriptor {
     }
 }
 
-/// What the leader knows about its followers; sizes are not measured yet.
-pub fn stats(replica: &Replica) -> ShardStats {
+/// What the leader knows about its followers, with the shard's
+/// approximate `(keys, bytes)` from [`super::sizes`].
+pub fn stats(replica: &Replica, (keys, bytes): (u64, u64)) -> ShardStats {
     let m = replica.raft.metrics().borrow().clone();
     let last = m.last_log_index.unwrap_or(0);
     let pending_replicas = m
@@ -76,8 +77,8 @@ pub fn stats(replica: &Replica) -> ShardStats {
         .map(|(id, _)| replica_id(replica.id, *id))
         .collect();
     ShardStats {
-        approx_size_bytes: 0,
-        approx_keys: 0,
+        approx_size_bytes: bytes,
+        approx_keys: keys,
         pending_replicas,
         down_replicas: Vec::new(),
     }

@@ -106,7 +106,7 @@ type SnapshotRecord = (SnapshotMeta, StoredSnapshot);
 
 /// Runs blocking work (engine scans and writes of a whole shard, file I/O)
 /// off the async workers; inline in the simulation, which has no threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     #[cfg(not(madsim))]
     {
         match tokio::task::spawn_blocking(f).await {

@@ -13,6 +13,15 @@ pub fn check(
     ids: &mut dyn IdSource,
     now_ms: u64,
 ) -> Option<Operator> {
+    if !is_due(state, shard) {
+        return None;
+    }
+    build::split(shard, None, OpKind::Split, ids, now_ms).ok()
+}
+
+/// Whether `shard` reached a split threshold and can be split now: its
+/// leader is alive and it is not in a joint membership.
+pub fn is_due(state: &PdState, shard: &ShardInfo) -> bool {
     let c = state.config();
     let big = shard.stats.approx_size_bytes >= c.split_size_bytes
         || shard.stats.approx_keys >= c.split_keys;
@@ -21,8 +30,5 @@ pub fn check(
         .leader_node()
         .and_then(|n| state.node(n))
         .is_some_and(NodeInfo::is_alive);
-    if !big || !leader_alive || shard.desc.is_joint() {
-        return None;
-    }
-    build::split(shard, None, OpKind::Split, ids, now_ms).ok()
+    big && leader_alive && !shard.desc.is_joint()
 }
