@@ -19,7 +19,7 @@ use atoll_proto::{
 };
 use tonic::transport::Channel;
 
-use crate::error::{EndpointFailure, Error};
+use crate::error::{EndpointFailure, Error, ServerErrorKind};
 use crate::pd_view::ClusterState;
 use crate::pool::{admin_client, check_addr, lazy_channel, pd_client};
 
@@ -346,9 +346,11 @@ fn fair_share(deadline: tokio::time::Instant, waiting: usize) -> Duration {
 }
 
 /// Runs a leader-only admin call: tries `endpoints` in order, jumps to the
-/// leader a `NotLeader` reply names, moves on from unreachable nodes, and
-/// returns the first answer that is neither. When all fail, returns the
-/// last error.
+/// leader a `NotLeader` reply names, moves on from unreachable nodes and
+/// from nodes that do not host the shard (`ShardNotFound`: not a replica,
+/// or one that has not applied the split creating it yet), and returns the
+/// first answer that is none of these. When all fail, returns the last
+/// error.
 pub async fn on_leader<T, F, Fut>(
     endpoints: &[String],
     timeout: Duration,
@@ -387,7 +389,14 @@ where
                     leader_addr,
                 };
             }
-            Err(e @ (Error::Transport(_) | Error::Unavailable(_))) => last = e,
+            Err(
+                e @ (Error::Transport(_)
+                | Error::Unavailable(_)
+                | Error::Server {
+                    kind: ServerErrorKind::ShardNotFound,
+                    ..
+                }),
+            ) => last = e,
             other => return other,
         }
     }

@@ -1,7 +1,7 @@
 //! The `atollctl` binary: outputs and exit codes, against the fake cluster
-//! for the KV and admin commands, and against three real `atoll-node`
-//! processes (`real_cluster`) for the placement driver's view
-//! (`cluster status`, `shards`).
+//! for the KV and admin commands (and `shard split`'s retries), and against
+//! three real `atoll-node` processes (`real_cluster`) for the placement
+//! driver's view (`cluster status`, `shards`) and `shard split`.
 #![cfg(not(madsim))]
 
 mod fake_cluster;
@@ -20,8 +20,13 @@ fn atollctl(world: &Shared, args: &[&str]) -> Output {
 
 /// Runs atollctl with `--endpoints endpoints` (comma separated).
 fn atollctl_at(endpoints: &str, args: &[&str]) -> Output {
+    atollctl_within(endpoints, "3s", args)
+}
+
+/// [`atollctl_at`] with `--timeout timeout`.
+fn atollctl_within(endpoints: &str, timeout: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atollctl"))
-        .args(["--endpoints", endpoints, "--timeout", "3s"])
+        .args(["--endpoints", endpoints, "--timeout", timeout])
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("ATOLL_ENDPOINTS")
@@ -240,6 +245,92 @@ async fn shard_transfer_leader_follows_the_leader_and_reports_failures() {
     assert!(stderr(&down).contains("target down"), "{}", stderr(&down));
 }
 
+/// An `Unavailable` answer of the node, as it words it.
+fn unavailable(message: &str) -> atoll_proto::Error {
+    atoll_proto::Error {
+        message: format!("unavailable: {message}"),
+        kind: Some(atoll_proto::error::Kind::Unavailable(
+            atoll_proto::Unavailable {},
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_split_retries_refusals_before_the_proposal_only() {
+    let world = fake_cluster::start().await;
+    lock(&world).leaders.insert(1, 2);
+    lock(&world).split_errors.extend([
+        unavailable("the placement driver does not know shard 1 yet; retry in a moment"),
+        unavailable("the placement driver is unavailable: the placement driver has no leader yet (election in progress?)"),
+    ]);
+    let split = atollctl(&world, &["shard", "split", "1", "--at", "m"]);
+    assert!(split.status.success(), "{}", stderr(&split));
+    assert_eq!(
+        stdout(&split),
+        "shard 1 split at m: shard 1 now [-inf, m), new shard 2 [m, +inf)\n"
+    );
+    let on_leader = |world: &fake_cluster::Shared| {
+        let log = &lock(world).log;
+        log.iter()
+            .filter(|(node, method)| *node == 2 && *method == "split_shard")
+            .count()
+    };
+    assert_eq!(on_leader(&world), 3, "two refusals, then the split");
+
+    // Not committed in time: it may still apply, so it is not sent again.
+    lock(&world).split_errors.push_back(unavailable(
+        "the split was not committed within 5s (no quorum?); it may still apply",
+    ));
+    let open = atollctl(&world, &["--json", "shard", "split", "2", "--at", "t"]);
+    assert_eq!(open.status.code(), Some(1), "{}", stderr(&open));
+    assert_eq!(on_leader(&world), 4, "asked once");
+    let err = stderr(&open);
+    assert!(
+        err.starts_with("error: cannot split shard 2: unavailable: the split was not committed")
+            && err.contains("`atollctl shards` shows whether it split"),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&open.stdout).expect("json");
+    assert_eq!(
+        (&doc["ok"], &doc["shard_id"]),
+        (&false.into(), &2.into()),
+        "{doc}"
+    );
+
+    // --hex keys, as --hex prints them.
+    let hex = atollctl(&world, &["--hex", "shard", "split", "2", "--at", "74"]);
+    assert!(hex.status.success(), "{}", stderr(&hex));
+    assert_eq!(
+        stdout(&hex),
+        "shard 2 split at 74: shard 2 now [6d, 74), new shard 3 [74, +inf)\n"
+    );
+    let not_hex = atollctl(&world, &["--hex", "shard", "split", "2", "--at", "t"]);
+    assert_eq!(not_hex.status.code(), Some(2), "{}", stderr(&not_hex));
+    let empty = atollctl(&world, &["shard", "split", "2", "--at", ""]);
+    assert_eq!(empty.status.code(), Some(2), "{}", stderr(&empty));
+    assert_eq!(on_leader(&world), 5, "bad keys never reach the node");
+
+    // Refusals that keep coming: retried until --timeout, then exit 1.
+    let not_yet = unavailable("the placement driver does not know shard 3 yet; retry in a moment");
+    lock(&world).split_errors.extend(vec![not_yet; 10_000]);
+    let endpoints = lock(&world).addrs.join(",");
+    let started = Instant::now();
+    let late = atollctl_within(&endpoints, "700ms", &["shard", "split", "3", "--at", "x"]);
+    assert_eq!(late.status.code(), Some(1), "{}", stderr(&late));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = stderr(&late);
+    assert!(
+        err.starts_with("error: shard 3 was not split within 700ms: cluster unavailable: unavailable: the placement driver does not know shard 3")
+            && err.trim_end().ends_with("run the command again, or give a longer --timeout"),
+        "{err}"
+    );
+    assert!(on_leader(&world) > 6, "retried");
+}
+
 /// Fast PD heartbeats, so that the first shard report arrives quickly.
 const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 2000\n";
 
@@ -438,5 +529,140 @@ fn cluster_status_and_shards_without_a_cluster_exit_1_and_say_what_to_check() {
             err.contains("is the cluster running? check the endpoints"),
             "{err}"
         );
+    }
+}
+
+/// `shard split` with a timeout long enough to outlast the cluster
+/// getting ready for it (the PD learning the shard).
+fn split(cluster: &RealCluster, args: &[&str]) -> Output {
+    let argv: Vec<&str> = ["shard", "split"].iter().chain(args).copied().collect();
+    atollctl_within(&cluster.endpoints(), "30s", &argv)
+}
+
+/// `atollctl put KEY VALUE`, which must succeed.
+fn put(cluster: &RealCluster, key: &str, value: &str) {
+    let out = atollctl_at(&cluster.endpoints(), &["put", key, value]);
+    assert!(
+        out.status.success(),
+        "put {key}: {}\n{}",
+        stderr(&out),
+        cluster.logs()
+    );
+}
+
+/// The shards of a `shards --json` document as (start, end, id), if they
+/// tile the key space (each starts where the previous ends, from "" to "").
+fn tiling(doc: &serde_json::Value) -> Option<Vec<(String, String, u64)>> {
+    let mut shards: Vec<(String, String, u64)> = doc["shards"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            Some((text(&s["start"])?, text(&s["end"])?, s["id"].as_u64()?))
+        })
+        .collect::<Option<_>>()?;
+    shards.sort();
+    let mut next = "";
+    for (start, end, _) in &shards {
+        if start != next {
+            return None;
+        }
+        next = end;
+    }
+    (next.is_empty() && !shards.is_empty()).then_some(shards)
+}
+
+#[test]
+fn shard_split_makes_two_shards_that_keep_serving_their_keys() {
+    let cluster = RealCluster::start(PD_TOML);
+    // The first write waits for shard 1's leader.
+    poll(
+        &cluster,
+        &["put", "a", "1"],
+        Duration::from_secs(60),
+        |_| true,
+    );
+    put(&cluster, "b", "2");
+    put(&cluster, "n", "3");
+
+    // Retried until the PD knows shard 1 (its leader's first report).
+    let out = split(&cluster, &["1", "--at", "m"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let new_id: u64 = text
+        .strip_prefix("shard 1 split at m: shard 1 now [-inf, m), new shard ")
+        .and_then(|rest| rest.strip_suffix(" [m, +inf)\n"))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_ne!(new_id, 1);
+    let new = new_id.to_string();
+
+    // The PD lists both halves once the leaders report them.
+    let want = vec![
+        (String::new(), "m".to_string(), 1),
+        ("m".to_string(), String::new(), new_id),
+    ];
+    poll_json(&cluster, &["shards"], Duration::from_secs(30), |d| {
+        tiling(d).as_ref() == Some(&want)
+    });
+    for (key, value) in [("a", "1"), ("n", "3")] {
+        let got = poll(&cluster, &["get", key], Duration::from_secs(30), |_| true);
+        assert_eq!(got, format!("{value}\n"), "get {key}");
+    }
+
+    let outside = split(&cluster, &["1", "--at", "z"]);
+    assert_eq!(outside.status.code(), Some(2), "{}", stderr(&outside));
+    assert!(
+        stderr(&outside).contains("not strictly inside shard 1"),
+        "{}",
+        stderr(&outside)
+    );
+
+    // One key ("n"): too few to pick a middle one.
+    let few = split(&cluster, &[&new]);
+    assert_eq!(few.status.code(), Some(2), "{}", stderr(&few));
+    assert!(
+        stderr(&few).contains("too few to pick a split key: give one (--at KEY)"),
+        "{}",
+        stderr(&few)
+    );
+
+    put(&cluster, "p", "4");
+    put(&cluster, "q", "5");
+    let out = split(&cluster, &["--json", &new]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (&doc["ok"], &doc["shard_id"]),
+        (&true.into(), &new_id.into()),
+        "{doc}"
+    );
+    let key = doc["split_key"].as_str().unwrap_or_default();
+    assert!(
+        ["p", "q"].contains(&key),
+        "about the middle of n, p, q: {doc}"
+    );
+    assert_eq!(
+        (
+            &doc["left"]["id"],
+            &doc["left"]["start"],
+            &doc["left"]["end"]
+        ),
+        (&new_id.into(), &"m".into(), &key.into()),
+        "{doc}"
+    );
+    assert_eq!(
+        (&doc["right"]["start"], &doc["right"]["end"]),
+        (&key.into(), &"".into()),
+        "{doc}"
+    );
+    assert!(doc["left"]["version"].is_u64(), "{doc}");
+    let third = doc["right"]["id"].as_u64().expect("the new shard's id");
+    poll_json(&cluster, &["shards"], Duration::from_secs(30), |d| {
+        tiling(d).is_some_and(|t| t.len() == 3 && t[2] == (key.to_string(), String::new(), third))
+    });
+    for (k, value) in [("a", "1"), ("n", "3"), ("p", "4"), ("q", "5")] {
+        let got = poll(&cluster, &["get", k], Duration::from_secs(30), |_| true);
+        assert_eq!(got, format!("{value}\n"), "get {k}");
     }
 }

@@ -361,3 +361,19 @@ async fn leader_only_admin_calls_follow_the_hint() {
     .expect("change membership");
     assert_eq!(requests(&world, "change_membership"), [1, 3]);
 }
+
+/// A node that does not host the shard (not a replica, or one that has not
+/// applied the split creating it yet) cannot lead it: the next is asked.
+#[tokio::test]
+async fn leader_only_admin_calls_pass_nodes_without_the_shard() {
+    let world = fake_cluster::start().await;
+    lock(&world).leaders.insert(1, 3);
+    lock(&world).not_hosted.insert((1, 1));
+    let endpoints = lock(&world).addrs.clone();
+    on_leader(&endpoints, Duration::from_secs(1), |admin| async move {
+        admin.change_membership(1, &[1, 2, 3]).await
+    })
+    .await
+    .expect("change membership");
+    assert_eq!(requests(&world, "change_membership"), [1, 2, 3]);
+}

@@ -11,7 +11,7 @@
 
 mod txn;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use atoll_proto::admin_server::{Admin, AdminServer};
@@ -50,6 +50,11 @@ pub struct World {
     pub log: Vec<(u64, &'static str)>,
     /// The `grpc-timeout` header of every Kv request, in arrival order.
     pub kv_deadlines: Vec<Option<String>>,
+    /// (node, shard): the node does not host the shard (`ShardNotFound`).
+    pub not_hosted: BTreeSet<(u64, u64)>,
+    /// Errors the shard leader answers the next `SplitShard`s with, in
+    /// order, before it splits.
+    pub split_errors: VecDeque<Error>,
 }
 
 impl World {
@@ -102,7 +107,9 @@ impl World {
             message: "fake".into(),
             kind: Some(kind),
         };
-        let Some(shard) = self.shards.iter().find(|s| s.id == header.shard_id) else {
+        let hosted = !self.not_hosted.contains(&(node, header.shard_id));
+        let shard = self.shards.iter().find(|s| s.id == header.shard_id);
+        let Some(shard) = shard.filter(|_| hosted) else {
             return Err(err(error::Kind::ShardNotFound(ShardNotFound {
                 shard_id: header.shard_id,
             })));
@@ -539,12 +546,54 @@ impl Admin for Node {
         Ok(Response::new(AdminResult { error: None }))
     }
 
+    /// Answers the queued `split_errors` first; then splits at the key if
+    /// it is strictly inside the shard. Without a key, it refuses as a
+    /// shard with too few keys does.
     async fn split_shard(
         &self,
-        _: Request<atoll_proto::SplitShardRequest>,
-    ) -> Result<Response<atoll_proto::SplitShardResponse>, Status> {
-        drop(self.enter("split_shard")?);
-        Err(Status::unimplemented("the fake cluster does not split"))
+        req: Request<SplitShardRequest>,
+    ) -> Result<Response<SplitShardResponse>, Status> {
+        let req = req.into_inner();
+        let mut world = self.enter("split_shard")?;
+        let refuse = |error| {
+            Ok(Response::new(SplitShardResponse {
+                error: Some(error),
+                ..Default::default()
+            }))
+        };
+        let header = Some(RequestHeader {
+            shard_id: req.shard_id,
+            epoch: None,
+        });
+        let shard = match world.check(self.id, header, &[], true) {
+            Ok(shard) => shard,
+            Err(error) => return refuse(error),
+        };
+        if let Some(error) = world.split_errors.pop_front() {
+            return refuse(error);
+        }
+        let key = req.split_key;
+        let inside = shard.start < key && (shard.end.is_empty() || key < shard.end);
+        if !inside {
+            let message = if key.is_empty() {
+                "fake: holds 0 key(s); too few to pick a split key: give one (--at KEY)"
+            } else {
+                "fake: split key is not strictly inside the shard"
+            };
+            return refuse(Error {
+                message: message.into(),
+                kind: Some(error::Kind::InvalidArgument(InvalidArgument {})),
+            });
+        }
+        let new_id = world.shards.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        world.split(&key, new_id);
+        let described = world.described();
+        let find = |id| described.iter().find(|s| s.id == id).cloned();
+        Ok(Response::new(SplitShardResponse {
+            error: None,
+            left: find(shard.id),
+            right: find(new_id),
+        }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -3,7 +3,7 @@
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
 //! `cmd/kv.rs` runs the key-value commands, `cmd/txn.rs` transactions,
 //! `cmd/admin.rs` the operator commands, `cmd/shard.rs` the commands on one
-//! shard, `cmd/cluster.rs` the placement driver's view (`cluster status`,
+//! shard (transfer-leader, split), `cmd/cluster.rs` the placement driver's view (`cluster status`,
 //! `shards`); `output.rs` renders results as text, tables or JSON
 //! (`output/cluster.rs` that view).
 
@@ -42,7 +42,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Print keys and values as hex instead of UTF-8.
+    /// Print keys and values as hex instead of UTF-8; `shard split --at`
+    /// takes its key as hex too.
     #[arg(long, global = true)]
     hex: bool,
 

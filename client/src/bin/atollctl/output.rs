@@ -1,7 +1,9 @@
 //! Rendering results: plain text, aligned tables, or JSON (`--json`).
-//! `output/cluster.rs` renders the placement driver's view.
+//! `output/cluster.rs` renders the placement driver's view,
+//! `output/shard.rs` the result of `shard split`.
 
 mod cluster;
+mod shard;
 
 use atoll_client::{Error, NodeStatus};
 use serde_json::{json, Value};

@@ -35,6 +35,19 @@ impl Context {
             .await
             .with_context(|| format!("cannot connect to {}", self.endpoints.join(",")))
     }
+
+    /// A key given on the command line: its UTF-8 bytes, or with `--hex`
+    /// the bytes its hex digits spell (as keys print with `--hex`).
+    pub fn key(&self, text: &str) -> Result<Vec<u8>, Usage> {
+        if !self.out.hex {
+            return Ok(text.as_bytes().to_vec());
+        }
+        decode_hex(text).ok_or_else(|| {
+            Usage(format!(
+                "{text:?} is not hex (with --hex, give keys as pairs of hex digits, e.g. 6d for \"m\")"
+            ))
+        })
+    }
 }
 
 /// A mistake in how the command was called (exit status 2).
@@ -83,7 +96,7 @@ pub enum Command {
     ChangeMembership(admin::ChangeMembershipArgs),
     /// Snapshot a shard and purge its log, on every endpoint hosting it.
     Compact(admin::CompactArgs),
-    /// Commands on one shard (transfer-leader).
+    /// Commands on one shard (transfer-leader, split).
     #[command(subcommand)]
     Shard(shard::ShardCommand),
 }
@@ -104,5 +117,42 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::ChangeMembership(args) => admin::change_membership(args, ctx).await,
         Command::Compact(args) => admin::compact(args, ctx).await,
         Command::Shard(command) => shard::run(command, ctx).await,
+    }
+}
+
+/// The bytes of an even number of hex digits (either case); None for
+/// anything else.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(hex: bool) -> Context {
+        Context {
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(1),
+            out: Printer { json: false, hex },
+        }
+    }
+
+    #[test]
+    fn keys_are_utf8_or_hex_with_the_hex_flag() {
+        assert_eq!(context(false).key("6d").ok(), Some(b"6d".to_vec()));
+        assert_eq!(context(true).key("6d").ok(), Some(b"m".to_vec()));
+        assert_eq!(context(true).key("00fFa0").ok(), Some(vec![0, 0xff, 0xa0]));
+        assert_eq!(context(true).key("").ok(), Some(Vec::new()));
+        for bad in ["6", "6g", "+1", " 6d", "é1"] {
+            let err = context(true).key(bad).expect_err(bad);
+            assert!(err.0.contains("is not hex"), "{bad}: {err}");
+        }
     }
 }

@@ -1,9 +1,15 @@
-//! Commands on one shard: `atollctl shard transfer-leader`.
+//! Commands on one shard: `atollctl shard transfer-leader` and
+//! `atollctl shard split`.
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use atoll_client::admin::{on_leader, TransferFailure};
+use atoll_client::{Backoff, Error, ServerErrorKind};
+use atoll_proto::ShardDescriptor;
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{Context, Failed, Usage};
 
@@ -14,6 +20,24 @@ pub enum ShardCommand {
     /// on the new leader; if the transfer fails they resume on whoever
     /// leads. Sent to the shard leader.
     TransferLeader(TransferLeaderArgs),
+    /// Split SHARD_ID in two at a key: the shard keeps [start, KEY), a new
+    /// shard (id from the placement driver) takes [KEY, end) on the same
+    /// replicas; no data is copied. Sent to the shard leader. Retried while
+    /// the cluster is not ready for it (the placement driver does not know
+    /// the shard yet, a previous split is not reported yet), up to
+    /// --timeout.
+    Split(SplitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The shard to split (`atollctl shards` lists them).
+    pub shard_id: u64,
+    /// The first key of the new shard, strictly inside the shard (UTF-8,
+    /// or hex with --hex). Omitted: the node picks about the middle key of
+    /// the shard (it needs at least two keys).
+    #[arg(long, value_name = "KEY")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -27,6 +51,7 @@ pub struct TransferLeaderArgs {
 pub async fn run(command: ShardCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
         ShardCommand::TransferLeader(args) => transfer_leader(args, ctx).await,
+        ShardCommand::Split(args) => split(args, ctx).await,
     }
 }
 
@@ -77,5 +102,301 @@ async fn transfer_leader(args: TransferLeaderArgs, ctx: &Context) -> anyhow::Res
                 | TransferFailure::Other => Err(Failed(message).into()),
             }
         }
+    }
+}
+
+async fn split(args: SplitArgs, ctx: &Context) -> anyhow::Result<()> {
+    let shard = args.shard_id;
+    let outcome = match args.at.as_deref().map(|k| split_key(ctx, k)).transpose() {
+        Ok(key) => split_with_retries(ctx, shard, key.as_deref()).await,
+        Err(usage) => Err(usage.into()),
+    };
+    match outcome {
+        Ok((left, right)) => ctx.out.split(shard, &left, &right),
+        Err(err) => {
+            if ctx.out.json {
+                let error = format!("{err:#}");
+                ctx.out
+                    .print_json(&json!({ "ok": false, "shard_id": shard, "error": error }))?;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The key of `--at`; never empty, as an empty key asks the node for the
+/// middle key.
+fn split_key(ctx: &Context, text: &str) -> Result<Vec<u8>, Usage> {
+    let key = ctx.key(text)?;
+    if key.is_empty() {
+        return Err(Usage(
+            "--at needs a non-empty key (a shard cannot split at its first key); \
+             omit --at to split at about the middle key"
+                .into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// What one round over the endpoints came to.
+#[derive(Debug)]
+enum Round {
+    Split(ShardDescriptor, ShardDescriptor),
+    /// Nothing was split, and asking again may succeed.
+    Retry(Error),
+    /// The answer; asking again would not help.
+    Fail(Error),
+    /// `--timeout` ran out during the round.
+    OutOfTime,
+}
+
+/// Asks the shard leader to split, again after a backoff while the answer
+/// is [`Round::Retry`], until `--timeout` runs out.
+async fn split_with_retries(
+    ctx: &Context,
+    shard: u64,
+    key: Option<&[u8]>,
+) -> anyhow::Result<(ShardDescriptor, ShardDescriptor)> {
+    let deadline = Instant::now() + ctx.timeout;
+    let backoff = Backoff::default();
+    let mut rng = rand::thread_rng();
+    let mut last = None;
+    for attempt in 0.. {
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        let error = match split_once(ctx, shard, key, time_left).await {
+            Round::Split(left, right) => return Ok((left, right)),
+            Round::Fail(error) => return Err(refused(shard, error)),
+            Round::OutOfTime => break,
+            Round::Retry(error) => last.insert(error),
+        };
+        let delay = backoff.next_delay(attempt, &mut rng);
+        if Instant::now() + delay >= deadline {
+            break;
+        }
+        tracing::debug!(shard, ?delay, "shard not split yet, retrying: {error}");
+        tokio::time::sleep(delay).await;
+    }
+    Err(gave_up(shard, ctx.timeout, last.as_ref()))
+}
+
+/// One round over the endpoints ([`on_leader`]), within `time_left`. The
+/// leader's `Unavailable` ends the round: `on_leader` would go on to the
+/// followers, which only point back to it, and lose its message.
+async fn split_once(ctx: &Context, shard: u64, key: Option<&[u8]>, time_left: Duration) -> Round {
+    let round = on_leader(&ctx.endpoints, time_left, |admin| async move {
+        match admin.split_shard(shard, key).await {
+            Err(unavailable @ Error::Unavailable(_)) => Ok(Err(unavailable)),
+            other => other.map(Ok),
+        }
+    });
+    match tokio::time::timeout(time_left, round).await {
+        Ok(Ok(Ok((left, right)))) => Round::Split(left, right),
+        Ok(Ok(Err(error)) | Err(error)) => classify(error),
+        Err(_) => Round::OutOfTime,
+    }
+}
+
+/// [`Round::Retry`] when no leader answered (an election, an unreachable
+/// node, a node that has not opened the shard yet) or the leader refused
+/// before proposing the split; [`Round::Fail`] for anything else.
+fn classify(error: Error) -> Round {
+    let retry = match &error {
+        Error::NotLeader { .. }
+        | Error::Transport(_)
+        | Error::Server {
+            kind: ServerErrorKind::ShardNotFound,
+            ..
+        } => true,
+        Error::Unavailable(message) => refused_before_proposing(message),
+        _ => false,
+    };
+    if retry {
+        Round::Retry(error)
+    } else {
+        Round::Fail(error)
+    }
+}
+
+/// Whether the leader's `Unavailable` came before it proposed the split,
+/// so that asking again cannot split twice. The wire error has no flag for
+/// it, so this reads the message: the node says "retry" then (the placement
+/// driver does not know the shard yet, the previous split is not reported
+/// yet, the shard changed meanwhile), or that the placement driver, which
+/// it asks first, is unavailable. Any other `Unavailable` ("the split was
+/// not committed within 5s (no quorum?); it may still apply") leaves the
+/// outcome open, so it is not retried.
+fn refused_before_proposing(message: &str) -> bool {
+    message.contains("retry") || message.contains("the placement driver is unavailable")
+}
+
+/// The error of a split the leader refused: exit status 2 for a bad key or
+/// too few keys (the node's message says which), 1 otherwise.
+fn refused(shard: u64, error: Error) -> anyhow::Error {
+    match error {
+        Error::InvalidArgument(message) => {
+            Usage(format!("cannot split shard {shard}: {message}")).into()
+        }
+        Error::Unavailable(message) => Failed(format!(
+            "cannot split shard {shard}: {message}; `atollctl shards` shows whether it split, \
+             check before running the command again"
+        ))
+        .into(),
+        other => anyhow::Error::new(other).context(format!("cannot split shard {shard}")),
+    }
+}
+
+/// The error once `--timeout` ran out: the last answer of a whole round
+/// (none when the first round was cut short), and what to do next.
+fn gave_up(shard: u64, timeout: Duration, last: Option<&Error>) -> anyhow::Error {
+    let next = match last {
+        Some(Error::Unavailable(_)) => {
+            "the cluster was not ready for it yet: run the command again, or give a longer --timeout"
+        }
+        Some(Error::NotLeader { .. } | Error::Server { .. }) => {
+            "no node led the shard: check its id with `atollctl shards` and its leader with \
+             `atollctl status`"
+        }
+        _ => {
+            "is the cluster running? check --endpoints; if a node stopped answering during \
+             the split, it may still apply: `atollctl shards` shows whether it did"
+        }
+    };
+    let last = last.map_or("no node answered".into(), Error::to_string);
+    Failed(format!(
+        "shard {shard} was not split within {timeout:?}: {last}; {next}"
+    ))
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::output::Printer;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ShardCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ShardCommand, clap::Error> {
+        let argv = std::iter::once("shard").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.command)
+    }
+
+    fn parsed_split(args: &[&str]) -> (u64, Option<String>) {
+        match parse(args) {
+            Ok(ShardCommand::Split(a)) => (a.shard_id, a.at),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_takes_a_shard_id_and_an_optional_key() {
+        assert_eq!(
+            parsed_split(&["split", "7", "--at", "m"]),
+            (7, Some("m".into()))
+        );
+        assert_eq!(parsed_split(&["split", "7"]), (7, None));
+        assert!(parse(&["split"]).is_err(), "the shard id is required");
+        assert!(parse(&["split", "seven"]).is_err());
+        assert!(parse(&["split", "7", "--at"]).is_err(), "--at needs a key");
+    }
+
+    fn context(hex: bool) -> Context {
+        Context {
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(1),
+            out: Printer { json: false, hex },
+        }
+    }
+
+    #[test]
+    fn split_keys_are_never_empty_and_follow_hex() {
+        assert_eq!(split_key(&context(false), "m").ok(), Some(b"m".to_vec()));
+        assert_eq!(split_key(&context(true), "6d").ok(), Some(b"m".to_vec()));
+        for (hex, text) in [(false, ""), (true, "")] {
+            let err = split_key(&context(hex), text).expect_err("empty");
+            assert!(err.0.contains("omit --at"), "{err}");
+        }
+        assert!(split_key(&context(true), "m").is_err(), "not hex");
+    }
+
+    fn retried(error: Error) -> bool {
+        match classify(error) {
+            Round::Retry(_) => true,
+            Round::Fail(_) => false,
+            Round::Split(..) | Round::OutOfTime => unreachable!("classify only judges errors"),
+        }
+    }
+
+    #[test]
+    fn refusals_before_the_proposal_are_retried_and_the_rest_are_not() {
+        // The node's messages (node/src/shard/split.rs, node/src/pd).
+        for message in [
+            "unavailable: the placement driver does not know shard 1 yet; retry in a moment",
+            "unavailable: the previous split of shard 1 was just reported to the placement driver; retry",
+            "unavailable: shard 1 changed during the split (version 1 -> 2); retry",
+            "unavailable: the placement driver is unavailable: the placement driver has no leader yet (election in progress?)",
+        ] {
+            assert!(retried(Error::Unavailable(message.into())), "{message}");
+        }
+        let open =
+            "unavailable: the split was not committed within 5s (no quorum?); it may still apply";
+        assert!(!retried(Error::Unavailable(open.into())));
+        let not_leader = Error::NotLeader {
+            shard_id: 1,
+            leader_id: None,
+            leader_addr: None,
+        };
+        assert!(retried(not_leader));
+        assert!(retried(Error::Transport("a:1: refused".into())));
+        let not_hosted = |kind| Error::Server {
+            kind,
+            message: "shard 2 is not hosted on this node".into(),
+        };
+        assert!(retried(not_hosted(ServerErrorKind::ShardNotFound)));
+        assert!(!retried(not_hosted(ServerErrorKind::EpochMismatch)));
+        assert!(!retried(Error::InvalidArgument("bad key".into())));
+    }
+
+    #[test]
+    fn refusals_say_what_to_do_and_bad_keys_are_usage_errors() {
+        let outside =
+            "invalid argument: split key \"z\" is not strictly inside shard 1 [\"\", \"m\")";
+        let err = refused(1, Error::InvalidArgument(outside.into()));
+        assert!(err.is::<Usage>(), "exit status 2");
+        assert_eq!(err.to_string(), format!("cannot split shard 1: {outside}"));
+
+        let open =
+            "unavailable: the split was not committed within 5s (no quorum?); it may still apply";
+        let err = refused(1, Error::Unavailable(open.into()));
+        assert!(err.is::<Failed>(), "exit status 1");
+        assert!(
+            err.to_string().ends_with(
+                "`atollctl shards` shows whether it split, check before running the command again"
+            ),
+            "{err}"
+        );
+
+        let later =
+            Error::Unavailable("the placement driver does not know shard 1 yet; retry".into());
+        let err = gave_up(1, Duration::from_secs(10), Some(&later));
+        assert!(err.is::<Failed>());
+        let text = err.to_string();
+        assert!(text.starts_with("shard 1 was not split within 10s: cluster unavailable: the placement driver does not know"), "{text}");
+        assert!(
+            text.ends_with("run the command again, or give a longer --timeout"),
+            "{text}"
+        );
+        let silent = gave_up(1, Duration::from_millis(500), None).to_string();
+        assert!(
+            silent.starts_with(
+                "shard 1 was not split within 500ms: no node answered; is the cluster running?"
+            ),
+            "{silent}"
+        );
     }
 }

@@ -73,8 +73,8 @@ impl Printer {
 
     /// A range bound for the table: `unbounded` when empty, else the key
     /// as other commands print it, with control characters escaped so one
-    /// key stays on one line.
-    fn bound(&self, key: &[u8], unbounded: &str) -> String {
+    /// key stays on one line. Also `shard split`'s rendering of ranges.
+    pub(super) fn bound(&self, key: &[u8], unbounded: &str) -> String {
         if key.is_empty() {
             return unbounded.to_string();
         }
