@@ -63,11 +63,15 @@ async fn the_pd_tracks_nodes_and_shards_and_survives_its_leader() {
     // Node 4 hosts no PD replica: its answer is forwarded from the PD leader.
     // (Nodes register themselves with their first heartbeat, possibly
     // before the PD leader has bootstrapped the PD.)
-    c.wait_until("the PD bootstrapped with 4 nodes", Duration::from_secs(30), || async {
-        cluster_state(&c, 4)
-            .await
-            .is_some_and(|s| s.bootstrapped && s.nodes.len() == 4)
-    })
+    c.wait_until(
+        "the PD bootstrapped with 4 nodes",
+        Duration::from_secs(30),
+        || async {
+            cluster_state(&c, 4)
+                .await
+                .is_some_and(|s| s.bootstrapped && s.nodes.len() == 4)
+        },
+    )
     .await;
     let s = wait_node_state(&c, 4, 4, "up").await;
     assert!(
