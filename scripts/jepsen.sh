@@ -52,10 +52,10 @@ case "${1:-}" in
     shift
     setup
     build
-    # Four runs, ~32 s each with start-up and checking: every nemesis and workload once.
+    # Four runs, ~32 s each with start-up and checking: every nemesis and workload at least once.
     status=0
     "$(bin)" --workload register --nemesis kill,pause --time 22 --quiet 3 --fault 4 "$@" || status=1
-    "$(bin)" --workload set --nemesis partition,netem --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload set --nemesis partition,netem,split --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload append --nemesis power,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload bank --nemesis partition,transfer --time 22 --quiet 3 --fault 4 "$@" || status=1
     exit $status

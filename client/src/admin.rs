@@ -2,7 +2,8 @@
 //! (and reads the placement driver's view through it);
 //! [`cluster_status`] asks every node; [`cluster_state`] asks the first
 //! node that answers for the placement driver's view; [`on_leader`] finds
-//! the node that accepts a leader-only call by following `NotLeader` hints.
+//! the node that accepts a leader-only call by following `NotLeader` hints;
+//! [`split_at`] splits whichever shard holds a key.
 //! [`AdminClient::transfer_leader`] answers a transfer that was tried and
 //! did not happen as an inner `Err(TransferFailed)`, apart from failures of
 //! the call itself.
@@ -401,6 +402,29 @@ where
         }
     }
     Err(last)
+}
+
+/// Splits the shard that holds `key` at `key`, as the placement driver
+/// knows the shards, through that shard's leader: the answer of
+/// [`AdminClient::split_shard`]. `timeout` bounds each of the two steps.
+pub async fn split_at(
+    endpoints: &[String],
+    key: &[u8],
+    timeout: Duration,
+) -> Result<(ShardDescriptor, ShardDescriptor), Error> {
+    let state = cluster_state(endpoints, timeout).await?;
+    let shard = state
+        .shards
+        .iter()
+        .find(|s| s.contains(key))
+        .map(|s| s.id)
+        .ok_or_else(|| {
+            Error::Unavailable("the placement driver knows no shard holding the key yet".into())
+        })?;
+    on_leader(endpoints, timeout, |admin| async move {
+        admin.split_shard(shard, Some(key)).await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -129,6 +129,13 @@ pub struct ShardInfo {
     pub last_report_ms: Option<u64>,
 }
 
+impl ShardInfo {
+    /// Whether `key` lies in `[start, end)` (an empty `end` is +infinity).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+}
+
 /// One replica of a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaInfo {

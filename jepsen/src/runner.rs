@@ -213,9 +213,11 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         std::thread::spawn(move || {
             let leader = || handle.block_on(status::leader(&eps));
             let transfer = |target| handle.block_on(status::transfer_leader(&eps, target));
+            let split = |key: &[u8]| handle.block_on(status::split_at(&eps, key));
             let probes = nemesis::Probes {
                 leader: &leader,
                 transfer: &transfer,
+                split: &split,
             };
             nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &probes)
         })

@@ -92,7 +92,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         ),
         (
             Bug::NoApplyRangeCheck,
-            Schedule::NetChaos,
+            Schedule::Partitions,
             &[
                 "not linearizable",
                 "did not converge",

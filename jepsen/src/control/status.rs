@@ -1,4 +1,5 @@
-//! Who leads: the nodes' admin `Status` answers, read for the first shard's leader.
+//! Who leads: the nodes' admin `Status` answers, read for the first shard's
+//! leader; and the operator calls the nemeses make (transfer, split).
 
 use std::time::Duration;
 
@@ -37,4 +38,15 @@ pub async fn transfer_leader(endpoints: &[String], target: u64) -> Result<String
         ),
         Err(f) => format!("declined: {:?}: {}", f.reason, f.message),
     })
+}
+
+/// Splits the shard holding `key` at `key` (`atollctl shard split`). `Ok`
+/// describes the split; a refusal (the key already starts a shard, the PD
+/// has not heard of a new shard yet) is an `Err` the nemesis records, not a
+/// harness error.
+pub async fn split_at(endpoints: &[String], key: &[u8]) -> Result<String, String> {
+    let (left, right) = atoll_client::admin::split_at(endpoints, key, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("shard {} split off shard {}", right.id, left.id))
 }

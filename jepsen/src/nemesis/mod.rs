@@ -11,6 +11,10 @@
 //!   (the lazyfs layer), restart at the end.
 //! - `transfer`: move shard 1's leadership to another node (`atollctl shard
 //!   transfer-leader`), every second of the window; nothing to heal.
+//! - `split`: split the shard holding a random key of the register, append or
+//!   set workloads at that key (`atollctl shard split`), every second of the
+//!   window; never inside the bank's accounts (a transfer must stay within
+//!   one shard). Nothing to heal: shards are not merged back.
 //!
 //! `clock` is not offered: see docs/decisions/0015-jepsen-harness.md.
 
@@ -37,15 +41,17 @@ pub enum NemesisKind {
     Netem,
     Power,
     Transfer,
+    Split,
 }
 
-pub const ALL: [NemesisKind; 6] = [
+pub const ALL: [NemesisKind; 7] = [
     NemesisKind::Kill,
     NemesisKind::Pause,
     NemesisKind::Partition,
     NemesisKind::Netem,
     NemesisKind::Power,
     NemesisKind::Transfer,
+    NemesisKind::Split,
 ];
 
 impl NemesisKind {
@@ -57,22 +63,25 @@ impl NemesisKind {
             NemesisKind::Netem => "netem",
             NemesisKind::Power => "power",
             NemesisKind::Transfer => "transfer",
+            NemesisKind::Split => "split",
         }
     }
 
     pub fn needs_namespaces(self) -> bool {
         match self {
             NemesisKind::Partition | NemesisKind::Netem => true,
-            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::Power | NemesisKind::Transfer => {
-                false
-            }
+            NemesisKind::Kill
+            | NemesisKind::Pause
+            | NemesisKind::Power
+            | NemesisKind::Transfer
+            | NemesisKind::Split => false,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, none; clock is not offered)"
+    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, split, none; clock is not offered)"
 )]
 pub struct UnknownNemesis(String);
 
@@ -117,8 +126,8 @@ enum Fault {
     Partitioned,
     Netem(Vec<u64>),
     PowerCut(Vec<u64>),
-    /// Leadership moved; nothing to undo.
-    Transferred,
+    /// Leadership moved, or shards split; nothing to undo.
+    Nothing,
 }
 
 /// What the nemeses ask of the running cluster beyond its processes.
@@ -127,6 +136,8 @@ pub struct Probes<'a> {
     pub leader: &'a dyn Fn() -> Option<u64>,
     /// Moves shard 1's leadership to a node ([`crate::control::status::transfer_leader`]).
     pub transfer: &'a dyn Fn(u64) -> Result<String, String>,
+    /// Splits the shard holding a key at that key ([`crate::control::status::split_at`]).
+    pub split: &'a dyn Fn(&[u8]) -> Result<String, String>,
 }
 
 /// Timing of the scheduler.
@@ -219,7 +230,8 @@ fn inject(
                 format!("netem {} on {how} {t:?}", n.describe()),
             ))
         }
-        NemesisKind::Transfer => Ok((Fault::Transferred, String::from("leader transfers"))),
+        NemesisKind::Transfer => Ok((Fault::Nothing, String::from("leader transfers"))),
+        NemesisKind::Split => Ok((Fault::Nothing, String::from("shard splits"))),
         NemesisKind::Power => {
             let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
@@ -242,7 +254,7 @@ fn heal(fault: &Fault, cluster: &SharedCluster) -> Result<(), ControlError> {
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| c.resume(id)),
         Fault::Partitioned => c.heal(),
         Fault::Netem(ids) => ids.iter().try_for_each(|&id| c.netem_off(id)),
-        Fault::Transferred => Ok(()),
+        Fault::Nothing => Ok(()),
     }
 }
 
@@ -261,28 +273,17 @@ fn nap(d: Duration, stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
-/// A `transfer` window: a leader transfer to a random other node every second until the
-/// window ends. Returns what happened, one entry per transfer, and whether `stop` was set.
-fn transfers(
-    ids: &[u64],
-    probes: &Probes<'_>,
-    rng: &mut impl Rng,
+/// Runs `act` once a second until the window of `length` ends. Returns what
+/// each call did (when it did something) and whether `stop` was set.
+fn each_second(
     length: Duration,
     stop: &AtomicBool,
+    mut act: impl FnMut() -> Option<String>,
 ) -> (Vec<String>, bool) {
     let mut done = Vec::new();
     let mut left = length;
     loop {
-        let leader = (probes.leader)();
-        let others: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
-        if let Some(&target) = others.choose(rng) {
-            let what = match (probes.transfer)(target) {
-                Ok(what) => format!("to {target}: {what}"),
-                Err(e) => format!("to {target}: failed: {e}"),
-            };
-            eprintln!("atoll-jepsen: nemesis transfer {what}");
-            done.push(what);
-        }
+        done.extend(act());
         let step = left.min(Duration::from_secs(1));
         if nap(step, stop) {
             return (done, true);
@@ -292,6 +293,38 @@ fn transfers(
             return (done, false);
         }
     }
+}
+
+/// One leader transfer to a random node other than the leader.
+fn transfer_once(ids: &[u64], probes: &Probes<'_>, rng: &mut impl Rng) -> Option<String> {
+    let leader = (probes.leader)();
+    let others: Vec<u64> = ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+    let &target = others.choose(rng)?;
+    let what = match (probes.transfer)(target) {
+        Ok(what) => format!("to {target}: {what}"),
+        Err(e) => format!("to {target}: failed: {e}"),
+    };
+    eprintln!("atoll-jepsen: nemesis transfer {what}");
+    Some(what)
+}
+
+/// A key among the register (`r/`), append (`a/`) and set (`s/`) keys,
+/// never a bank account's (`bank/`).
+pub fn split_key(rng: &mut impl Rng) -> Vec<u8> {
+    let family = ["r/", "a/", "s/"][rng.gen_range(0..3)];
+    format!("{family}{}", rng.gen_range(0..1000)).into_bytes()
+}
+
+/// One split at a random [`split_key`].
+fn split_once(probes: &Probes<'_>, rng: &mut impl Rng) -> Option<String> {
+    let key = split_key(rng);
+    let shown = String::from_utf8_lossy(&key).into_owned();
+    let what = match (probes.split)(&key) {
+        Ok(what) => format!("at {shown:?}: {what}"),
+        Err(e) => format!("at {shown:?}: declined: {e}"),
+    };
+    eprintln!("atoll-jepsen: nemesis split {what}");
+    Some(what)
 }
 
 /// The scheduler: until `stop`, a quiet period then a fault window, round and round. Every
@@ -329,12 +362,20 @@ pub fn run(
                 ),
             };
         eprintln!("atoll-jepsen: nemesis {what}");
-        let (what, stopped) = if kind == NemesisKind::Transfer {
-            let ids = lock(cluster).ids();
-            let (done, stopped) = transfers(&ids, probes, &mut rng, schedule.fault, stop);
-            (format!("leader transfers: {}", done.join("; ")), stopped)
-        } else {
-            (what, nap(schedule.fault, stop))
+        let (what, stopped) = match kind {
+            NemesisKind::Transfer => {
+                let ids = lock(cluster).ids();
+                let (done, stopped) = each_second(schedule.fault, stop, || {
+                    transfer_once(&ids, probes, &mut rng)
+                });
+                (format!("leader transfers: {}", done.join("; ")), stopped)
+            }
+            NemesisKind::Split => {
+                let (done, stopped) =
+                    each_second(schedule.fault, stop, || split_once(probes, &mut rng));
+                (format!("shard splits: {}", done.join("; ")), stopped)
+            }
+            _ => (what, nap(schedule.fault, stop)),
         };
         let heal_error = fault
             .as_ref()
