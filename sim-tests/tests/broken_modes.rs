@@ -102,7 +102,10 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         (
             Bug::SplitLeavesGap,
             Schedule::Calm,
-            &["do not tile the key space"],
+            &[
+                "do not tile the key space",
+                "no shard is known to hold the key",
+            ],
         ),
         (
             Bug::ChildOnlyOnParentLeader,
