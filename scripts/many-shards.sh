@@ -51,7 +51,9 @@ ctl() { "$BIN/atollctl" --endpoints "$EP" "$@"; }
 
 # Leaders over all nodes' data shards (each shard counted once, at its leader).
 leaders() {
-  ctl --json status 2>/dev/null | python3 -c '
+  local out
+  out=$(ctl --json status 2>/dev/null || true)
+  printf '%s' "$out" | python3 -c '
 import json, sys
 doc = json.load(sys.stdin)
 nodes = doc if isinstance(doc, list) else doc.get("nodes", [])
@@ -86,10 +88,10 @@ wait_leaders "$shards" 120
 echo "settling 10 s..." >&2
 sleep 10
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{printf "%.0f\n", $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-lo_bytes() { awk '/ lo:/ {print $2 + $10}' /proc/net/dev; }
-lo_packets() { awk '/ lo:/ {print $3 + $11}' /proc/net/dev; }
+lo_bytes() { awk '/ lo:/ {printf "%.0f\n", $2 + $10}' /proc/net/dev; }
+lo_packets() { awk '/ lo:/ {printf "%.0f\n", $3 + $11}' /proc/net/dev; }
 hz=$(getconf CLK_TCK)
 declare -a c0
 for k in 0 1 2; do c0[$k]=$(cpu_ticks "${pids[$k]}"); done
