@@ -213,6 +213,11 @@ pub struct Config {
     /// Labels the PD knows this node by, such as `zone = "a"` (replicas
     /// of a shard are spread over distinct zones).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Addresses of running nodes of the cluster to join through (no
+    /// `initial_cluster`). A fresh node with `id = 0` gets its id from the
+    /// placement driver through them; every node also reaches the PD
+    /// through them.
+    pub join: Vec<String>,
 }
 
 impl Default for Config {
@@ -230,6 +235,7 @@ impl Default for Config {
             wal: WalTuning::default(),
             pd: PdTuning::default(),
             labels: Default::default(),
+            join: Vec::new(),
         }
     }
 }
@@ -256,8 +262,18 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), NodeError> {
-        if self.id == 0 {
-            return Err(NodeError::Config("node id must be > 0".into()));
+        if self.id == 0 && self.join.is_empty() {
+            return Err(NodeError::Config(
+                "node id must be > 0 (id 0 asks the placement driver for one, which needs \
+                 `join` addresses)"
+                    .into(),
+            ));
+        }
+        if !self.join.is_empty() && !self.initial_cluster.is_empty() {
+            return Err(NodeError::Config(
+                "give either `initial_cluster` (bootstrap a cluster) or `join` (join one), not both"
+                    .into(),
+            ));
         }
         if self.id >= crate::pd::report::MAX_NODE_ID {
             return Err(NodeError::Config(format!(

@@ -184,12 +184,25 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<(SharedEngine, SharedFs), 
 /// not, the node stops and returns [`NodeError::BootstrapRefused`] with
 /// nothing written, so the data dir can be used for a `--join` start.
 pub async fn start_with_engine(
-    config: Config,
+    mut config: Config,
     engine: SharedEngine,
     wal_fs: SharedFs,
 ) -> Result<Node, NodeError> {
     config.validate()?;
     let members = config.initial_members()?;
+    // Id 0 with `join` addresses: the stored id, or one from the PD.
+    let mut joined_cluster = identity::UNKNOWN;
+    if config.id == 0 {
+        config.id = match identity::read(&engine)?.node_id {
+            Some(id) => id,
+            None => {
+                let (id, cluster) = pd::join::id_from_pd(&config).await?;
+                tracing::info!(node = id, cluster = %identity::show(cluster), "the placement driver gave this node its id");
+                joined_cluster = cluster;
+                id
+            }
+        };
+    }
     let stored = check_owner(&config, &engine)?;
     let fresh = stored.node_id.is_none();
     let wal_dir = config.data_dir.join("wal").display().to_string();
@@ -197,8 +210,9 @@ pub async fn start_with_engine(
     let flusher = Flusher::spawn(engine.clone());
     let cluster = ClusterIdentity::new(engine.clone(), flusher.clone(), stored.cluster_id);
     if fresh && members.is_empty() {
-        // --join: claimed now; the cluster id comes with the first message.
-        cluster.claim(config.id, identity::UNKNOWN).await?;
+        // --join: claimed now; the cluster id comes from the PD (a join
+        // through it) or with the first message.
+        cluster.claim(config.id, joined_cluster).await?;
     }
     let peers = PeerPool::new();
     let (splits, split_children) = tokio::sync::mpsc::unbounded_channel();

@@ -20,7 +20,8 @@ struct Args {
     /// TOML config file; flags override its values.
     #[arg(long, short = 'c', env = "ATOLL_CONFIG")]
     config: Option<PathBuf>,
-    /// This node's id (> 0, unique in the cluster). Default 1.
+    /// This node's id (> 0, unique in the cluster). Default 1; with
+    /// `--join ADDR`, the placement driver gives a fresh node its id.
     #[arg(long)]
     id: Option<u64>,
     /// Data directory. Default ./atoll-data.
@@ -42,10 +43,13 @@ struct Args {
     /// its own (all its initial members the same). Default "atoll".
     #[arg(long)]
     initial_cluster_token: Option<String>,
-    /// Do not bootstrap anything; wait to be added to a cluster (also how a
-    /// node whose data dir was lost comes back: see docs/operations.md).
-    #[arg(long, conflicts_with = "initial_cluster")]
-    join: bool,
+    /// Do not bootstrap anything; join an existing cluster. With addresses
+    /// of running nodes (`--join HOST:PORT,...`), a fresh node gets its id
+    /// from the placement driver through them (unless `--id` is given) and
+    /// registers; without, it waits to be added (also how a node whose data
+    /// dir was lost comes back: see docs/operations.md).
+    #[arg(long, num_args = 0.., value_delimiter = ',', conflicts_with = "initial_cluster")]
+    join: Option<Vec<String>>,
     /// Test builds only (feature `broken-modes`): run deliberately broken,
     /// as `stale-reads`, `ack-before-sync` or `no-dedup` (src/broken.rs).
     #[cfg(feature = "broken-modes")]
@@ -69,6 +73,8 @@ impl Args {
         };
         if let Some(id) = self.id {
             c.id = id;
+        } else if self.join.as_ref().is_some_and(|j| !j.is_empty()) && !from_file {
+            c.id = 0; // ask the placement driver
         }
         if let Some(d) = self.data_dir {
             c.data_dir = d;
@@ -84,8 +90,9 @@ impl Args {
         }
         if let Some(ic) = self.initial_cluster {
             c.initial_cluster = ic;
-        } else if self.join {
+        } else if let Some(join) = self.join {
             c.initial_cluster.clear();
+            c.join = join;
         } else if !from_file && c.initial_cluster.is_empty() {
             c.initial_cluster = vec![format!("{}={}", c.id, c.advertise_addr())];
         }

@@ -130,3 +130,39 @@ async fn the_pd_tracks_nodes_and_shards_and_survives_its_leader() {
     c.restart(old);
     wait_node_state(&c, 4, old, "up").await;
 }
+
+/// Issue 9, item 1: "a fresh node joining with --join gets its node id from
+/// the PD and keeps it in its data dir".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_through_any_node_gets_its_id_from_the_pd_and_keeps_it() {
+    let mut c = Cluster::start(3, PD_TOML);
+    c.wait_until(
+        "the PD bootstrapped with 3 nodes",
+        Duration::from_secs(30),
+        || async {
+            cluster_state(&c, 1)
+                .await
+                .is_some_and(|s| s.bootstrapped && s.nodes.len() == 3)
+        },
+    )
+    .await;
+    // Node 3 holds a PD replica but may not lead the PD: forwarded.
+    let slot = c.add_joining_node(3, &format!("{PD_TOML}[labels]\nzone = \"z9\"\n"));
+    c.restart(slot);
+    let s = wait_node_state(&c, 1, 4, "up").await;
+    let joined = s.nodes.iter().find(|n| n.id == 4).expect("node 4 is known");
+    assert_eq!(joined.addr, c.addr(slot), "{s:?}");
+    assert_eq!(joined.labels.get("zone").map(String::as_str), Some("z9"));
+    let st = c.status(slot).await.expect("the joined node answers");
+    assert_eq!(st.node_id, 4, "the node runs under the id the PD gave it");
+
+    // Restarted, it keeps its id: the PD still has 4 nodes, node 4 Up.
+    c.kill9(slot);
+    c.restart(slot);
+    c.wait_until("the joined node back", Duration::from_secs(20), || async {
+        c.status(slot).await.is_some_and(|st| st.node_id == 4)
+    })
+    .await;
+    let s = wait_node_state(&c, 1, 4, "up").await;
+    assert_eq!(s.nodes.len(), 4, "no second id for the same node: {s:?}");
+}

@@ -17,6 +17,7 @@
 //! - [`duties`]: what only the PD leader does: registers the initial
 //!   members and the first shard once, marks silent nodes `Down`, and has
 //!   shards past a split threshold split by their leaders.
+//! - [`join`]: a fresh node started with `join` addresses gets its id.
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
 //!   [`sizes`]: its approximate size and key count.
 //!
@@ -24,6 +25,7 @@
 
 pub mod duties;
 pub mod heartbeat;
+pub mod join;
 pub mod report;
 pub mod route;
 pub mod sizes;

@@ -18,6 +18,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use super::{PdError, PdReply, PdRequest, PD_SHARD};
 use crate::codec;
 use crate::command::{Request, Response};
+use crate::raft::peer_pool::PeerPool;
 use crate::service::NodeCtx;
 use crate::shard::Replica;
 use crate::state_machine::read_pd;
@@ -101,8 +102,8 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
 }
 
 /// Where a node without a PD replica sends its requests: the initial
-/// members (PD members, the lowest ids, first), then every member of the
-/// shards it hosts; never itself.
+/// members (PD members, the lowest ids, first), the `join` addresses, then
+/// every member of the shards it hosts; never itself.
 fn candidates(ctx: &NodeCtx) -> Vec<String> {
     let me = ctx.config.advertise_addr();
     let mut out: Vec<String> = Vec::new();
@@ -115,7 +116,13 @@ fn candidates(ctx: &NodeCtx) -> Vec<String> {
             .map(|m| m.addr)
             .collect::<Vec<_>>()
     });
-    for addr in members.into_iter().map(|(_, a)| a).chain(from_shards) {
+    let joined = ctx.config.join.iter().cloned();
+    for addr in members
+        .into_iter()
+        .map(|(_, a)| a)
+        .chain(joined)
+        .chain(from_shards)
+    {
         if addr != me && !out.contains(&addr) {
             out.push(addr);
         }
@@ -129,18 +136,30 @@ async fn forward(
     req: &PdRequest,
     hops: u32,
 ) -> Result<PdReply, PdError> {
+    let wait = ctx.config.raft.write_timeout() + Duration::from_secs(1);
+    send(&ctx.peers, ctx.cluster.get(), wait, addr, req, hops).await
+}
+
+/// Sends `req` to the node at `addr` (`Pd.Forward`), carrying `cluster_id`
+/// (0: not known yet), and waits up to `wait` for the reply.
+pub async fn send(
+    peers: &PeerPool,
+    cluster_id: u64,
+    wait: Duration,
+    addr: &str,
+    req: &PdRequest,
+    hops: u32,
+) -> Result<PdReply, PdError> {
     let bytes = codec::encode("pd request", req).map_err(|e| PdError::Malformed(e.to_string()))?;
-    let channel = ctx
-        .peers
+    let channel = peers
         .channel(addr)
         .map_err(|e| PdError::Unavailable(e.to_string()))?;
     let mut client = PdClient::new(channel);
     let call = client.forward(pb::PdForwardRequest {
         request: bytes,
         hops,
-        cluster_id: ctx.cluster.get(),
+        cluster_id,
     });
-    let wait = ctx.config.raft.write_timeout() + Duration::from_secs(1);
     let reply = match tokio::time::timeout(wait, call).await {
         Err(_) => {
             return Err(PdError::Unavailable(format!(

@@ -177,6 +177,29 @@ impl Cluster {
         id
     }
 
+    /// Adds node `len + 1` configured with id 0 and `join = [via]`: it asks
+    /// the placement driver for its id through `via` (the PD hands out the
+    /// next id, `len + 1` when every earlier node registered). `extra_toml`
+    /// is appended to its config. Returns the slot's id.
+    pub fn add_joining_node(&mut self, via: u64, extra_toml: &str) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        let data = self.data_dir(id);
+        let toml = format!(
+            "id = 0\ndata_dir = {data:?}\nlisten = \"{addr}\"\njoin = [\"{}\"]\n{extra_toml}",
+            self.addr(via)
+        );
+        std::fs::write(&config, toml).expect("write config");
+        self.nodes.push(Proc {
+            id,
+            addr,
+            child: None,
+            config,
+        });
+        id
+    }
+
     /// Waits for the node's process to exit by itself; `None` if it still
     /// runs after `timeout` (it is left running).
     pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
