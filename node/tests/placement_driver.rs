@@ -153,8 +153,13 @@ async fn a_node_joining_through_any_node_gets_its_id_from_the_pd_and_keeps_it() 
     let joined = s.nodes.iter().find(|n| n.id == 4).expect("node 4 is known");
     assert_eq!(joined.addr, c.addr(slot), "{s:?}");
     assert_eq!(joined.labels.get("zone").map(String::as_str), Some("z9"));
-    let st = c.status(slot).await.expect("the joined node answers");
-    assert_eq!(st.node_id, 4, "the node runs under the id the PD gave it");
+    // The PD lists a node from its join on, before the node serves.
+    c.wait_until(
+        "the joined node serving as node 4",
+        Duration::from_secs(20),
+        || async { c.status(slot).await.is_some_and(|st| st.node_id == 4) },
+    )
+    .await;
 
     // Restarted, it keeps its id: the PD still has 4 nodes, node 4 Up.
     c.kill9(slot);
