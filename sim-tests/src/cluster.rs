@@ -113,7 +113,8 @@ impl SimCluster {
                     async move {
                         match atoll_node::start_with_engine(config, engine, wal).await {
                             Ok(node) => {
-                                obs.watch(&node).await;
+                                obs.watch(&node);
+                                std::future::pending::<()>().await;
                             }
                             Err(e) => obs.record_error(format!("node {id} failed to start: {e}")),
                         }

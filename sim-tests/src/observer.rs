@@ -31,28 +31,15 @@ impl Observer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Watches every replica of `node` until the node dies, also those it
-    /// opens later (split children), checking for new ones every 100 ms.
-    pub async fn watch(&self, node: &Node) -> ! {
+    /// Watches every replica of `node` until the node dies.
+    pub fn watch(&self, node: &Node) {
         let life = {
             let mut s = self.lock();
             let n = s.lives.entry(node.id()).or_default();
             *n += 1;
             *n
         };
-        let mut watched = std::collections::BTreeSet::new();
-        loop {
-            self.watch_new(node, life, &mut watched);
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Starts watching the replicas of `node` not in `watched`.
-    fn watch_new(&self, node: &Node, life: u64, watched: &mut std::collections::BTreeSet<u64>) {
         for replica in node.host().all() {
-            if !watched.insert(replica.id) {
-                continue;
-            }
             let mut rx = replica.raft.metrics();
             let (obs, node_id, shard) = (self.clone(), node.id(), replica.id);
             tokio::spawn(async move {

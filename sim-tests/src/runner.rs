@@ -248,20 +248,6 @@ fn init_logging() {
 
 /// Runs one seed in its own runtime; a panic anywhere is a failure.
 pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
-    // A thread of its own per run: thread-local state from an earlier run
-    // (std's per-thread `RandomState` keys, which HashMaps in the stack
-    // draw from; our sim hooks) must not steer this one, or the same seed
-    // gives another run in another process.
-    let scenario = scenario.clone();
-    std::thread::Builder::new()
-        .name(format!("sim-seed-{seed}"))
-        .spawn(move || run_seed_here(seed, &scenario))
-        .map_err(|e| format!("cannot start the run's thread: {e}"))?
-        .join()
-        .unwrap_or_else(|_| Err("the run's thread panicked".into()))
-}
-
-fn run_seed_here(seed: u64, scenario: &Scenario) -> Result<Report, String> {
     init_logging();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(900));
