@@ -35,6 +35,25 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// A node that just joined or registered: Up, last heard from at `now_ms`.
+    pub fn joined(
+        id: NodeId,
+        address: String,
+        labels: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Self {
+        NodeInfo {
+            id,
+            address,
+            labels,
+            state: NodeState::Up,
+            draining: false,
+            last_heartbeat_ms: now_ms,
+            capacity_bytes: 0,
+            used_bytes: 0,
+        }
+    }
+
     pub fn zone(&self) -> Option<&str> {
         self.labels.get(ZONE_LABEL).map(String::as_str)
     }

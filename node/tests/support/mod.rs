@@ -160,21 +160,7 @@ impl Cluster {
     /// Adds node `len + 1` with an `initial_cluster` of itself alone: it
     /// bootstraps a cluster of its own when started. Returns its id.
     pub fn add_lone_node(&mut self) -> u64 {
-        let id = self.nodes.len() as u64 + 1;
-        let addr = format!("127.0.0.1:{}", free_port());
-        let config = self.dir.path().join(format!("node{id}.toml"));
-        let data = self.data_dir(id);
-        let toml = format!(
-            "id = {id}\ndata_dir = {data:?}\nlisten = \"{addr}\"\ninitial_cluster = [\"{id}={addr}\"]\n"
-        );
-        std::fs::write(&config, toml).expect("write config");
-        self.nodes.push(Proc {
-            id,
-            addr,
-            child: None,
-            config,
-        });
-        id
+        self.add_node(|id, addr| format!("id = {id}\ninitial_cluster = [\"{id}={addr}\"]\n"))
     }
 
     /// Adds node `len + 1` configured with id 0 and `join = [via]`: it asks
@@ -182,15 +168,23 @@ impl Cluster {
     /// next id, `len + 1` when every earlier node registered). `extra_toml`
     /// is appended to its config. Returns the slot's id.
     pub fn add_joining_node(&mut self, via: u64, extra_toml: &str) -> u64 {
+        let join = self.addr(via);
+        self.add_node(|_, _| format!("id = 0\njoin = [\"{join}\"]\n{extra_toml}"))
+    }
+
+    /// Adds node `len + 1` on a free port with its own data dir; `toml`
+    /// gives the rest of its config from its slot id and address.
+    fn add_node(&mut self, toml: impl FnOnce(u64, &str) -> String) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let addr = format!("127.0.0.1:{}", free_port());
         let config = self.dir.path().join(format!("node{id}.toml"));
         let data = self.data_dir(id);
-        let toml = format!(
-            "id = 0\ndata_dir = {data:?}\nlisten = \"{addr}\"\njoin = [\"{}\"]\n{extra_toml}",
-            self.addr(via)
-        );
-        std::fs::write(&config, toml).expect("write config");
+        let rest = toml(id, &addr);
+        std::fs::write(
+            &config,
+            format!("data_dir = {data:?}\nlisten = \"{addr}\"\n{rest}"),
+        )
+        .expect("write config");
         self.nodes.push(Proc {
             id,
             addr,

@@ -30,19 +30,8 @@ impl PdState {
             .ids
             .alloc(IdKind::Node, 1)
             .map_or(u64::MAX, |r| r.start);
-        self.nodes.insert(
-            id,
-            NodeInfo {
-                id,
-                address,
-                labels,
-                state: NodeState::Up,
-                draining: false,
-                last_heartbeat_ms: now_ms,
-                capacity_bytes: 0,
-                used_bytes: 0,
-            },
-        );
+        self.nodes
+            .insert(id, NodeInfo::joined(id, address, labels, now_ms));
         Joined {
             node: id,
             fresh: true,
@@ -70,19 +59,8 @@ impl PdState {
                 fresh: false,
             });
         }
-        self.nodes.insert(
-            id,
-            NodeInfo {
-                id,
-                address,
-                labels,
-                state: NodeState::Up,
-                draining: false,
-                last_heartbeat_ms: now_ms,
-                capacity_bytes: 0,
-                used_bytes: 0,
-            },
-        );
+        self.nodes
+            .insert(id, NodeInfo::joined(id, address, labels, now_ms));
         Ok(Joined {
             node: id,
             fresh: true,

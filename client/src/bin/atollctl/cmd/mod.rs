@@ -132,16 +132,22 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A context with no endpoints, for unit tests of argument handling.
+#[cfg(test)]
+pub(crate) fn test_context(hex: bool) -> Context {
+    Context {
+        endpoints: Vec::new(),
+        timeout: Duration::from_secs(1),
+        out: Printer { json: false, hex },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn context(hex: bool) -> Context {
-        Context {
-            endpoints: Vec::new(),
-            timeout: Duration::from_secs(1),
-            out: Printer { json: false, hex },
-        }
+        test_context(hex)
     }
 
     #[test]

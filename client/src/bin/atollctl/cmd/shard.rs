@@ -273,7 +273,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::output::Printer;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -306,11 +305,7 @@ mod tests {
     }
 
     fn context(hex: bool) -> Context {
-        Context {
-            endpoints: Vec::new(),
-            timeout: Duration::from_secs(1),
-            out: Printer { json: false, hex },
-        }
+        super::super::test_context(hex)
     }
 
     #[test]
