@@ -210,6 +210,10 @@ pub enum Bug {
     /// Only the node whose parent replica leads opens a split child, so
     /// the child has one replica of three until the nodes restart.
     ChildOnlyOnParentLeader,
+    /// A node installs a snapshot whose range overlaps another shard it
+    /// hosts (one older than a split it has seen), deleting that shard's
+    /// data and replaying the split over its state.
+    AcceptStaleSnapshot,
 }
 
 #[cfg(feature = "sim-bugs")]

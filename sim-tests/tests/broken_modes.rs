@@ -43,6 +43,7 @@ const SPLIT_BUGS: &[Bug] = &[
     Bug::NoApplyRangeCheck,
     Bug::SplitLeavesGap,
     Bug::ChildOnlyOnParentLeader,
+    Bug::AcceptStaleSnapshot,
 ];
 
 /// What the checks report when they find a violation, and openraft's own
@@ -115,6 +116,17 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
                 "writes did not resume",
                 "the PD is not healthy",
                 "did not converge",
+            ],
+        ),
+        (
+            Bug::AcceptStaleSnapshot,
+            Schedule::Mixed,
+            &[
+                "did not converge",
+                "acknowledged writes lost",
+                "not linearizable",
+                "do not tile the key space",
+                "took no write",
             ],
         ),
         (
@@ -214,6 +226,14 @@ fn a_split_that_leaves_a_gap_is_caught_within_5_seeds() {
 #[test]
 fn a_child_opened_on_one_replica_only_is_caught_within_5_seeds() {
     assert_caught_by_its_checks(Bug::ChildOnlyOnParentLeader);
+}
+
+/// A node that installs a snapshot older than a split it has seen deletes
+/// the newer shard's data and rewinds it.
+#[test]
+fn a_stale_snapshot_installed_is_caught_within_40_seeds() {
+    let (schedule, expect) = case(Bug::AcceptStaleSnapshot);
+    assert_caught(Bug::AcceptStaleSnapshot, schedule, 40, expect);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

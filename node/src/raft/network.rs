@@ -16,6 +16,8 @@ use openraft::BasicNode;
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 use super::peer_pool::{PeerPool, MAX_MESSAGE_BYTES};
 use super::type_config::{Entry, NodeId, TypeConfig};
@@ -35,6 +37,8 @@ pub struct ShardNetwork {
     cluster: ClusterIdentity,
     /// Largest encoded AppendEntries; larger ones are cut by entry count.
     max_append_bytes: usize,
+    /// Told when a follower refuses this replica's snapshot as stale.
+    stale_snapshot: Arc<Notify>,
 }
 
 impl ShardNetwork {
@@ -51,7 +55,15 @@ impl ShardNetwork {
             peers,
             cluster,
             max_append_bytes,
+            stale_snapshot: Arc::new(Notify::new()),
         }
+    }
+
+    /// Whom to tell when a follower refuses a snapshot as stale
+    /// (`shard::snapshot_refresh` builds a newer one).
+    pub fn on_stale_snapshot(mut self, notify: Arc<Notify>) -> Self {
+        self.stale_snapshot = notify;
+        self
     }
 }
 
@@ -67,6 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
             peers: self.peers.clone(),
             cluster: self.cluster.clone(),
             max_append_bytes: self.max_append_bytes,
+            stale_snapshot: self.stale_snapshot.clone(),
         }
     }
 }
@@ -80,6 +93,7 @@ pub struct PeerClient {
     peers: PeerPool,
     cluster: ClusterIdentity,
     max_append_bytes: usize,
+    stale_snapshot: Arc<Notify>,
 }
 
 #[derive(Clone, Copy)]
@@ -205,6 +219,18 @@ impl PeerClient {
         status: tonic::Status,
     ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         match status.code() {
+            // The peer refused our snapshot as older than a split it has
+            // seen: build a newer one, and back off meanwhile.
+            tonic::Code::Aborted if matches!(rpc, Rpc::Snapshot) => {
+                tracing::info!(
+                    shard = self.shard,
+                    target = self.target,
+                    "snapshot refused: {}",
+                    status.message()
+                );
+                self.stale_snapshot.notify_one();
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
             // The peer does not host this shard (yet), cannot be reached, or
             // belongs to another cluster (FailedPrecondition): back off.
             tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {

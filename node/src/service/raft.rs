@@ -3,21 +3,28 @@
 //! cluster is refused before it is decoded ([`crate::cluster::identity`]).
 //! `TimeoutNow` is a leader's request that this replica campaign now, the
 //! last step of a leader transfer ([`crate::shard::transfer`]).
+//!
+//! A snapshot whose range overlaps another shard hosted here is refused at
+//! its first chunk ([`stale_snapshot`]): it is older than a split this node
+//! has already seen, and installing it would delete that shard's data and
+//! replay the split over it. The leader builds a newer one
+//! (`shard::snapshot_refresh`).
 
 use std::sync::Arc;
 
 use atoll_proto::raft_server::Raft as RaftApi;
 use atoll_proto::{RaftMessage, TimeoutNowRequest, TimeoutNowResponse};
-use openraft::raft::VoteRequest;
+use openraft::raft::{InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::NodeCtx;
 use crate::codec;
-use crate::raft::type_config::NodeId;
+use crate::raft::type_config::{NodeId, TypeConfig};
 use crate::shard::transfer::{self, CampaignAsk};
 use crate::shard::Replica;
+use crate::state_machine::snapshot;
 
 pub struct RaftService {
     ctx: Arc<NodeCtx>,
@@ -108,7 +115,36 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg).await?;
+        let (replica, req): (_, InstallSnapshotRequest<TypeConfig>) = self.open(&msg).await?;
+        if let Some(refusal) = stale_snapshot(&self.ctx, &req) {
+            tracing::info!(node = self.ctx.node_id(), shard = msg.shard_id, "{refusal}");
+            return Err(Status::aborted(refusal));
+        }
         reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
     }
+}
+
+/// Why a snapshot must not be installed here, judged from its first chunk:
+/// its range overlaps another shard this node hosts. Splits only narrow a
+/// shard, so such a snapshot predates a split that this node has applied
+/// (or whose child it got some other way), e.g. the first snapshot sent to
+/// a replica just created empty.
+fn stale_snapshot(ctx: &NodeCtx, req: &InstallSnapshotRequest<TypeConfig>) -> Option<String> {
+    if req.offset != 0 {
+        return None;
+    }
+    #[cfg(all(madsim, feature = "sim-bugs"))]
+    if crate::sim_hooks::bug(crate::sim_hooks::Bug::AcceptStaleSnapshot) {
+        return None;
+    }
+    let meta = snapshot::peek_shard(&req.data)?;
+    let other = ctx.host.overlapping(&meta)?;
+    Some(format!(
+        "refused a snapshot of shard {} at version {} (index {:?}): its range overlaps \
+         shard {} hosted here, so it predates a split; the leader sends a newer one",
+        meta.id,
+        meta.epoch.version,
+        req.meta.last_log_id.map(|l| l.index),
+        other.id
+    ))
 }

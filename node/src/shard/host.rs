@@ -88,7 +88,7 @@ impl ShardHost {
         if let Some(r) = self.get(meta.id) {
             return Ok(r);
         }
-        if let Some(other) = self.all().into_iter().find(|r| overlaps(&r.meta(), &meta)) {
+        if let Some(other) = self.overlapping(&meta) {
             return Err(NodeError::Config(format!(
                 "shard {} overlaps shard {} already hosted on this node",
                 meta.id, other.id
@@ -129,6 +129,13 @@ impl ShardHost {
         let replica = Arc::new(Replica::open(&self.deps, meta).await?);
         self.insert(replica.clone());
         Ok(Some(replica))
+    }
+
+    /// A replica of another shard whose range overlaps `meta`'s.
+    pub fn overlapping(&self, meta: &ShardMeta) -> Option<Arc<Replica>> {
+        self.all()
+            .into_iter()
+            .find(|r| r.id != meta.id && overlaps(&r.meta(), meta))
     }
 
     /// Stops every replica's Raft.

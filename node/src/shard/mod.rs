@@ -5,7 +5,9 @@
 //! [`read_index`] lets concurrent linearizable reads share one ReadIndex
 //! round. [`transfer`] moves a shard's leadership to another voter;
 //! [`split`] splits a shard in two and opens the children of splits;
-//! [`missing_replicas`] gets a replica created where a member has none.
+//! [`missing_replicas`] gets a replica created where a member has none;
+//! [`snapshot_refresh`] builds a newer snapshot when a follower refuses a
+//! stale one.
 
 mod election_nudge;
 pub mod host;
@@ -14,6 +16,7 @@ pub mod missing_replicas;
 pub mod proposer;
 pub mod read_index;
 pub mod replica;
+mod snapshot_refresh;
 pub mod split;
 pub mod transfer;
 

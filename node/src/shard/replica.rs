@@ -80,16 +80,19 @@ impl Replica {
             pd.clone(),
         )?
         .with_split_sink(deps.splits.clone());
+        let stale_snapshot = Arc::new(tokio::sync::Notify::new());
         let network = ShardNetwork::new(
             id,
             deps.node_id,
             deps.peers.clone(),
             deps.cluster.clone(),
             deps.max_append_bytes,
-        );
+        )
+        .on_stale_snapshot(stale_snapshot.clone());
         let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
+        super::snapshot_refresh::spawn(raft.clone(), id, stale_snapshot);
         super::election_nudge::spawn(
             raft.clone(),
             deps.node_id,

@@ -127,6 +127,13 @@ pub fn write<W: Write>(out: W, engine: &SharedEngine, header: &Header) -> Result
     Ok(w.inner)
 }
 
+/// The shard descriptor in a snapshot's first bytes (its first chunk on the
+/// wire), if they hold the whole header. The receiving node checks it
+/// before the transfer goes on (`service::raft`).
+pub fn peek_shard(first: &[u8]) -> Option<ShardMeta> {
+    Reader::open(first).ok().map(|(header, _)| header.shard)
+}
+
 /// Reads a snapshot written by [`write`].
 pub struct Reader<R> {
     inner: R,
