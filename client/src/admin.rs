@@ -3,7 +3,8 @@
 //! [`cluster_status`] asks every node; [`cluster_state`] asks the first
 //! node that answers for the placement driver's view; [`on_leader`] finds
 //! the node that accepts a leader-only call by following `NotLeader` hints;
-//! [`split_at`] splits whichever shard holds a key.
+//! [`split_at`] splits whichever shard holds a key; [`set_node_state`]
+//! drains, un-drains or removes a node.
 //! [`AdminClient::transfer_leader`] answers a transfer that was tried and
 //! did not happen as an inner `Err(TransferFailed)`, apart from failures of
 //! the call itself.
@@ -15,8 +16,8 @@ use std::time::Duration;
 use atoll_proto::transfer_leader_failure::Reason;
 use atoll_proto::{
     AddLearnerRequest, AdminResult, ChangeMembershipRequest, ClusterStateRequest, CompactRequest,
-    InitClusterRequest, Replica, ShardDescriptor, SplitShardRequest, StatusRequest, StatusResponse,
-    TransferLeaderRequest,
+    InitClusterRequest, Replica, SetNodeStateRequest, ShardDescriptor, SplitShardRequest,
+    StatusRequest, StatusResponse, TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
@@ -186,6 +187,33 @@ impl AdminClient {
         ClusterState::from_wire(&self.addr, reply)
     }
 
+    /// Asks the placement driver (through this node) to move `node` to
+    /// `target`. `force` removes a node that still holds replicas (they
+    /// are then replaced elsewhere).
+    pub async fn set_node_state(
+        &self,
+        node: u64,
+        target: NodeTarget,
+        force: bool,
+    ) -> Result<NodeStateChange, Error> {
+        let mut pd = pd_client(self.channel.clone());
+        let reply = self
+            .within_timeout(pd.set_node_state(SetNodeStateRequest {
+                node_id: node,
+                target: target.to_wire() as i32,
+                force,
+            }))
+            .await?;
+        match reply.error {
+            Some(e) => Err(Error::from_wire(&e)),
+            None => Ok(NodeStateChange {
+                node,
+                from: reply.from,
+                to: reply.to,
+            }),
+        }
+    }
+
     /// A call whose reply is an [`AdminResult`].
     async fn admin_call<F, Fut>(&self, f: F) -> Result<(), Error>
     where
@@ -318,6 +346,69 @@ pub async fn cluster_status(
 /// A malformed endpoint fails at once with [`Error::InvalidArgument`]; when
 /// no endpoint answers, [`Error::NoNodeAnswered`] says what each did.
 pub async fn cluster_state(endpoints: &[String], timeout: Duration) -> Result<ClusterState, Error> {
+    first_answer(endpoints, timeout, |client| async move {
+        client.cluster_state().await
+    })
+    .await
+}
+
+/// Where `atollctl node drain | up | remove` moves a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeTarget {
+    Up,
+    Draining,
+    Removed,
+}
+
+impl NodeTarget {
+    fn to_wire(self) -> atoll_proto::NodeTarget {
+        match self {
+            Self::Up => atoll_proto::NodeTarget::NodeUp,
+            Self::Draining => atoll_proto::NodeTarget::NodeDraining,
+            Self::Removed => atoll_proto::NodeTarget::NodeRemoved,
+        }
+    }
+}
+
+/// A node state change the placement driver made (states as in
+/// [`crate::pd_view::NodeInfo`]: up, draining, down, removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStateChange {
+    pub node: u64,
+    pub from: String,
+    pub to: String,
+}
+
+/// Moves `node` to `target` through the first of `endpoints` that
+/// answers. A refusal (the node still holds replicas, removing it would
+/// break a quorum, unknown node) is returned at once as
+/// [`Error::InvalidArgument`] with what to do next.
+pub async fn set_node_state(
+    endpoints: &[String],
+    timeout: Duration,
+    node: u64,
+    target: NodeTarget,
+    force: bool,
+) -> Result<NodeStateChange, Error> {
+    first_answer(endpoints, timeout, |client| async move {
+        client.set_node_state(node, target, force).await
+    })
+    .await
+}
+
+/// The answer of the first of `endpoints` that gives one, asking them in
+/// order; each gets an equal share of what is left of `timeout`, so a
+/// silent node leaves time for the others. An invalid argument is an
+/// answer too (every node would say the same).
+async fn first_answer<T, F, Fut>(
+    endpoints: &[String],
+    timeout: Duration,
+    call: F,
+) -> Result<T, Error>
+where
+    F: Fn(AdminClient) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
     if endpoints.is_empty() {
         return Err(Error::NoEndpoints);
     }
@@ -329,8 +420,9 @@ pub async fn cluster_state(endpoints: &[String], timeout: Duration) -> Result<Cl
     let mut tried = Vec::new();
     for (i, client) in clients.into_iter().enumerate() {
         let share = fair_share(deadline, endpoints.len() - i);
-        match client.with_timeout(share).cluster_state().await {
-            Ok(state) => return Ok(state),
+        match call(client.with_timeout(share)).await {
+            Ok(answer) => return Ok(answer),
+            Err(error) if error.is_invalid_argument() => return Err(error),
             Err(error) => tried.push(EndpointFailure {
                 endpoint: endpoints[i].clone(),
                 error,

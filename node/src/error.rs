@@ -28,6 +28,9 @@ pub enum NodeError {
     /// where its `--initial-cluster` says it should bootstrap one.
     #[error("refusing to bootstrap: {0}")]
     BootstrapRefused(#[from] crate::cluster::preflight::Refusal),
+    /// A replica cannot be created or removed here.
+    #[error(transparent)]
+    Replica(#[from] crate::shard::removal::ReplicaError),
 }
 
 impl From<openraft::StorageError<u64>> for NodeError {

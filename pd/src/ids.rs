@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::node::NodeId;
+use crate::shard::ShardId;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IdKind {
     Node,
@@ -85,6 +88,15 @@ impl IdAllocator {
 pub trait IdSource {
     /// `None` when no committed id is at hand: the caller builds nothing.
     fn next_id(&mut self, kind: IdKind) -> Option<u64>;
+
+    /// The id of a new replica of `shard` on `node`: a fresh one by
+    /// default. A node that runs its Raft groups on node ids derives it
+    /// from shard and node instead, so the PD knows the replica by the id
+    /// its leader reports.
+    fn replica_id(&mut self, shard: ShardId, node: NodeId) -> Option<u64> {
+        let _ = (shard, node);
+        self.next_id(IdKind::Replica)
+    }
 }
 
 /// Committed id ranges held by the PD leader.

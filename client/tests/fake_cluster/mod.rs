@@ -541,6 +541,20 @@ impl Admin for Node {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn change_replica(
+        &self,
+        _: Request<atoll_proto::ChangeReplicaRequest>,
+    ) -> Result<Response<AdminResult>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn remove_replica(
+        &self,
+        _: Request<atoll_proto::RemoveReplicaRequest>,
+    ) -> Result<Response<AdminResult>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn compact(&self, _: Request<CompactRequest>) -> Result<Response<AdminResult>, Status> {
         drop(self.enter("compact")?);
         Ok(Response::new(AdminResult { error: None }))

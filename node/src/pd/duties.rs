@@ -2,6 +2,7 @@
 //! - once: registers the nodes of the first shard and the shard itself
 //!   (`Bootstrap`), with the down timeout of this node's `[pd]` settings;
 //! - asks the leaders of shards past a split threshold to split them;
+//! - runs the operators of replica repair and balance (`operators`);
 //! - marks nodes silent for `down_after_ms` as `Down` (`Tick`), but only
 //!   after leading for `down_after_ms` itself, so that a new leader does
 //!   not mark nodes down whose heartbeats went to the old one.
@@ -29,6 +30,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
     // (term, when this node saw itself lead in it)
     let mut leading: Option<(u64, u64)> = None;
     let mut asked = Asked::default();
+    let mut operators = super::operators::Operators::default();
     loop {
         tokio::time::sleep(every).await;
         let Some(pd) = ctx.host.get(PD_SHARD) else {
@@ -37,7 +39,9 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         let Some(state) = pd.pd() else { continue };
         let term = pd.raft.metrics().borrow().current_term;
         if !pd.is_leader() {
-            leading = None;
+            if leading.take().is_some() {
+                operators.clear();
+            }
             continue;
         }
         let now = now_ms();
@@ -54,6 +58,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
             bootstrap(&ctx).await
         } else {
             split_big_shards(&ctx, state, &mut asked).await;
+            operators.round(&ctx, state, now);
             if now.saturating_sub(since) >= down_after {
                 tick(&ctx, now).await
             } else {

@@ -16,7 +16,9 @@
 //!   shard it leads; a node the PD does not know registers itself.
 //! - [`duties`]: what only the PD leader does: registers the initial
 //!   members and the first shard once, marks silent nodes `Down`, and has
-//!   shards past a split threshold split by their leaders.
+//!   shards past a split threshold split by their leaders;
+//!   [`operators`]: runs the scheduler's operators (replica repair, drains,
+//!   balance), sending each step to the shard's leader.
 //! - [`join`]: a fresh node started with `join` addresses gets its id.
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
 //!   [`sizes`]: its approximate size and key count.
@@ -26,6 +28,7 @@
 pub mod duties;
 pub mod heartbeat;
 pub mod join;
+pub mod operators;
 pub mod report;
 pub mod route;
 pub mod sizes;

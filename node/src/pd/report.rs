@@ -21,7 +21,8 @@ pub fn replica_id(shard: u64, node: u64) -> u64 {
     (shard << 20) | (node & (MAX_NODE_ID - 1))
 }
 
-/// A follower this many entries behind the leader is reported as pending.
+/// A follower this many entries behind the leader, or one that has
+/// nothing yet (a new learner before its snapshot), is reported as pending.
 const PENDING_LAG: u64 = 1000;
 
 /// The replica's descriptor: range and epoch as applied, membership and
@@ -72,7 +73,7 @@ pub fn stats(replica: &Replica, (keys, bytes): (u64, u64)) -> ShardStats {
         .iter()
         .flatten()
         .filter(|(id, matched)| {
-            **id != m.id && last.saturating_sub(matched.map_or(0, |l| l.index)) > PENDING_LAG
+            **id != m.id && matched.is_none_or(|l| last.saturating_sub(l.index) > PENDING_LAG)
         })
         .map(|(id, _)| replica_id(replica.id, *id))
         .collect();

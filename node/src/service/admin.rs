@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::NodeCtx;
 use crate::cluster::identity;
 use crate::error::KvError;
+use crate::shard::membership;
 use crate::shard::meta::{Epoch, ShardMeta};
 use crate::shard::transfer::{self, TransferError, TransferTimeouts, Transferred};
 
@@ -37,7 +38,10 @@ fn done(r: Result<(), KvError>) -> Reply {
     }))
 }
 
-fn write_err(shard: u64, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> KvError {
+pub(crate) fn write_err(
+    shard: u64,
+    e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+) -> KvError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => KvError::NotLeader {
             shard,
@@ -154,7 +158,7 @@ fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
 /// Asks node `id` at `addr` to create an empty replica of `desc`, sending
 /// this node's cluster id. A node of another cluster refuses: that is an
 /// operator mistake, reported as `InvalidArgument` (not retried).
-async fn create_remote_replica(
+pub(crate) async fn create_remote_replica(
     ctx: &NodeCtx,
     id: u64,
     addr: &str,
@@ -215,7 +219,7 @@ fn cluster_info(ctx: &NodeCtx) -> pb::ClusterInfoResponse {
     info
 }
 
-async fn remote_admin(
+pub(crate) async fn remote_admin(
     ctx: &NodeCtx,
     addr: &str,
 ) -> Result<AdminClient<tonic::transport::Channel>, KvError> {
@@ -346,31 +350,21 @@ impl AdminService {
 
     async fn compact(&self, req: pb::CompactRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
-        let target = replica
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
-        let stopped = |e: openraft::error::Fatal<u64>| KvError::Unavailable(e.to_string());
-        replica.raft.trigger().snapshot().await.map_err(stopped)?;
-        let built = replica
-            .raft
-            .wait(Some(Duration::from_secs(30)))
-            .metrics(
-                |m| m.snapshot.map(|l| l.index).unwrap_or(0) >= target,
-                "snapshot built",
-            )
+        membership::compact(&replica, Duration::ZERO).await
+    }
+
+    async fn change_replica(&self, req: pb::ChangeReplicaRequest) -> Result<(), KvError> {
+        let change = membership::Change::from_proto(&req)?;
+        membership::run(&self.ctx, req.shard_id, change).await
+    }
+
+    async fn remove_replica(&self, req: pb::RemoveReplicaRequest) -> Result<(), KvError> {
+        self.ctx
+            .host
+            .remove(req.shard_id, req.conf_ver)
             .await
-            .map_err(|e| KvError::Unavailable(format!("snapshot not built: {e}")))?;
-        let upto = built.snapshot.map(|l| l.index).unwrap_or(0);
-        replica
-            .raft
-            .trigger()
-            .purge_log(upto)
-            .await
-            .map_err(stopped)
+            .map(|_| ())
+            .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 }
 
@@ -456,6 +450,19 @@ impl Admin for AdminService {
         let info = cluster_info(&self.ctx);
         tracing::debug!(asker = r.get_ref().node_id, ?info, "cluster info asked");
         Ok(Response::new(info))
+    }
+
+    async fn change_replica(&self, r: Request<pb::ChangeReplicaRequest>) -> Reply {
+        done(self.change_replica(r.into_inner()).await)
+    }
+
+    async fn remove_replica(&self, r: Request<pb::RemoveReplicaRequest>) -> Reply {
+        let req = r.into_inner();
+        self.ctx
+            .cluster
+            .admit(req.cluster_id, "remove-replica")
+            .await?;
+        done(self.remove_replica(req).await)
     }
 
     async fn record_started(

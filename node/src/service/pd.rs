@@ -1,9 +1,11 @@
 //! The `Pd` gRPC service every node serves: `Forward` (internal: a PD
 //! request on its way to the PD leader, see [`crate::pd::route`]) and
-//! `ClusterState` (the PD's view of nodes and shards, for `atollctl`).
+//! `ClusterState` (the PD's view of nodes and shards, for `atollctl`), and
+//! `SetNodeState` (drain, cancel a drain, remove: `atollctl node ...`).
 
 use std::sync::Arc;
 
+use atoll_pd::command::{Command, CommandResult, NodeTarget};
 use atoll_pd::node::NodeState;
 use atoll_pd::shard::Role;
 use atoll_pd::state::PdState;
@@ -13,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::NodeCtx;
 use crate::codec;
 use crate::error::KvError;
+use crate::pd::heartbeat::command;
 use crate::pd::{now_ms, route, PdError, PdReply, PdRequest};
 
 pub struct PdService {
@@ -74,6 +77,51 @@ impl pb::pd_server::Pd for PdService {
                 ..Default::default()
             },
             Err(e) => pb::ClusterStateResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn set_node_state(
+        &self,
+        request: Request<pb::SetNodeStateRequest>,
+    ) -> Result<Response<pb::SetNodeStateResponse>, Status> {
+        let req = request.into_inner();
+        let failed = |e: KvError| pb::SetNodeStateResponse {
+            error: Some(e.to_proto()),
+            ..Default::default()
+        };
+        let target = match pb::NodeTarget::try_from(req.target) {
+            Ok(pb::NodeTarget::NodeUp) => NodeTarget::Up,
+            Ok(pb::NodeTarget::NodeDraining) => NodeTarget::Draining,
+            Ok(pb::NodeTarget::NodeRemoved) => NodeTarget::Removed,
+            _ => {
+                return Ok(Response::new(failed(KvError::InvalidArgument(format!(
+                    "unknown node state {}; use up, draining or removed",
+                    req.target
+                )))))
+            }
+        };
+        let cmd = Command::SetNodeState {
+            node: req.node_id,
+            target,
+            force: req.force,
+        };
+        let reply = match command(&self.ctx, cmd).await {
+            Ok(CommandResult::SetNodeState(Ok(change))) => pb::SetNodeStateResponse {
+                error: None,
+                from: state_name(change.from).into(),
+                to: state_name(change.to).into(),
+            },
+            Ok(CommandResult::SetNodeState(Err(e))) => {
+                failed(KvError::InvalidArgument(e.to_string()))
+            }
+            Ok(other) => failed(KvError::Unavailable(format!(
+                "internal error: the PD answered {other:?}"
+            ))),
+            Err(e) => pb::SetNodeStateResponse {
                 error: error(e),
                 ..Default::default()
             },

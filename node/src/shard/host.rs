@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
 use super::meta::ShardMeta;
+use super::removal::ReplicaError;
 use super::replica::{Replica, ReplicaDeps};
 use crate::codec;
 use crate::error::NodeError;
@@ -16,10 +17,11 @@ use crate::storage::engine::WriteBatch;
 use crate::storage::keys::{self, ShardId, SmMeta};
 
 pub struct ShardHost {
-    deps: ReplicaDeps,
+    pub(super) deps: ReplicaDeps,
     replicas: RwLock<BTreeMap<ShardId, Arc<Replica>>>,
-    /// Serialises creation so two callers cannot open one shard twice.
-    create_lock: Mutex<()>,
+    /// Serialises creation and removal so two callers cannot open one
+    /// shard twice, or open one that is being removed.
+    pub(super) create_lock: Mutex<()>,
 }
 
 impl ShardHost {
@@ -30,6 +32,7 @@ impl ShardHost {
             replicas: RwLock::new(BTreeMap::new()),
             create_lock: Mutex::new(()),
         };
+        super::removal::forget_logs_of_tombstones(&host.deps.engine, &host.deps.wal).await?;
         let (lo, hi) = keys::all_sm_meta();
         for (k, v) in host.deps.engine.scan(&lo, &hi, usize::MAX)? {
             match keys::parse_sm_meta(&k) {
@@ -54,6 +57,15 @@ impl ShardHost {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(r.id, r);
+    }
+
+    /// Takes a replica out of the map (messages for it are then answered
+    /// "not hosted").
+    pub(super) fn forget(&self, id: ShardId) {
+        self.replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     pub fn get(&self, id: ShardId) -> Option<Arc<Replica>> {
@@ -89,12 +101,15 @@ impl ShardHost {
             return Ok(r);
         }
         if let Some(other) = self.overlapping(&meta) {
-            return Err(NodeError::Config(format!(
-                "shard {} overlaps shard {} already hosted on this node",
-                meta.id, other.id
-            )));
+            return Err(ReplicaError::Overlaps {
+                shard: meta.id,
+                other: other.id,
+            }
+            .into());
         }
         let mut batch = WriteBatch::new();
+        super::removal::prepare_create(&self.deps.engine, &self.deps.wal, &meta, &mut batch)
+            .await?;
         let bytes = codec::encode("shard descriptor", &meta)
             .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
         batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);

@@ -6,15 +6,19 @@
 //! round. [`transfer`] moves a shard's leadership to another voter;
 //! [`split`] splits a shard in two and opens the children of splits;
 //! [`missing_replicas`] gets a replica created where a member has none;
+//! [`membership`] runs the steps of a replica move on the shard's leader;
+//! [`removal`] removes a replica and leaves a tombstone;
 //! [`snapshot_refresh`] builds a newer snapshot when a follower refuses a
 //! stale one.
 
 mod election_nudge;
 pub mod host;
+pub mod membership;
 pub mod meta;
 pub mod missing_replicas;
 pub mod proposer;
 pub mod read_index;
+pub mod removal;
 pub mod replica;
 mod snapshot_refresh;
 pub mod split;

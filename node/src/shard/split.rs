@@ -162,7 +162,7 @@ pub async fn split(
     Ok((left_desc, right_desc))
 }
 
-fn leader_or_redirect(replica: &Replica) -> Result<(), KvError> {
+pub(crate) fn leader_or_redirect(replica: &Replica) -> Result<(), KvError> {
     if replica.is_leader() {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use std::io::Read;
 
 use super::snapshot::{self, Header, SnapshotError};
 use crate::shard::meta::ShardMeta;
-use crate::storage::engine::{SharedEngine, WriteBatch};
+use crate::storage::engine::{EngineError, SharedEngine, WriteBatch};
 use crate::storage::keys::{self, ShardId};
 
 /// Rows deleted per engine write.
@@ -57,7 +57,8 @@ pub fn replace_shard_data(
     }
 }
 
-fn delete_range(engine: &SharedEngine, lo: &[u8], hi: &[u8]) -> Result<(), SnapshotError> {
+/// Deletes every engine row in `[lo, hi)`, a chunk per write.
+pub(crate) fn delete_range(engine: &SharedEngine, lo: &[u8], hi: &[u8]) -> Result<(), EngineError> {
     loop {
         let doomed = engine.scan_keys(lo, hi, DELETE_CHUNK)?;
         if doomed.is_empty() {

@@ -104,6 +104,18 @@ pub struct SplitChild {
 /// progress): its meta and where it is kept.
 type SnapshotRecord = (SnapshotMeta, StoredSnapshot);
 
+/// Removes the snapshot file `shard` keeps, if any (its replica is being
+/// removed from this node).
+pub fn forget_snapshot(engine: &SharedEngine, store: &SnapshotStore, shard: ShardId) {
+    let Ok(Some(bytes)) = engine.get(&keys::sm_meta(shard, SmMeta::Snapshot)) else {
+        return;
+    };
+    match codec::decode::<SnapshotRecord>("snapshot record", &bytes) {
+        Ok((_, stored)) => store.remove(&stored),
+        Err(e) => tracing::warn!(shard, "cannot read the snapshot record to remove: {e}"),
+    }
+}
+
 /// Runs blocking work (engine scans and writes of a whole shard, file I/O)
 /// off the async workers; inline in the simulation, which has no threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

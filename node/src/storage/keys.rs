@@ -31,6 +31,9 @@ pub enum SmMeta {
     Installing = 6,
     /// The placement driver's state (on the PD group only, `crate::pd`).
     Pd = 7,
+    /// The replica was removed from this node (`shard::removal`); kept so
+    /// that an old descriptor never re-creates it.
+    Tombstone = 8,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {

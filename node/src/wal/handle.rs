@@ -190,6 +190,13 @@ impl Wal {
         self.sync().await
     }
 
+    /// Drops everything the log holds for `shard` (its replica left this
+    /// node), durably. Its segments are freed with the next purge.
+    pub async fn forget(&self, shard: ShardId) -> Result<(), WalError> {
+        self.write(&Record::Forget { shard })?;
+        self.sync().await
+    }
+
     /// Deletes the shard's entries up to `upto` durably, then frees every
     /// segment no shard needs any more.
     pub async fn purge(&self, shard: ShardId, upto: u64, log_id: Vec<u8>) -> Result<(), WalError> {
@@ -292,6 +299,11 @@ impl Wal {
             None => Ok(None),
             Some(i) => Ok(self.entries(shard, i, i + 1)?.pop()),
         }
+    }
+
+    /// Whether the log holds anything of `shard`.
+    pub fn knows(&self, shard: ShardId) -> bool {
+        lock(&self.shared.state).index.shard(shard).is_some()
     }
 
     pub fn vote(&self, shard: ShardId) -> Option<Vec<u8>> {

@@ -79,6 +79,9 @@ impl Index {
                 log.entries = log.entries.split_off(&upto.saturating_add(1));
                 log.purged = Some((*upto, log_id.clone()));
             }
+            Record::Forget { shard } => {
+                self.shards.remove(shard);
+            }
             Record::Checkpoint { shards } => {
                 for c in shards {
                     let log = self.shards.entry(c.shard).or_default();

@@ -53,6 +53,11 @@ pub enum Record {
         shard: ShardId,
         from: u64,
     },
+    /// Drops everything of the shard: entries, vote, committed, purged.
+    /// Written when its replica is removed from this node.
+    Forget {
+        shard: ShardId,
+    },
     /// Deletes the shard's entries up to and including `upto`.
     Purge {
         shard: ShardId,
@@ -71,6 +76,7 @@ const COMMITTED: u8 = 3;
 const TRUNCATE: u8 = 4;
 const PURGE: u8 = 5;
 const CHECKPOINT: u8 = 6;
+const FORGET: u8 = 7;
 
 /// Offset of entry `i`'s bytes from the start of an Entries frame, given the
 /// lengths of the entries before it.
@@ -140,6 +146,10 @@ pub fn encode(r: &Record) -> Vec<u8> {
             p.extend_from_slice(&upto.to_le_bytes());
             put_bytes(&mut p, log_id);
             PURGE
+        }
+        Record::Forget { shard } => {
+            p.extend_from_slice(&shard.to_le_bytes());
+            FORGET
         }
         Record::Checkpoint { shards } => {
             p.extend_from_slice(&(shards.len() as u32).to_le_bytes());
@@ -265,6 +275,7 @@ fn parse(kind: u8, payload: &[u8]) -> Option<Record> {
             upto: c.u64()?,
             log_id: c.bytes()?,
         },
+        FORGET => Record::Forget { shard: c.u64()? },
         CHECKPOINT => {
             let n = c.u32()?;
             let mut shards = Vec::new();
@@ -320,6 +331,7 @@ mod tests {
                 upto: 5,
                 log_id: b"id".to_vec(),
             },
+            Record::Forget { shard: 9 },
             Record::Checkpoint {
                 shards: vec![
                     ShardCheckpoint {

@@ -173,6 +173,30 @@ async fn segments_are_freed_only_once_every_shard_has_purged_past_them() {
     assert!(wal.entries(2, 0, 100).unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn a_forgotten_shard_is_gone_after_recovery_and_frees_its_segments() {
+    let fs = Arc::new(SimFs::new());
+    let wal = open_sim(&fs, small()).unwrap();
+    wal.save_vote(2, b"vote of 2".to_vec()).await.unwrap();
+    for i in 1..=30 {
+        wal.append_entries(2, i, vec![entry(2, i)]).unwrap();
+    }
+    wal.append_entries(1, 1, vec![entry(1, 1)]).unwrap();
+    wal.sync().await.unwrap();
+    wal.forget(2).await.unwrap();
+    assert_eq!(wal.vote(2), None);
+    assert!(wal.entries(2, 0, 100).unwrap().is_empty());
+    // Shard 1's purge frees what only shard 2 needed.
+    let before = wal.segment_ids().len();
+    wal.purge(1, 0, b"p1".to_vec()).await.unwrap();
+    let reopened = open_sim(&fs, small()).unwrap();
+    assert_eq!(reopened.vote(2), None);
+    assert_eq!(reopened.purged(2), None);
+    assert!(reopened.entries(2, 0, 100).unwrap().is_empty());
+    assert_eq!(reopened.entries(1, 1, 2).unwrap(), vec![entry(1, 1)]);
+    assert!(reopened.segment_ids().len() < before, "segments freed");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn concurrent_appends_from_many_shards_share_one_sync() {
     let fs = Arc::new(SimFs::new());

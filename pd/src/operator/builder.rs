@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::ids::{IdKind, IdSource};
 use crate::node::NodeId;
 use crate::operator::{OpKind, Operator, Step};
-use crate::shard::{Replica, ReplicaId, Role, ShardInfo};
+use crate::shard::{Replica, ReplicaId, Role, ShardId, ShardInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BuildError {
@@ -36,6 +36,10 @@ pub enum BuildError {
 
 fn fresh(ids: &mut dyn IdSource, kind: IdKind) -> Result<u64, BuildError> {
     ids.next_id(kind).ok_or(BuildError::OutOfIds)
+}
+
+fn fresh_replica(ids: &mut dyn IdSource, shard: ShardId, node: NodeId) -> Result<u64, BuildError> {
+    ids.replica_id(shard, node).ok_or(BuildError::OutOfIds)
 }
 
 /// Steps that move leadership off `leaving` when it leads: to `to`, or to
@@ -72,7 +76,7 @@ pub fn add_replica(
     if shard.desc.replica_on(node).is_some() {
         return Err(BuildError::NodeAlreadyHolds(node));
     }
-    let replica = fresh(ids, IdKind::Replica)?;
+    let replica = fresh_replica(ids, shard.desc.id, node)?;
     let steps = vec![
         Step::AddLearner { node, replica },
         Step::PromoteLearner { node, replica },
@@ -98,7 +102,7 @@ pub fn move_replica(
     if shard.desc.replica_on(to).is_some() {
         return Err(BuildError::NodeAlreadyHolds(to));
     }
-    let replica = fresh(ids, IdKind::Replica)?;
+    let replica = fresh_replica(ids, shard.desc.id, to)?;
     let mut steps = vec![Step::AddLearner { node: to, replica }];
     if old.role.is_voter() {
         steps.push(Step::PromoteLearner { node: to, replica });

@@ -3,7 +3,8 @@
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
 //! `cmd/kv.rs` runs the key-value commands, `cmd/txn.rs` transactions,
 //! `cmd/admin.rs` the operator commands, `cmd/shard.rs` the commands on one
-//! shard (transfer-leader, split), `cmd/cluster.rs` the placement driver's view (`cluster status`,
+//! shard (transfer-leader, split), `cmd/node.rs` those on one node (drain,
+//! up, remove), `cmd/cluster.rs` the placement driver's view (`cluster status`,
 //! `shards`); `output.rs` renders results as text, tables or JSON
 //! (`output/cluster.rs` that view).
 
@@ -111,7 +112,7 @@ fn init_tracing(verbose: bool) {
 }
 
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 0.001)

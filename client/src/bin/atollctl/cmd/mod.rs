@@ -4,6 +4,7 @@
 mod admin;
 mod cluster;
 mod kv;
+mod node;
 mod shard;
 mod txn;
 
@@ -99,6 +100,10 @@ pub enum Command {
     /// Commands on one shard (transfer-leader, split).
     #[command(subcommand)]
     Shard(shard::ShardCommand),
+    /// Commands on one node (drain, up, remove), through the placement
+    /// driver.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
@@ -117,6 +122,7 @@ pub async fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::ChangeMembership(args) => admin::change_membership(args, ctx).await,
         Command::Compact(args) => admin::compact(args, ctx).await,
         Command::Shard(command) => shard::run(command, ctx).await,
+        Command::Node(command) => node::run(command, ctx).await,
     }
 }
 

@@ -1,0 +1,238 @@
+//! The membership steps of a replica move, run on the shard's leader
+//! (issue 9, item 5): add a learner, promote it, remove a replica, finish a
+//! joint membership. The PD leader's operators ask for them one at a time
+//! (`pd::operators`); each is idempotent, so a step asked again after a
+//! lost answer does no harm.
+//!
+//! - **Add learner.** The log is compacted first (a snapshot, then a purge
+//!   up to it), so the new replica gets a snapshot instead of a replay of
+//!   the shard's whole history (which would re-run old splits on a node
+//!   that hosts none of their children). Then the learner joins the
+//!   membership without waiting for it to catch up (openraft's blocking
+//!   `add_learner` waits forever); the PD sees it catch up in the leader's
+//!   reports and times the step out otherwise. Then the node is asked to
+//!   create its empty replica, with the descriptor of the new membership,
+//!   which is newer than a tombstone the node may hold.
+//! - **Promote** and **remove** change voters through openraft's joint
+//!   consensus. After a removal commits, the removed node is told to remove
+//!   its replica (`shard::removal`), with the shard's new membership
+//!   version. The leader never removes itself: the PD moves leadership
+//!   away first.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_proto as pb;
+use openraft::{BasicNode, ChangeMembers};
+
+use super::Replica;
+use crate::error::KvError;
+use crate::raft::type_config::NodeId;
+use crate::service::admin::{create_remote_replica, remote_admin, write_err};
+use crate::service::NodeCtx;
+
+/// How long a learner add waits for the log to be purged after its
+/// snapshot before it goes on anyway (a purge waits for replication
+/// streams that still read the log).
+const PURGE_WAIT: Duration = Duration::from_secs(5);
+
+/// One step, as `Admin.ChangeReplica` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    AddLearner { node: NodeId, addr: String },
+    Promote { node: NodeId },
+    Remove { node: NodeId, addr: String },
+    LeaveJoint,
+}
+
+impl Change {
+    pub fn from_proto(req: &pb::ChangeReplicaRequest) -> Result<Self, KvError> {
+        let node = req.node_id;
+        let need_node = || {
+            (node != 0).then_some(()).ok_or_else(|| {
+                KvError::InvalidArgument("this replica change needs a node id > 0".into())
+            })
+        };
+        match pb::ReplicaChange::try_from(req.change) {
+            Ok(pb::ReplicaChange::AddLearner) => {
+                need_node()?;
+                if req.addr.is_empty() {
+                    return Err(KvError::InvalidArgument(
+                        "adding a learner needs the node's address".into(),
+                    ));
+                }
+                Ok(Change::AddLearner {
+                    node,
+                    addr: req.addr.clone(),
+                })
+            }
+            Ok(pb::ReplicaChange::Promote) => need_node().map(|_| Change::Promote { node }),
+            Ok(pb::ReplicaChange::Remove) => need_node().map(|_| Change::Remove {
+                node,
+                addr: req.addr.clone(),
+            }),
+            Ok(pb::ReplicaChange::LeaveJoint) => Ok(Change::LeaveJoint),
+            _ => Err(KvError::InvalidArgument(format!(
+                "unknown replica change {}",
+                req.change
+            ))),
+        }
+    }
+}
+
+/// Runs `change` on this node's replica of `shard`, which must lead it.
+pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), KvError> {
+    let replica = ctx.replica(shard)?;
+    super::split::leader_or_redirect(&replica)?;
+    let wait = ctx.config.raft.write_timeout();
+    let membership = replica
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let in_membership = |n: NodeId| membership.get_node(&n).is_some();
+    let is_voter = |n: NodeId| membership.voter_ids().any(|v| v == n);
+    let changes: Vec<(ChangeMembers<NodeId, BasicNode>, bool)> = match &change {
+        Change::AddLearner { node, addr } => {
+            if !in_membership(*node) {
+                compact(&replica, PURGE_WAIT).await?;
+                let add = replica.raft.add_learner(*node, BasicNode::new(addr), false);
+                tokio::time::timeout(wait, add)
+                    .await
+                    .map_err(|_| timed_out(shard, "adding the learner"))?
+                    .map_err(|e| write_err(shard, e))?;
+            }
+            return create_remote_replica(ctx, *node, addr, replica.descriptor()).await;
+        }
+        Change::Promote { node } => {
+            if is_voter(*node) && membership.get_joint_config().len() == 1 {
+                return Ok(());
+            }
+            if !in_membership(*node) {
+                return Err(KvError::InvalidArgument(format!(
+                    "node {node} is not a learner of shard {shard}; add it first"
+                )));
+            }
+            vec![(ChangeMembers::AddVoterIds(BTreeSet::from([*node])), true)]
+        }
+        Change::Remove { node, .. } => {
+            if *node == ctx.node_id() {
+                return Err(KvError::InvalidArgument(format!(
+                    "node {node} leads shard {shard}; move its leadership away before removing it"
+                )));
+            }
+            if is_voter(*node) {
+                vec![(ChangeMembers::RemoveVoters(BTreeSet::from([*node])), false)]
+            } else if in_membership(*node) {
+                vec![(ChangeMembers::RemoveNodes(BTreeSet::from([*node])), false)]
+            } else {
+                vec![]
+            }
+        }
+        Change::LeaveJoint => {
+            let configs = membership.get_joint_config();
+            match configs.last() {
+                Some(incoming) if configs.len() > 1 => {
+                    vec![(ChangeMembers::ReplaceAllVoters(incoming.clone()), false)]
+                }
+                _ => vec![],
+            }
+        }
+    };
+    for (members, retain) in changes {
+        let change_it = replica.raft.change_membership(members, retain);
+        tokio::time::timeout(wait, change_it)
+            .await
+            .map_err(|_| timed_out(shard, "changing the membership"))?
+            .map_err(|e| write_err(shard, e))?;
+    }
+    if let Change::Remove { node, addr } = change {
+        let addr = membership
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(addr);
+        if !addr.is_empty() {
+            tell_removed(ctx, &replica, node, &addr).await?;
+        }
+    }
+    Ok(())
+}
+
+fn timed_out(shard: u64, what: &str) -> KvError {
+    KvError::Unavailable(format!(
+        "shard {shard}: {what} was not committed in time (no quorum?); it may still apply"
+    ))
+}
+
+/// Tells `node` to remove its replica: the membership without it is
+/// committed and applied here.
+async fn tell_removed(
+    ctx: &Arc<NodeCtx>,
+    replica: &Replica,
+    node: NodeId,
+    addr: &str,
+) -> Result<(), KvError> {
+    let conf_ver = replica.meta().epoch.conf_ver;
+    let reply = remote_admin(ctx, addr)
+        .await?
+        .remove_replica(pb::RemoveReplicaRequest {
+            shard_id: replica.id,
+            conf_ver,
+            cluster_id: ctx.cluster.get(),
+        })
+        .await
+        .map_err(|s| KvError::Unavailable(format!("node {node} at {addr}: {}", s.message())))?
+        .into_inner();
+    match reply.error {
+        None => Ok(()),
+        Some(e) => Err(KvError::Unavailable(format!(
+            "node {node} at {addr} did not remove its replica of shard {}: {}",
+            replica.id, e.message
+        ))),
+    }
+}
+
+/// Builds a snapshot of everything applied, then purges the log it covers
+/// (waiting up to `purge_wait` for the purge; zero: not at all).
+pub async fn compact(replica: &Replica, purge_wait: Duration) -> Result<(), KvError> {
+    let target = replica
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0);
+    let stopped = |e: openraft::error::Fatal<u64>| KvError::Unavailable(e.to_string());
+    replica.raft.trigger().snapshot().await.map_err(stopped)?;
+    let built = replica
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(
+            |m| m.snapshot.map(|l| l.index).unwrap_or(0) >= target,
+            "snapshot built",
+        )
+        .await
+        .map_err(|e| KvError::Unavailable(format!("snapshot not built: {e}")))?;
+    let upto = built.snapshot.map(|l| l.index).unwrap_or(0);
+    replica
+        .raft
+        .trigger()
+        .purge_log(upto)
+        .await
+        .map_err(stopped)?;
+    if !purge_wait.is_zero() {
+        let purged = replica
+            .raft
+            .wait(Some(purge_wait))
+            .metrics(|m| m.purged.map(|l| l.index) >= Some(upto), "log purged")
+            .await;
+        if purged.is_err() {
+            tracing::debug!(shard = replica.id, upto, "the purge is still held back");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Replica moves on real processes (issue 9, items 3, 5 and 8): under a
+//! continuous write load a fourth node joins, node 3 is drained (the PD
+//! leader is killed -9 in the middle of the drain, and a new PD leader
+//! finishes it), and node 3 is removed. The load sees no error; every
+//! acknowledged write reads back; the new node holds the data; the
+//! drained node keeps no data replica (tombstones); removing a node that
+//! still holds replicas is refused with what to do next.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll_client::admin::{cluster_state, on_leader, set_node_state, NodeTarget};
+use atoll_client::{Client, ClientConfig, ClusterState, NodeState, ReplicaRole};
+use support::Cluster;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const WRITERS: usize = 4;
+const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\n";
+
+#[derive(Default)]
+struct Tally {
+    acked: Mutex<BTreeMap<String, String>>,
+    failed: Mutex<Vec<String>>,
+}
+
+async fn writer(w: usize, c: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = format!("{}{w:02}-{i:05}", (b'a' + (i % 26) as u8) as char);
+        let v = format!("v{w}-{i}");
+        match c.put(&k, &v).await {
+            Ok(()) => {
+                tally.acked.lock().unwrap().insert(k, v);
+            }
+            Err(e) => tally.failed.lock().unwrap().push(format!("{k}: {e}")),
+        }
+        i += 1;
+    }
+}
+
+async fn state(c: &Cluster) -> Option<ClusterState> {
+    cluster_state(&c.endpoints(), SECS(3)).await.ok()
+}
+
+/// Every shard has 3 voters, none on `gone`, and the node holds nothing.
+fn drained(s: &ClusterState, gone: u64) -> bool {
+    let node_empty = s.node(gone).is_some_and(|n| n.replicas == 0);
+    let shards_whole = s.shards.iter().all(|sh| {
+        sh.replicas.len() == 3
+            && sh
+                .replicas
+                .iter()
+                .all(|r| r.node_id != gone && r.role == ReplicaRole::Voter)
+    });
+    node_empty && shards_whole
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_removed() {
+    let mut c = Cluster::start(3, PD_TOML);
+    c.wait_until("the PD knows 3 nodes", SECS(30), || async {
+        state(&c)
+            .await
+            .is_some_and(|s| s.nodes.len() == 3 && s.shards.len() == 1)
+    })
+    .await;
+    // Two data shards, so the drain moves more than one.
+    let mut tries = 0;
+    loop {
+        let r = on_leader(&c.endpoints(), SECS(10), |admin| async move {
+            admin.split_shard(1, Some(b"m")).await
+        })
+        .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("retry") && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("split of shard 1: {e}\n{}", c.logs()),
+        }
+    }
+
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let client = Client::with_config(c.endpoints(), ClientConfig::default())
+            .await
+            .expect("client connects");
+        writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
+    }
+    c.wait_until("writes before the join", SECS(20), || {
+        let n = tally.acked.lock().unwrap().len();
+        async move { n >= 100 }
+    })
+    .await;
+
+    // Removing a node that holds replicas is refused, with what to do.
+    let e = set_node_state(&c.endpoints(), SECS(10), 2, NodeTarget::Removed, false)
+        .await
+        .expect_err("node 2 holds replicas");
+    assert!(e.is_invalid_argument(), "{e}");
+    assert!(e.to_string().contains("drain it first"), "{e}");
+
+    let slot = c.add_joining_node(1, PD_TOML);
+    c.restart(slot);
+    c.wait_until("node 4 up", SECS(30), || async {
+        state(&c)
+            .await
+            .is_some_and(|s| s.node(4).is_some_and(|n| n.state == NodeState::Up))
+    })
+    .await;
+
+    let change = set_node_state(&c.endpoints(), SECS(10), 3, NodeTarget::Draining, false)
+        .await
+        .unwrap_or_else(|e| panic!("drain node 3: {e}\n{}", c.logs()));
+    assert_eq!(
+        (change.from.as_str(), change.to.as_str()),
+        ("up", "draining")
+    );
+
+    // Kill the PD leader once the drain is under way: a new one finishes it.
+    c.wait_until("the drain under way", SECS(30), || async {
+        state(&c).await.is_some_and(|s| {
+            s.shards
+                .iter()
+                .any(|sh| sh.replicas.iter().any(|r| r.node_id == 4))
+        })
+    })
+    .await;
+    let pd_leader = state(&c).await.map(|s| s.pd_leader).unwrap_or(1);
+    c.kill9(pd_leader);
+    tokio::time::sleep(SECS(2)).await;
+    c.restart(pd_leader);
+
+    c.wait_until("node 3 drained", SECS(90), || async {
+        state(&c).await.is_some_and(|s| drained(&s, 3))
+    })
+    .await;
+    let change = set_node_state(&c.endpoints(), SECS(10), 3, NodeTarget::Removed, false)
+        .await
+        .unwrap_or_else(|e| panic!("remove node 3: {e}\n{}", c.logs()));
+    assert_eq!(change.to, "removed");
+
+    tokio::time::sleep(SECS(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let failed = tally.failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
+
+    // Every acknowledged write reads back.
+    let acked = tally.acked.lock().unwrap().clone();
+    let reader = Client::with_config(c.endpoints(), ClientConfig::default())
+        .await
+        .expect("client connects");
+    let stored: BTreeMap<String, String> = reader
+        .scan("", "~", 0)
+        .await
+        .unwrap_or_else(|e| panic!("scan: {e}\n{}", c.logs()))
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
+    for (k, v) in &acked {
+        assert_eq!(stored.get(k), Some(v), "{k} after the drain\n{}", c.logs());
+    }
+
+    // Node 4 holds every data shard; node 3 none (its replicas removed,
+    // tombstones left); node 3 keeps only its PD replica.
+    let s = state(&c).await.expect("cluster state");
+    let shards: Vec<u64> = s.shards.iter().map(|sh| sh.id).collect();
+    let on4 = c.status(4).await.expect("node 4 status");
+    let on3 = c.status(3).await.expect("node 3 status");
+    let hosted = |st: &atoll_proto::StatusResponse| -> Vec<u64> {
+        st.shards
+            .iter()
+            .filter_map(|x| x.shard.as_ref().map(|d| d.id))
+            .collect()
+    };
+    for id in &shards {
+        assert!(
+            hosted(&on4).contains(id),
+            "node 4 hosts shard {id}: {on4:?}"
+        );
+        assert!(
+            !hosted(&on3).contains(id),
+            "node 3 gave up shard {id}: {on3:?}"
+        );
+    }
+    println!(
+        "{} writes acknowledged; node 3 drained and removed; shards {shards:?} on node 4",
+        acked.len()
+    );
+}
