@@ -303,15 +303,20 @@ pub async fn start_with_engine(
     Ok(node)
 }
 
-/// Whether an initial member lacks a shard its bootstrap creates: the
-/// first shard, or the PD group's replica on a PD member (a node that
-/// started before the PD existed gets its replica this way too).
+/// Whether an initial member lacks a shard its bootstrap creates, and
+/// never had it: the first shard, or the PD group's replica on a PD member
+/// (a node that started before the PD existed gets its replica this way
+/// too).
 fn bootstrap_incomplete(ctx: &NodeCtx, members: &[(u64, String)]) -> bool {
     let pd_member = pd::pd_members(members)
         .iter()
         .any(|(id, _)| *id == ctx.node_id());
-    ctx.host.get(service::admin::FIRST_SHARD).is_none()
-        || (pd_member && ctx.host.get(pd::PD_SHARD).is_none())
+    // A shard this node held and had removed (a tombstone) was created.
+    let never_had = |shard| {
+        ctx.host.get(shard).is_none()
+            && matches!(shard::removal::tombstone(&ctx.engine, shard), Ok(None))
+    };
+    never_had(service::admin::FIRST_SHARD) || (pd_member && never_had(pd::PD_SHARD))
 }
 
 /// Asks the peers, claims the engine (node id and cluster id in one

@@ -84,9 +84,11 @@ async fn the_pd_tracks_nodes_and_shards_and_survives_its_leader() {
         Duration::from_secs(20),
         || async {
             cluster_state(&c, 4).await.is_some_and(|s| {
+                // 4 initial replicas; the PD may already have taken one
+                // away (the replication factor is 3).
                 s.shards.len() == 1
                     && s.shards[0].id == 1
-                    && s.shards[0].replicas.len() == 4
+                    && s.shards[0].replicas.len() >= 3
                     && s.shards[0].leader_node.is_some()
             })
         },

@@ -69,6 +69,7 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
     })
     .await;
     // Two data shards, so the drain moves more than one.
+    c.wait_leader(1, SECS(20)).await;
     let mut tries = 0;
     loop {
         let r = on_leader(&c.endpoints(), SECS(10), |admin| async move {
@@ -77,7 +78,10 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
         .await;
         match r {
             Ok(_) => break,
-            Err(e) if e.to_string().contains("retry") && tries < 50 => {
+            Err(e)
+                if tries < 50
+                    && (e.to_string().contains("retry") || e.to_string().contains("leader")) =>
+            {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
