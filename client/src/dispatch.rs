@@ -256,12 +256,19 @@ impl Dispatcher {
                     c.insert(shard);
                 }
             }),
-            Action::RefreshRoutes => {
+            Action::RefreshRoutes | Action::RefreshRoutesNextReplica => {
+                let next = action == Action::RefreshRoutesNextReplica;
                 let left = deadline.saturating_duration_since(Instant::now());
                 let budget = Budget::new(self.config.request_timeout, left);
                 let refreshed = self.router.refresh(failed.generation, &self.pool, budget);
                 if let Err(e) = refreshed.await {
                     p.last = Some(e);
+                }
+                if next {
+                    self.router
+                        .with_cache(|c| c.forget_leader(shard_id, &failed.addr));
+                    p.pinned = None;
+                    p.rotation += 1;
                 }
             }
             Action::BackoffNextReplica => {

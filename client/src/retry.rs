@@ -46,6 +46,10 @@ pub enum Action {
     PatchRoutes(Vec<ShardDescriptor>),
     /// Reload the route map from the cluster, then retry.
     RefreshRoutes,
+    /// The node does not host the shard (its replica moved away, or is not
+    /// created yet): reload the route map, then retry on the next replica,
+    /// not on this node again.
+    RefreshRoutesNextReplica,
     /// Wait for the next backoff delay, then retry on the next replica.
     BackoffNextReplica,
     /// Give up; the failure itself is the error (see [`Failure::to_error`]).
@@ -70,7 +74,7 @@ pub fn decide(failure: &Failure) -> Action {
             Some(ErrorKind::EpochMismatch(em)) if em.current.is_empty() => Action::RefreshRoutes,
             Some(ErrorKind::EpochMismatch(em)) => Action::PatchRoutes(em.current.clone()),
             Some(ErrorKind::KeyOutOfRange(_)) => Action::RefreshRoutes,
-            Some(ErrorKind::ShardNotFound(_)) => Action::RefreshRoutes,
+            Some(ErrorKind::ShardNotFound(_)) => Action::RefreshRoutesNextReplica,
             // The node cannot serve now (no leader yet, no quorum). It may be a
             // deposed leader stuck in a minority, so wait and move on rather
             // than hammer the same node.
@@ -256,7 +260,7 @@ mod tests {
         let out = server(ErrorKind::KeyOutOfRange(KeyOutOfRange::default()));
         assert_eq!(decide(&out), Action::RefreshRoutes);
         let missing = server(ErrorKind::ShardNotFound(ShardNotFound { shard_id: 9 }));
-        assert_eq!(decide(&missing), Action::RefreshRoutes);
+        assert_eq!(decide(&missing), Action::RefreshRoutesNextReplica);
     }
 
     #[test]

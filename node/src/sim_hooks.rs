@@ -210,10 +210,19 @@ pub enum Bug {
     /// Only the node whose parent replica leads opens a split child, so
     /// the child has one replica of three until the nodes restart.
     ChildOnlyOnParentLeader,
-    /// A node installs a snapshot whose range overlaps another shard it
-    /// hosts (one older than a split it has seen), deleting that shard's
-    /// data and replaying the split over its state.
-    AcceptStaleSnapshot,
+    /// A replica created empty to join a shard takes log entries before its
+    /// first snapshot, and a node installs a snapshot whose range overlaps
+    /// another shard it hosts (one older than a split it has seen): the
+    /// shard's history is replayed, or its data deleted, over a newer shard.
+    JoinWithoutSnapshot,
+    /// A leader tells a node to remove its replica without checking that
+    /// the membership without it is committed (a deposed leader whose
+    /// removal never committed gives the word too).
+    RemoveBeforeCommitted,
+    /// A replica created again on a node it was removed from grants votes
+    /// before its first snapshot: a lagging replica with an old membership
+    /// wins an election with its empty vote and loses committed entries.
+    ReincarnationVotes,
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -4,7 +4,7 @@
 //! finds exactly what was flushed / synced before the crash (plus, for the
 //! WAL, a torn prefix of what was not).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use rand::Rng;
 use atoll_client::{Client, ClientConfig};
 use atoll_node::codec;
 use atoll_node::config::{Config, PdTuning, RaftTuning, SessionLimits, WalTuning};
+use atoll_node::raft::type_config::StoredMembership;
 use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
@@ -291,6 +292,9 @@ impl SimCluster {
     pub fn data_of(&self, id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         let (lo, hi) = keys::data_range(b"", None);
         self.scan(id, &lo, &hi)
+            .into_iter()
+            .map(|(k, v)| (keys::user_key(&k).to_vec(), v))
+            .collect()
     }
 
     /// The replicated state of each shard on one node, besides user data:
@@ -309,13 +313,55 @@ impl SimCluster {
             } else if tag == SmMeta::NextSessionId as u8 {
                 state.next_session_id =
                     Some(codec::decode("next session id", &v).map_err(|e| e.to_string()));
+            } else if tag == SmMeta::Membership as u8 {
+                state.membership = Some(
+                    codec::decode::<StoredMembership>("membership", &v)
+                        .map(|m| Members::of(&m))
+                        .map_err(|e| e.to_string()),
+                );
             }
         }
+        // A removed replica leaves only a tombstone: not hosted.
+        shards.retain(|_, state| state.meta.is_some());
         for (shard, state) in shards.iter_mut() {
             let (lo, hi) = keys::sessions_range(*shard);
             state.sessions = self.scan(id, &lo, &hi);
         }
         shards
+    }
+
+    /// Tombstones on every node: replicas removed from a node so far.
+    pub fn tombstones(&self) -> usize {
+        let (lo, hi) = keys::all_sm_meta();
+        self.ids()
+            .into_iter()
+            .flat_map(|id| self.scan(id, &lo, &hi))
+            .filter(|(k, _)| {
+                keys::parse_sm_meta(k).is_some_and(|(_, tag)| tag == SmMeta::Tombstone as u8)
+            })
+            .count()
+    }
+
+    /// Every data shard's newest descriptor (highest version, then
+    /// membership version) among the nodes that host it.
+    pub fn newest_shards(&self) -> Vec<ShardMeta> {
+        let mut newest: BTreeMap<ShardId, ShardMeta> = BTreeMap::new();
+        for id in self.ids() {
+            for (shard, state) in self.shards_of(id) {
+                if shard == atoll_node::pd::PD_SHARD {
+                    continue;
+                }
+                let Some(Ok(meta)) = state.meta else { continue };
+                let key = |m: &ShardMeta| (m.epoch.version, m.epoch.conf_ver);
+                match newest.get(&shard) {
+                    Some(known) if key(known) >= key(&meta) => {}
+                    _ => {
+                        newest.insert(shard, meta);
+                    }
+                }
+            }
+        }
+        newest.into_values().collect()
     }
 
     fn scan(&self, id: u64, lo: &[u8], hi: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -336,4 +382,26 @@ pub struct ShardState {
     /// Session headers and recorded results, as stored (keys
     /// `keys::session`, `keys::session_result`).
     pub sessions: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The membership the replica last applied.
+    pub membership: Option<Result<Members, String>>,
+}
+
+/// A shard's applied membership: its voters (of every configuration of a
+/// joint one) and every member node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub voters: BTreeSet<u64>,
+    pub nodes: BTreeSet<u64>,
+    pub joint: bool,
+}
+
+impl Members {
+    fn of(m: &StoredMembership) -> Self {
+        let membership = m.membership();
+        Members {
+            voters: membership.voter_ids().collect(),
+            nodes: membership.nodes().map(|(id, _)| *id).collect(),
+            joint: membership.get_joint_config().len() > 1,
+        }
+    }
 }

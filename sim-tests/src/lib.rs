@@ -13,13 +13,16 @@
 //!   `atoll_jepsen::History`, plus a unique-key writer for durability.
 //! - [`transfers`]: an operator moving shard 1's leader to random nodes.
 //! - [`splits`]: an operator splitting shards at random candidate keys.
+//! - [`moves`]: an operator draining random nodes and setting them Up
+//!   again, so the PD moves replicas away and back.
 //! - [`batch_groups`]: whole-group batches and one-page scans of the group.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
 //!   term, no lost acknowledged write, replica convergence (data, sessions,
 //!   shard descriptors), no torn scan, liveness, transfers that report
 //!   success put their target in the lead, the placement driver's replicas
-//!   agree and it sees the healed cluster whole, every node's shards tile
-//!   the key space, every shard takes writes after the faults heal.
+//!   agree and it sees the healed cluster whole, no node's shards overlap
+//!   and all shards tile the key space, every shard takes writes and is
+//!   back at its replication factor after the faults heal.
 //! - [`runner`]: runs one seed (one `madsim` runtime) or a sweep, prints
 //!   each failing seed with the command that replays it.
 //!
@@ -32,6 +35,7 @@
 pub mod batch_groups;
 pub mod checks;
 pub mod cluster;
+pub mod moves;
 pub mod nemesis;
 pub mod observer;
 pub mod runner;

@@ -11,13 +11,13 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 use crate::batch_groups;
 use crate::checks::{
     applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd, ranges,
-    transfers,
+    replication, transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
-use crate::splits;
 use crate::transfers::{self as transferer, TransferOutcome};
 use crate::workload::{self, Workload};
+use crate::{moves, splits};
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -35,6 +35,9 @@ pub struct Scenario {
     /// An operator splits shards at random candidate keys during the run
     /// (with `Schedule::Calm`, at least one split must happen).
     pub splits: bool,
+    /// An operator drains random nodes and sets them Up again during the
+    /// run (with `Schedule::Calm`, at least one replica must move).
+    pub moves: bool,
 }
 
 impl Scenario {
@@ -47,6 +50,7 @@ impl Scenario {
             session_cap: None,
             transfers: false,
             splits: false,
+            moves: false,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct Report {
     /// Splits that happened, and split requests that did not.
     pub splits_done: usize,
     pub splits_failed: usize,
+    /// Replicas removed from a node (tombstones left) during the run.
+    pub replicas_moved: usize,
 }
 
 const FINAL_READER: u64 = 1_000;
@@ -124,7 +130,14 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         let fut = splits::run(cluster.endpoints(), w.duration);
         cluster.client_node().spawn(fut)
     });
+    let mover = scenario.moves.then(|| {
+        let fut = moves::run(cluster.endpoints(), cluster.ids(), w.duration);
+        cluster.client_node().spawn(fut)
+    });
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;
+    if let Some(m) = mover {
+        m.await.map_err(|e| format!("move task died: {e}"))?;
+    }
     let split_attempts = match splitter {
         Some(s) => s.await.map_err(|e| format!("split task died: {e}"))?,
         None => Vec::new(),
@@ -149,6 +162,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     }
     liveness::check_writes_resume(&cluster).await?;
     ranges::check_every_shard_writable(&cluster, liveness::RESUME_WITHIN).await?;
+    replication::wait_fully_replicated(&cluster, Duration::from_secs(60)).await?;
 
     // Recovery: every fault is healed; the cluster must serve again.
     let reader = cluster.client(Duration::from_secs(30)).await;
@@ -211,6 +225,10 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
             split_attempts
         ));
     }
+    let replicas_moved = cluster.tombstones();
+    if scenario.moves && scenario.schedule == Schedule::Calm && replicas_moved == 0 {
+        return Err("no replica moved in a calm run with drains".into());
+    }
     if scenario.transfers {
         let calm = scenario.schedule == Schedule::Calm;
         transfers::check_transfers(&attempts, &cluster.observer, calm)?;
@@ -233,6 +251,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         transfers_failed: attempts.len() - transfers_done,
         splits_done,
         splits_failed: split_attempts.len() - splits_done,
+        replicas_moved,
     })
 }
 
@@ -295,7 +314,7 @@ pub fn sweep(
         match run_seed(seed, scenario) {
             Ok(r) => {
                 if std::env::var("SIM_VERBOSE").is_ok() {
-                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, {} splits done, {} failed, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.splits_done, r.splits_failed, r.faults);
+                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, {} splits done, {} failed, {} replicas moved, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.splits_done, r.splits_failed, r.replicas_moved, r.faults);
                 }
             }
             Err(msg) => {

@@ -220,12 +220,14 @@ impl PeerClient {
     ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         match status.code() {
             // The peer refused our snapshot as older than a split it has
-            // seen: build a newer one, and back off meanwhile.
-            tonic::Code::Aborted if matches!(rpc, Rpc::Snapshot) => {
+            // seen, or log entries before its first snapshot: build a
+            // newer snapshot and purge the log it covers (so the next
+            // attempt sends it), and back off meanwhile.
+            tonic::Code::Aborted if matches!(rpc, Rpc::Snapshot | Rpc::Append) => {
                 tracing::info!(
                     shard = self.shard,
                     target = self.target,
-                    "snapshot refused: {}",
+                    "refused: {}",
                     status.message()
                 );
                 self.stale_snapshot.notify_one();

@@ -126,7 +126,7 @@ async fn initialize(
     let shard = meta.id;
     let replica = ctx
         .host
-        .create(meta)
+        .create(meta, false)
         .await
         .map_err(|e| KvError::Unavailable(e.to_string()))?;
     let nodes: BTreeMap<u64, BasicNode> = members
@@ -163,12 +163,14 @@ pub(crate) async fn create_remote_replica(
     id: u64,
     addr: &str,
     desc: pb::ShardDescriptor,
+    awaiting_snapshot: bool,
 ) -> Result<(), KvError> {
     let mut client = remote_admin(ctx, addr).await?;
     let reply = client
         .create_replica(pb::CreateReplicaRequest {
             shard: Some(desc),
             cluster_id: ctx.cluster.get(),
+            awaiting_snapshot,
         })
         .await
         .map_err(|s| match s.code() {
@@ -269,7 +271,7 @@ impl AdminService {
             .await
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         for (id, addr) in members.iter().filter(|(id, _)| *id != me) {
-            create_remote_replica(&self.ctx, *id, addr, desc.clone()).await?;
+            create_remote_replica(&self.ctx, *id, addr, desc.clone(), false).await?;
         }
         bootstrap(&self.ctx, &members).await
     }
@@ -291,7 +293,14 @@ impl AdminService {
             )));
         }
         // The new node must host an (empty) replica before Raft talks to it.
-        create_remote_replica(&self.ctx, req.node_id, &req.addr, replica.descriptor()).await?;
+        create_remote_replica(
+            &self.ctx,
+            req.node_id,
+            &req.addr,
+            replica.descriptor(),
+            true,
+        )
+        .await?;
         replica
             .raft
             .add_learner(req.node_id, BasicNode::new(&req.addr), true)
@@ -322,7 +331,7 @@ impl AdminService {
             .ok_or_else(|| KvError::InvalidArgument("create-replica needs a shard".into()))?;
         self.ctx
             .host
-            .create(to_meta(&desc))
+            .create(to_meta(&desc), req.awaiting_snapshot)
             .await
             .map(|_| ())
             .map_err(|e| KvError::Unavailable(e.to_string()))
@@ -350,7 +359,7 @@ impl AdminService {
 
     async fn compact(&self, req: pb::CompactRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
-        membership::compact(&replica, Duration::ZERO).await
+        membership::compact(&replica).await
     }
 
     async fn change_replica(&self, req: pb::ChangeReplicaRequest) -> Result<(), KvError> {

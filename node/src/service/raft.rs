@@ -4,6 +4,13 @@
 //! `TimeoutNow` is a leader's request that this replica campaign now, the
 //! last step of a leader transfer ([`crate::shard::transfer`]).
 //!
+//! A replica created empty to join a running shard refuses log entries
+//! until its first snapshot (`Replica::awaiting_snapshot`): replaying the
+//! shard's history from its first entry would re-run old splits and write
+//! keys of ranges other shards on this node own now. The leader answers the
+//! refusal with a new snapshot and a purge of the log it covers
+//! (`shard::snapshot_refresh`), so its next attempt is a snapshot.
+//!
 //! A snapshot whose range overlaps another shard hosted here is refused at
 //! its first chunk ([`stale_snapshot`]): it is older than a split this node
 //! has already seen, and installing it would delete that shard's data and
@@ -14,7 +21,7 @@ use std::sync::Arc;
 
 use atoll_proto::raft_server::Raft as RaftApi;
 use atoll_proto::{RaftMessage, TimeoutNowRequest, TimeoutNowResponse};
-use openraft::raft::{InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -68,13 +75,31 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, req) = self.open(&msg).await?;
+        let (replica, req): (_, AppendEntriesRequest<TypeConfig>) = self.open(&msg).await?;
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let broken = crate::sim_hooks::bug(crate::sim_hooks::Bug::JoinWithoutSnapshot);
+        #[cfg(not(all(madsim, feature = "sim-bugs")))]
+        let broken = false;
+        if replica.awaiting_snapshot() && !req.entries.is_empty() && !broken {
+            return Err(Status::aborted(format!(
+                "shard {}: this replica joined empty and takes no log entry before its first \
+                 snapshot; the leader sends one",
+                msg.shard_id
+            )));
+        }
         reply(msg.shard_id, &replica.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let (replica, mut req): (_, VoteRequest<NodeId>) = self.open(&msg).await?;
+        if !replica.may_vote() {
+            return Err(Status::aborted(format!(
+                "shard {}: this replica was removed from this node and added back; it grants \
+                 no vote before its first snapshot",
+                msg.shard_id
+            )));
+        }
         req.leader_transfer = msg.leader_transfer;
         reply(msg.shard_id, &replica.raft.vote(req).await)
     }
@@ -134,7 +159,7 @@ fn stale_snapshot(ctx: &NodeCtx, req: &InstallSnapshotRequest<TypeConfig>) -> Op
         return None;
     }
     #[cfg(all(madsim, feature = "sim-bugs"))]
-    if crate::sim_hooks::bug(crate::sim_hooks::Bug::AcceptStaleSnapshot) {
+    if crate::sim_hooks::bug(crate::sim_hooks::Bug::JoinWithoutSnapshot) {
         return None;
     }
     let meta = snapshot::peek_shard(&req.data)?;

@@ -94,8 +94,15 @@ impl ShardHost {
 
     /// Creates an empty replica of `meta.id` (idempotent: an existing
     /// replica is returned as is). The descriptor is made durable first so
-    /// the replica is re-opened after a restart.
-    pub async fn create(&self, meta: ShardMeta) -> Result<Arc<Replica>, NodeError> {
+    /// the replica is re-opened after a restart. `awaiting_snapshot`: the
+    /// replica joins a running shard and must start from a snapshot, never
+    /// from the shard's first log entries (false only for the members of a
+    /// new shard, whose log starts with its initial membership).
+    pub async fn create(
+        &self,
+        meta: ShardMeta,
+        awaiting_snapshot: bool,
+    ) -> Result<Arc<Replica>, NodeError> {
         let _guard = self.create_lock.lock().await;
         if let Some(r) = self.get(meta.id) {
             return Ok(r);
@@ -108,11 +115,16 @@ impl ShardHost {
             .into());
         }
         let mut batch = WriteBatch::new();
-        super::removal::prepare_create(&self.deps.engine, &self.deps.wal, &meta, &mut batch)
-            .await?;
+        let reincarnated =
+            super::removal::prepare_create(&self.deps.engine, &self.deps.wal, &meta, &mut batch)
+                .await?;
         let bytes = codec::encode("shard descriptor", &meta)
             .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
         batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);
+        if awaiting_snapshot || reincarnated {
+            let mark = if reincarnated { vec![1] } else { Vec::new() };
+            batch.put(keys::sm_meta(meta.id, SmMeta::AwaitingSnapshot), mark);
+        }
         self.deps.engine.write(batch)?;
         self.deps.flusher.checkpoint().await?;
         let replica = Arc::new(Replica::open(&self.deps, meta).await?);

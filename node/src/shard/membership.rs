@@ -4,15 +4,16 @@
 //! (`pd::operators`); each is idempotent, so a step asked again after a
 //! lost answer does no harm.
 //!
-//! - **Add learner.** The log is compacted first (a snapshot, then a purge
-//!   up to it), so the new replica gets a snapshot instead of a replay of
-//!   the shard's whole history (which would re-run old splits on a node
-//!   that hosts none of their children). Then the learner joins the
-//!   membership without waiting for it to catch up (openraft's blocking
-//!   `add_learner` waits forever); the PD sees it catch up in the leader's
-//!   reports and times the step out otherwise. Then the node is asked to
-//!   create its empty replica, with the descriptor of the new membership,
-//!   which is newer than a tombstone the node may hold.
+//! - **Add learner.** The learner joins the membership without waiting
+//!   for it to catch up (openraft's blocking `add_learner` waits forever);
+//!   the PD sees it catch up in the leader's reports and times the step out
+//!   otherwise. Then the node is asked to create its empty replica, with
+//!   the descriptor of the new membership (newer than a tombstone the node
+//!   may hold), marked as awaiting its first snapshot: it refuses log
+//!   entries until then, so it never replays the shard's history (which
+//!   would re-run old splits on a node that hosts later parts of the
+//!   range), and the leader answers the refusal with a snapshot
+//!   (`shard::snapshot_refresh`).
 //! - **Promote** and **remove** change voters through openraft's joint
 //!   consensus. After a removal commits, the removed node is told to remove
 //!   its replica (`shard::removal`), with the shard's new membership
@@ -31,11 +32,6 @@ use crate::error::KvError;
 use crate::raft::type_config::NodeId;
 use crate::service::admin::{create_remote_replica, remote_admin, write_err};
 use crate::service::NodeCtx;
-
-/// How long a learner add waits for the log to be purged after its
-/// snapshot before it goes on anyway (a purge waits for replication
-/// streams that still read the log).
-const PURGE_WAIT: Duration = Duration::from_secs(5);
 
 /// One step, as `Admin.ChangeReplica` asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,14 +94,13 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
     let changes: Vec<(ChangeMembers<NodeId, BasicNode>, bool)> = match &change {
         Change::AddLearner { node, addr } => {
             if !in_membership(*node) {
-                compact(&replica, PURGE_WAIT).await?;
                 let add = replica.raft.add_learner(*node, BasicNode::new(addr), false);
                 tokio::time::timeout(wait, add)
                     .await
                     .map_err(|_| timed_out(shard, "adding the learner"))?
                     .map_err(|e| write_err(shard, e))?;
             }
-            return create_remote_replica(ctx, *node, addr, replica.descriptor()).await;
+            return create_remote_replica(ctx, *node, addr, replica.descriptor(), true).await;
         }
         Change::Promote { node } => {
             if is_voter(*node) && membership.get_joint_config().len() == 1 {
@@ -150,6 +145,7 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
             .map_err(|e| write_err(shard, e))?;
     }
     if let Change::Remove { node, addr } = change {
+        committed_without(&replica, node).await?;
         let addr = membership
             .get_node(&node)
             .map(|n| n.addr.clone())
@@ -160,6 +156,34 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
         }
     }
     Ok(())
+}
+
+/// Fails unless this replica still leads (confirmed by a quorum) and the
+/// membership without `node` is committed: applied here. The removed node
+/// deletes its replica on our word, so a leader deposed in a minority whose
+/// removal never committed must not give it.
+async fn committed_without(replica: &Replica, node: NodeId) -> Result<(), KvError> {
+    #[cfg(all(madsim, feature = "sim-bugs"))]
+    if crate::sim_hooks::bug(crate::sim_hooks::Bug::RemoveBeforeCommitted) {
+        return Ok(());
+    }
+    let not_yet = || {
+        KvError::Unavailable(format!(
+            "shard {}: the membership without node {node} is not committed yet; retry",
+            replica.id
+        ))
+    };
+    replica.ensure_linearizable().await.map_err(|_| not_yet())?;
+    let m = replica.raft.metrics().borrow().clone();
+    let effective = &m.membership_config;
+    let applied = m.last_applied.map(|l| l.index);
+    let change_at = effective.log_id().map(|l| l.index);
+    let without = effective.membership().get_node(&node).is_none();
+    if without && applied >= change_at {
+        Ok(())
+    } else {
+        Err(not_yet())
+    }
 }
 
 fn timed_out(shard: u64, what: &str) -> KvError {
@@ -197,8 +221,8 @@ async fn tell_removed(
 }
 
 /// Builds a snapshot of everything applied, then purges the log it covers
-/// (waiting up to `purge_wait` for the purge; zero: not at all).
-pub async fn compact(replica: &Replica, purge_wait: Duration) -> Result<(), KvError> {
+/// (`atollctl compact`).
+pub async fn compact(replica: &Replica) -> Result<(), KvError> {
     let target = replica
         .raft
         .metrics()
@@ -223,16 +247,5 @@ pub async fn compact(replica: &Replica, purge_wait: Duration) -> Result<(), KvEr
         .trigger()
         .purge_log(upto)
         .await
-        .map_err(stopped)?;
-    if !purge_wait.is_zero() {
-        let purged = replica
-            .raft
-            .wait(Some(purge_wait))
-            .metrics(|m| m.purged.map(|l| l.index) >= Some(upto), "log purged")
-            .await;
-        if purged.is_err() {
-            tracing::debug!(shard = replica.id, upto, "the purge is still held back");
-        }
-    }
-    Ok(())
+        .map_err(stopped)
 }

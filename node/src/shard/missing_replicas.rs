@@ -10,6 +10,13 @@
 //! refuses while one of its shards still overlaps the range (its parent has
 //! not split yet). The empty replica then gets a snapshot: the leader's log
 //! starts after the split, as the child's inherited data is in no entry.
+//!
+//! A child can also be left without a leader: when a majority of its
+//! voters skipped the split, no replica can win an election, so no leader
+//! ever asks. A replica that has known no leader for [`ROUNDS`] rounds
+//! therefore asks the other members' nodes the same way (a node that has
+//! the replica already ignores it). The empty replicas can vote: they never
+//! held any of the shard's entries, so their vote is an honest one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,18 +31,50 @@ use crate::service::NodeCtx;
 /// leader asks its node to create the replica.
 pub const ROUNDS: u32 = 3;
 
-/// How many rounds each (shard, node) has been missing.
+/// How many rounds each (shard, node) has been missing, and each local
+/// replica has known no leader.
 #[derive(Default)]
 pub struct MissingReplicas {
     rounds: BTreeMap<(u64, u64), u32>,
+    leaderless: BTreeMap<u64, u32>,
 }
 
 impl MissingReplicas {
-    /// One round over the shards this node leads.
+    /// One round over the shards this node leads, and over those that
+    /// have no leader.
     pub async fn round(&mut self, ctx: &Arc<NodeCtx>) {
         let mut missing = BTreeMap::new();
+        let mut leaderless = BTreeMap::new();
         for replica in ctx.host.all() {
-            if replica.id == PD_SHARD || !replica.is_leader() {
+            if replica.id == PD_SHARD {
+                continue;
+            }
+            if !replica.is_leader() {
+                let m = replica.raft.metrics().borrow().clone();
+                if m.current_leader.is_some() {
+                    continue;
+                }
+                let n = self.leaderless.get(&replica.id).copied().unwrap_or(0) + 1;
+                leaderless.insert(replica.id, n);
+                if n % ROUNDS != 0 {
+                    continue;
+                }
+                let members: Vec<(u64, String)> = m
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != ctx.node_id())
+                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .collect();
+                for (node, addr) in members {
+                    if let Err(e) = create(ctx, &addr, replica.descriptor()).await {
+                        tracing::debug!(
+                            shard = replica.id,
+                            node,
+                            "asking a member (no leader): {e}"
+                        );
+                    }
+                }
                 continue;
             }
             let m = replica.raft.metrics().borrow().clone();
@@ -66,6 +105,7 @@ impl MissingReplicas {
             }
         }
         self.rounds = missing;
+        self.leaderless = leaderless;
     }
 }
 
@@ -75,6 +115,7 @@ async fn create(ctx: &NodeCtx, addr: &str, desc: pb::ShardDescriptor) -> Result<
         .create_replica(pb::CreateReplicaRequest {
             shard: Some(desc),
             cluster_id: ctx.cluster.get(),
+            awaiting_snapshot: true,
         })
         .await
         .map_err(|s| s.message().to_string())?

@@ -15,6 +15,15 @@
 //!   starts from it, so it never votes twice in a term it voted in before
 //!   (its log is gone; the new replica is a learner that gets a snapshot).
 //!
+//! Such a new incarnation also grants no vote at all before its first
+//! snapshot (`service::raft`): a lagging replica that still holds a
+//! membership in which this node was a voter would otherwise win an
+//! election with the empty replica's vote and lose entries committed
+//! after it (found by the simulation: `moves.rs`, mixed). Once the snapshot
+//! is in, it holds the entries that removed and re-added it, so any
+//! candidate with that old membership has a shorter log and is refused.
+//! (TiKV gets the same from never reusing peer ids.)
+//!
 //! The order makes a crash at any point safe: the engine batch with the
 //! tombstone is made durable first, then the WAL forgets the shard; a
 //! node that finds a tombstone at start and log state for the shard
@@ -61,6 +70,18 @@ pub enum ReplicaError {
     },
 }
 
+/// Every state-machine record of a replica, apart from its tombstone.
+const STATE_TAGS: [SmMeta; 8] = [
+    SmMeta::Applied,
+    SmMeta::Membership,
+    SmMeta::Shard,
+    SmMeta::Snapshot,
+    SmMeta::NextSessionId,
+    SmMeta::Installing,
+    SmMeta::Pd,
+    SmMeta::AwaitingSnapshot,
+];
+
 /// What a removed replica leaves in the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
@@ -97,15 +118,20 @@ pub async fn forget_logs_of_tombstones(engine: &SharedEngine, wal: &Wal) -> Resu
 
 /// Before creating `meta`'s replica: refuses a descriptor not newer than
 /// the tombstone; otherwise clears the tombstone and seeds the new
-/// replica's vote from it.
+/// replica's vote from it. Returns whether there was one: the replica is
+/// then a new incarnation on a node that was a member before.
 pub async fn prepare_create(
     engine: &SharedEngine,
     wal: &Wal,
     meta: &ShardMeta,
     batch: &mut WriteBatch,
-) -> Result<(), NodeError> {
+) -> Result<bool, NodeError> {
+    // Whatever an earlier replica of the shard left (nothing, normally).
+    for tag in STATE_TAGS {
+        batch.delete(keys::sm_meta(meta.id, tag));
+    }
     let Some(t) = tombstone(engine, meta.id)? else {
-        return Ok(());
+        return Ok(false);
     };
     if meta.epoch.conf_ver <= t.conf_ver {
         return Err(ReplicaError::Tombstoned {
@@ -119,7 +145,7 @@ pub async fn prepare_create(
         wal.save_vote(meta.id, vote).await?;
     }
     batch.delete(keys::sm_meta(meta.id, SmMeta::Tombstone));
-    Ok(())
+    Ok(true)
 }
 
 impl ShardHost {
@@ -148,6 +174,9 @@ impl ShardHost {
         if let Err(e) = replica.raft.shutdown().await {
             tracing::warn!(node = me, shard, "stopping the removed replica's raft: {e}");
         }
+        // The state machine may still have a write queued or a snapshot
+        // being built: none may land after the deletes below.
+        replica.close_state_machine().await;
         self.forget(shard);
         let deps = &self.deps;
         crate::state_machine::forget_snapshot(&deps.engine, &deps.snapshots, shard);
@@ -156,15 +185,7 @@ impl ShardHost {
         let (lo, hi) = keys::sessions_range(shard);
         delete_range(&deps.engine, &lo, &hi)?;
         let mut batch = WriteBatch::new();
-        for tag in [
-            SmMeta::Applied,
-            SmMeta::Membership,
-            SmMeta::Shard,
-            SmMeta::Snapshot,
-            SmMeta::NextSessionId,
-            SmMeta::Installing,
-            SmMeta::Pd,
-        ] {
+        for tag in STATE_TAGS {
             batch.delete(keys::sm_meta(shard, tag));
         }
         let stone = Tombstone {

@@ -2,6 +2,7 @@
 //! shared engine (state machine), and the
 //! shard's range/epoch as the state machine last applied it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::state_machine::snapshot_store::SnapshotStore;
 use crate::state_machine::view::{ApplyGate, ViewGuard};
 use crate::state_machine::{self, SharedMeta, SharedPd, StateMachine};
 use crate::storage::engine::SharedEngine;
-use crate::storage::keys::ShardId;
+use crate::storage::keys::{self, ShardId, SmMeta};
 use crate::storage::{Flusher, LogStore};
 use crate::wal::Wal;
 
@@ -33,6 +34,13 @@ pub struct Replica {
     reads: ReadIndexer,
     /// The PD state, on a replica of the PD group ([`crate::pd`]).
     pd: Option<SharedPd>,
+    /// Created empty to join the shard and no snapshot installed yet: it
+    /// refuses log entries (`service::raft`), so that it never replays the
+    /// shard's history over a node that already hosts later parts of it.
+    awaiting_snapshot: Arc<AtomicBool>,
+    /// Created again after a removal from this node (a tombstone was
+    /// there); it grants no vote before its first snapshot.
+    reincarnated: bool,
 }
 
 /// What a replica needs from its node.
@@ -70,6 +78,11 @@ impl Replica {
             );
             Arc::new(RwLock::new(state))
         });
+        let awaiting = deps
+            .engine
+            .get(&keys::sm_meta(id, SmMeta::AwaitingSnapshot))?;
+        let reincarnated = awaiting.as_deref() == Some(&[1]);
+        let awaiting_snapshot = Arc::new(AtomicBool::new(awaiting.is_some()));
         let sm = StateMachine::open(
             id,
             deps.engine.clone(),
@@ -79,7 +92,8 @@ impl Replica {
             deps.snapshots.clone(),
             pd.clone(),
         )?
-        .with_split_sink(deps.splits.clone());
+        .with_split_sink(deps.splits.clone())
+        .with_awaiting_snapshot(awaiting_snapshot.clone());
         let stale_snapshot = Arc::new(tokio::sync::Notify::new());
         let network = ShardNetwork::new(
             id,
@@ -109,7 +123,33 @@ impl Replica {
             meta,
             gate,
             pd,
+            awaiting_snapshot,
+            reincarnated,
         })
+    }
+
+    /// Whether the replica may grant votes: not a new incarnation (the
+    /// node was a member before, its replica was removed) before its first
+    /// snapshot (see `shard::removal`).
+    pub fn may_vote(&self) -> bool {
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        if crate::sim_hooks::bug(crate::sim_hooks::Bug::ReincarnationVotes) {
+            return true;
+        }
+        !(self.reincarnated && self.awaiting_snapshot())
+    }
+
+    /// Stops every further write of the replica's state machine (it is
+    /// being removed; its Raft is stopped already), after the one in
+    /// flight.
+    pub async fn close_state_machine(&self) {
+        self.gate.close().await;
+    }
+
+    /// Whether the replica waits for its first snapshot (it was created
+    /// empty to join the shard) and so takes no log entry yet.
+    pub fn awaiting_snapshot(&self) -> bool {
+        self.awaiting_snapshot.load(Ordering::Acquire)
     }
 
     /// The PD state, on a replica of the PD group.

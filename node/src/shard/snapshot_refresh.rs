@@ -1,7 +1,10 @@
-//! A leader builds a newer snapshot when a follower refuses its current
-//! one as stale (`service::raft`: its range overlaps a shard the follower
-//! hosts, so it predates a split). openraft sends whatever snapshot is
-//! current at each attempt, so the next attempt carries the new one.
+//! A leader builds a newer snapshot, and purges the log it covers, when a
+//! follower refuses its current snapshot as stale (`service::raft`: its
+//! range overlaps a shard the follower hosts, so it predates a split) or
+//! refuses log entries because it waits for its first snapshot. openraft
+//! sends whatever snapshot is current at each attempt, and a snapshot to a
+//! follower whose next entry is purged, so the next attempt carries the
+//! new one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +17,9 @@ use crate::storage::keys::ShardId;
 /// The longest a refresh waits for its build before another may start.
 const BUILD_WAIT: Duration = Duration::from_secs(10);
 
-/// Builds a snapshot each time `stale` is notified and the state machine
-/// has applied past the current snapshot. Ends with the Raft instance.
+/// Each time `stale` is notified: builds a snapshot if the state machine
+/// has applied past the current one, then purges the log up to the
+/// snapshot. Ends with the Raft instance.
 pub fn spawn(raft: Raft, shard: ShardId, stale: Arc<Notify>) {
     tokio::spawn(async move {
         loop {
@@ -25,7 +29,7 @@ pub fn spawn(raft: Raft, shard: ShardId, stale: Arc<Notify>) {
                 return;
             }
             let applied = m.last_applied.map(|l| l.index);
-            if applied.is_none() || m.snapshot.map(|l| l.index) >= applied {
+            if applied.is_none() {
                 continue;
             }
             tracing::info!(
@@ -33,20 +37,33 @@ pub fn spawn(raft: Raft, shard: ShardId, stale: Arc<Notify>) {
                 term = m.current_term,
                 snapshot = ?m.snapshot.map(|l| l.index),
                 ?applied,
-                "a follower refused the current snapshot as stale; building a newer one"
+                "a follower refused the snapshot or log it was sent; sending a new snapshot"
             );
-            if raft.trigger().snapshot().await.is_err() {
-                return;
+            let mut snapshot = m.snapshot.map(|l| l.index);
+            if snapshot < applied {
+                if raft.trigger().snapshot().await.is_err() {
+                    return;
+                }
+                match raft
+                    .wait(Some(BUILD_WAIT))
+                    .metrics(
+                        |m| m.snapshot.map(|l| l.index) >= applied,
+                        "snapshot refreshed",
+                    )
+                    .await
+                {
+                    Ok(m) => snapshot = m.snapshot.map(|l| l.index),
+                    Err(e) => {
+                        tracing::debug!(shard, "waiting for the refreshed snapshot: {e}");
+                        continue;
+                    }
+                }
             }
-            let built = raft
-                .wait(Some(BUILD_WAIT))
-                .metrics(
-                    |m| m.snapshot.map(|l| l.index) >= applied,
-                    "snapshot refreshed",
-                )
-                .await;
-            if let Err(e) = built {
-                tracing::debug!(shard, "waiting for the refreshed snapshot: {e}");
+            let purged = raft.metrics().borrow().purged.map(|l| l.index);
+            if let Some(upto) = snapshot.filter(|s| Some(*s) > purged) {
+                if raft.trigger().purge_log(upto).await.is_err() {
+                    return;
+                }
             }
         }
     });

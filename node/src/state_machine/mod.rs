@@ -21,6 +21,7 @@ pub mod snapshot_store;
 pub mod split;
 pub mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -87,6 +88,9 @@ pub struct StateMachine {
     children: Vec<split::ChildInit>,
     /// Told about each split child once its state is written.
     split_sink: Option<SplitSink>,
+    /// Set while the replica waits for its first snapshot; cleared by
+    /// an install (see `SmMeta::AwaitingSnapshot`).
+    awaiting_snapshot: Arc<AtomicBool>,
 }
 
 /// Where a replica announces the split children it wrote, so the node
@@ -103,6 +107,11 @@ pub struct SplitChild {
 /// How the engine records the current snapshot (and an install in
 /// progress): its meta and where it is kept.
 type SnapshotRecord = (SnapshotMeta, StoredSnapshot);
+
+/// A write of a replica that was removed from this node.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0}'s replica was removed from this node; nothing of it is written any more")]
+pub struct RemovedError(pub ShardId);
 
 /// Removes the snapshot file `shard` keeps, if any (its replica is being
 /// removed from this node).
@@ -207,12 +216,20 @@ impl StateMachine {
             pd,
             children: Vec::new(),
             split_sink: None,
+            awaiting_snapshot: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Announces split children to `sink` from now on.
     pub fn with_split_sink(mut self, sink: SplitSink) -> Self {
         self.split_sink = Some(sink);
+        self
+    }
+
+    /// Shares the replica's "awaiting its first snapshot" flag, which an
+    /// install clears.
+    pub fn with_awaiting_snapshot(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.awaiting_snapshot = flag;
         self
     }
 
@@ -405,6 +422,7 @@ fn finish_install(
         codec::encode("snapshot record", &record).map_err(err)?,
     );
     batch.delete(keys::sm_meta(shard, SmMeta::Installing));
+    batch.delete(keys::sm_meta(shard, SmMeta::AwaitingSnapshot));
     Ok(sessions)
 }
 
@@ -416,6 +434,7 @@ pub struct SnapshotBuilder {
     store: SnapshotStore,
     meta: SnapshotMeta,
     built: Option<Result<StoredSnapshot, SnapshotError>>,
+    gate: ApplyGate,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -439,7 +458,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             key,
             codec::encode("snapshot record", &record).map_err(|e| err(&e))?,
         );
+        let exclusive = self.gate.apply().await;
+        if self.gate.is_closed() {
+            return Err(err(&RemovedError(self.shard)));
+        }
         self.engine.write(batch).map_err(|e| err(&e))?;
+        drop(exclusive);
         // The old snapshot goes only once nothing durable points at it.
         self.flusher.checkpoint().await.map_err(|e| err(&e))?;
         if let Some((_, old)) = previous.filter(|(_, old)| *old != stored) {
@@ -486,11 +510,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    // conf_ver is the log index of the membership entry, so
+                    // conf_ver counts the membership entries applied, so
                     // every replica (also one that replays the log after
-                    // joining) agrees on it at the same applied index.
+                    // joining) agrees on it at the same applied index, and
+                    // it only grows: a split child inherits its parent's
+                    // and counts on from there, although its log indexes
+                    // start again at 1 (a log index here made a child's
+                    // membership look older than its parent's to the PD).
                     let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
-                    meta.epoch.conf_ver = entry.log_id.index;
+                    meta.epoch.conf_ver += 1;
                     meta_changed = true;
                     Response::None
                 }
@@ -511,6 +539,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.persist_state(&mut batch, meta_changed || !children.is_empty())?;
         let exclusive = self.gate.apply().await;
+        if self.gate.is_closed() {
+            return Err(sm_write_err(RemovedError(self.shard)));
+        }
         self.engine.write(batch).map_err(sm_write_err)?;
         drop(exclusive);
         if let Some(sink) = &self.split_sink {
@@ -561,6 +592,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             store: self.store.clone(),
             meta,
             built: Some(built),
+            gate: self.gate.clone(),
         }
     }
 
@@ -596,6 +628,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.flusher.checkpoint().await.map_err(|e| err(&e))?;
 
         let exclusive = self.gate.apply().await;
+        if self.gate.is_closed() {
+            return Err(err(&RemovedError(self.shard)));
+        }
         let (engine, shard, old) = (self.engine.clone(), self.shard, read_meta(&self.meta));
         let source = self.store.reader(&stored).map_err(|e| err(&e))?;
         let header = blocking(move || install::replace_shard_data(&engine, shard, &old, source))
@@ -609,6 +644,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.sessions = finish_install(self.shard, meta, stored.clone(), header, &mut batch)?;
         self.engine.write(batch).map_err(|e| err(&e))?;
         *self.meta.write().unwrap_or_else(|p| p.into_inner()) = new_meta;
+        self.awaiting_snapshot.store(false, Ordering::Release);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         drop(exclusive);

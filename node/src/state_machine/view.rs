@@ -7,13 +7,18 @@
 //! an applied batch (or installs a snapshot), and a scan holds it shared for
 //! the whole page. Point reads need no gate: one key is read atomically.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// Shared between a replica's state machine and its read path.
 #[derive(Clone, Default)]
-pub struct ApplyGate(Arc<RwLock<()>>);
+pub struct ApplyGate {
+    lock: Arc<RwLock<()>>,
+    /// Set once the replica is removed: nothing of it may land any more.
+    closed: Arc<AtomicBool>,
+}
 
 /// While held, no apply of this replica lands in the engine.
 pub type ViewGuard = OwnedRwLockReadGuard<()>;
@@ -25,11 +30,25 @@ impl ApplyGate {
 
     /// A consistent view for a multi-key read, held until dropped.
     pub async fn view(&self) -> ViewGuard {
-        self.0.clone().read_owned().await
+        self.lock.clone().read_owned().await
     }
 
-    /// Exclusive access for writing an applied batch.
+    /// Exclusive access for writing an applied batch. The writer checks
+    /// [`ApplyGate::is_closed`] while holding it.
     pub async fn apply(&self) -> OwnedRwLockWriteGuard<()> {
-        self.0.clone().write_owned().await
+        self.lock.clone().write_owned().await
+    }
+
+    /// Closes the gate for good (the replica is being removed), once the
+    /// write in flight, if any, has landed: no later write of the state
+    /// machine (a batch its stopped Raft still had queued, a snapshot
+    /// being built) reaches the engine after this returns.
+    pub async fn close(&self) {
+        let _writer = self.apply().await;
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }

@@ -34,6 +34,11 @@ pub enum SmMeta {
     /// The replica was removed from this node (`shard::removal`); kept so
     /// that an old descriptor never re-creates it.
     Tombstone = 8,
+    /// The replica was created empty to join the shard (a learner, or a
+    /// member that skipped a split): it takes no log entry before its
+    /// first snapshot (`shard::replica`). Value `[1]`: created again after
+    /// a removal, so it grants no vote before then either.
+    AwaitingSnapshot = 9,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {

@@ -1,11 +1,16 @@
-//! After the run, every replica holds the same replicated state: the user
-//! data, and per shard its descriptor (range, epoch), its dedup session
-//! table and its session id counter. A replica whose sessions differ would
-//! answer a retried write differently once it leads.
+//! After the run, every replica of a shard holds the same replicated
+//! state: the user data in the shard's range, its descriptor (range,
+//! epoch), its dedup session table and its session id counter. A replica
+//! whose sessions differ would answer a retried write differently once it
+//! leads. The replicas compared are the members of the shard's newest
+//! applied membership, each of which must host it; a node outside it (one
+//! whose replica was moved away) must hold no data outside the shards it
+//! hosts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use atoll_node::shard::ShardMeta;
 use atoll_node::storage::keys::ShardId;
 
 use crate::cluster::{ShardState, SimCluster};
@@ -24,62 +29,146 @@ impl Replica {
             shards: cluster.shards_of(id),
         }
     }
+
+    /// The pairs in `meta`'s range.
+    fn data_in(&self, meta: &ShardMeta) -> Vec<&(Vec<u8>, Vec<u8>)> {
+        self.data.iter().filter(|(k, _)| meta.contains(k)).collect()
+    }
 }
 
-/// The first difference between two replicas, in words; `None` if equal.
-pub fn difference(a: &Replica, b: &Replica) -> Option<String> {
-    if a.data != b.data {
-        return Some(format!("data ({} vs {} keys)", a.data.len(), b.data.len()));
+fn meta_of(s: &ShardState) -> Option<&ShardMeta> {
+    s.meta.as_ref().and_then(|m| m.as_ref().ok())
+}
+
+/// The first difference between two replicas of shard `meta.id`, in
+/// words; `None` if equal.
+pub fn difference(meta: &ShardMeta, a: &Replica, b: &Replica) -> Option<String> {
+    let id = meta.id;
+    let (Some(x), Some(y)) = (a.shards.get(&id), b.shards.get(&id)) else {
+        return Some(format!("shard {id} is on one replica only"));
+    };
+    if x.meta != y.meta {
+        return Some(format!(
+            "shard {id} descriptor ({:?} vs {:?})",
+            x.meta, y.meta
+        ));
     }
-    let ids: Vec<&ShardId> = a.shards.keys().chain(b.shards.keys()).collect();
-    for id in ids {
-        let (Some(x), Some(y)) = (a.shards.get(id), b.shards.get(id)) else {
-            return Some(format!("shard {id} is on one replica only"));
-        };
-        if x.meta != y.meta {
-            return Some(format!(
-                "shard {id} descriptor ({:?} vs {:?})",
-                x.meta, y.meta
-            ));
-        }
-        // Absent means 1 (`Sessions::load`): a shard with no session yet
-        // stores it only after a snapshot install.
-        let next = |s: &ShardState| s.next_session_id.clone().or(Some(Ok(1)));
-        if next(x) != next(y) {
-            return Some(format!(
-                "shard {id} next session id ({:?} vs {:?})",
-                x.next_session_id, y.next_session_id
-            ));
-        }
-        if x.sessions != y.sessions {
-            return Some(format!(
-                "shard {id} sessions ({} vs {} stored rows)",
-                x.sessions.len(),
-                y.sessions.len()
-            ));
-        }
+    let (da, db) = (a.data_in(meta), b.data_in(meta));
+    if da != db {
+        return Some(format!(
+            "shard {id} data ({} vs {} keys)",
+            da.len(),
+            db.len()
+        ));
+    }
+    // Absent means 1 (`Sessions::load`): a shard with no session yet
+    // stores it only after a snapshot install.
+    let next = |s: &ShardState| s.next_session_id.clone().or(Some(Ok(1)));
+    if next(x) != next(y) {
+        return Some(format!(
+            "shard {id} next session id ({:?} vs {:?})",
+            x.next_session_id, y.next_session_id
+        ));
+    }
+    if x.sessions != y.sessions {
+        return Some(format!(
+            "shard {id} sessions ({} vs {} stored rows)",
+            x.sessions.len(),
+            y.sessions.len()
+        ));
     }
     None
+}
+
+/// Every shard's members against its newest replica, and every node's
+/// data against the shards it hosts.
+pub fn differences(replicas: &BTreeMap<u64, Replica>) -> Vec<String> {
+    let mut out = Vec::new();
+    // Per shard: the replica with the newest descriptor and membership.
+    let mut newest: BTreeMap<ShardId, (u64, (u64, u64))> = BTreeMap::new();
+    for (node, r) in replicas {
+        for (shard, s) in &r.shards {
+            let Some(meta) = meta_of(s) else {
+                out.push(format!(
+                    "node {node}: shard {shard} descriptor {:?}",
+                    s.meta
+                ));
+                continue;
+            };
+            let key = (meta.epoch.version, meta.epoch.conf_ver);
+            if newest.get(shard).is_none_or(|(_, k)| *k < key) {
+                newest.insert(*shard, (*node, key));
+            }
+        }
+    }
+    for (shard, (holder, _)) in newest {
+        let reference = &replicas[&holder];
+        let state = &reference.shards[&shard];
+        let Some(meta) = meta_of(state) else { continue };
+        let members = match &state.membership {
+            Some(Ok(m)) => m.nodes.clone(),
+            other => {
+                out.push(format!("node {holder}: shard {shard} membership {other:?}"));
+                continue;
+            }
+        };
+        for node in members {
+            match replicas.get(&node) {
+                None => out.push(format!("shard {shard}: member node {node} does not exist")),
+                Some(r) => {
+                    if let Some(d) = difference(meta, reference, r) {
+                        out.push(format!("node {node} vs node {holder}: {d}"));
+                    }
+                }
+            }
+        }
+    }
+    for (node, r) in replicas {
+        let hosted: Vec<&ShardMeta> = r.shards.values().filter_map(meta_of).collect();
+        let stray: Vec<&Vec<u8>> = r
+            .data
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !hosted.iter().any(|m| m.contains(k)))
+            .collect();
+        if let Some(first) = stray.first() {
+            let ranges: Vec<String> = hosted
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} [{:?}, {:?})",
+                        m.id,
+                        String::from_utf8_lossy(&m.start),
+                        m.end.as_deref().map(String::from_utf8_lossy)
+                    )
+                })
+                .collect();
+            out.push(format!(
+                "node {node}: {} key(s) outside every shard it hosts, e.g. {:?}; it hosts {}",
+                stray.len(),
+                String::from_utf8_lossy(first),
+                ranges.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 pub async fn wait_converged(cluster: &SimCluster, timeout: Duration) -> Result<(), String> {
     let start = tokio::time::Instant::now();
     loop {
-        let first = Replica::of(cluster, 1);
-        let differing: Vec<String> = cluster
+        let replicas: BTreeMap<u64, Replica> = cluster
             .ids()
             .into_iter()
-            .filter_map(|id| {
-                difference(&first, &Replica::of(cluster, id)).map(|d| format!("node {id}: {d}"))
-            })
+            .map(|id| (id, Replica::of(cluster, id)))
             .collect();
+        let differing = differences(&replicas);
         if differing.is_empty() {
             return Ok(());
         }
         if start.elapsed() > timeout {
             return Err(format!(
-                "replicas did not converge within {timeout:?}: differences from node 1 ({} keys): {}",
-                first.data.len(),
+                "replicas did not converge within {timeout:?}: {}",
                 differing.join("; ")
             ));
         }
@@ -90,12 +179,28 @@ pub async fn wait_converged(cluster: &SimCluster, timeout: Duration) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Members;
+    use atoll_node::shard::Epoch;
 
-    fn replica(sessions: &[u8]) -> Replica {
+    fn meta() -> ShardMeta {
+        ShardMeta {
+            id: 1,
+            start: Vec::new(),
+            end: None,
+            epoch: Epoch::default(),
+        }
+    }
+
+    fn replica(sessions: &[u8], members: &[u64]) -> Replica {
         let shard = ShardState {
-            meta: None,
+            meta: Some(Ok(meta())),
             next_session_id: Some(Ok(3)),
             sessions: sessions.iter().map(|b| (vec![*b], vec![*b])).collect(),
+            membership: Some(Ok(Members {
+                voters: members.iter().copied().collect(),
+                nodes: members.iter().copied().collect(),
+                joint: false,
+            })),
         };
         Replica {
             data: vec![(b"k".to_vec(), b"v".to_vec())],
@@ -105,12 +210,41 @@ mod tests {
 
     #[test]
     fn replicas_differing_only_in_sessions_differ() {
-        assert_eq!(difference(&replica(&[1, 2]), &replica(&[1, 2])), None);
-        let d = difference(&replica(&[1, 2]), &replica(&[1])).expect("a difference");
+        let m = meta();
+        assert_eq!(
+            difference(&m, &replica(&[1, 2], &[1]), &replica(&[1, 2], &[1])),
+            None
+        );
+        let d =
+            difference(&m, &replica(&[1, 2], &[1]), &replica(&[1], &[1])).expect("a difference");
         assert!(d.contains("shard 1 sessions"), "{d}");
-        let mut other = replica(&[1, 2]);
+        let mut other = replica(&[1, 2], &[1]);
         other.shards.get_mut(&1).expect("shard 1").next_session_id = Some(Ok(4));
-        let d = difference(&replica(&[1, 2]), &other).expect("a difference");
+        let d = difference(&m, &replica(&[1, 2], &[1]), &other).expect("a difference");
         assert!(d.contains("next session id"), "{d}");
+    }
+
+    #[test]
+    fn only_members_are_compared_and_a_member_must_host_the_shard() {
+        let members = [1, 2];
+        let mut nodes = BTreeMap::from([
+            (1, replica(&[1], &members)),
+            (2, replica(&[1], &members)),
+            // Node 3 left the shard: it hosts nothing and holds no data.
+            (
+                3,
+                Replica {
+                    data: Vec::new(),
+                    shards: BTreeMap::new(),
+                },
+            ),
+        ]);
+        assert!(differences(&nodes).is_empty(), "{:?}", differences(&nodes));
+        // A member without the shard, and a stray key on a non-member.
+        nodes.get_mut(&2).expect("node 2").shards.clear();
+        nodes.get_mut(&3).expect("node 3").data = vec![(b"x".to_vec(), b"1".to_vec())];
+        let found = differences(&nodes).join("; ");
+        assert!(found.contains("on one replica only"), "{found}");
+        assert!(found.contains("node 3: 1 key(s) outside"), "{found}");
     }
 }

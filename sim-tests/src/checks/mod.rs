@@ -9,4 +9,5 @@ pub mod linearizable;
 pub mod liveness;
 pub mod pd;
 pub mod ranges;
+pub mod replication;
 pub mod transfers;

@@ -100,12 +100,7 @@ pub async fn wait_pd_healthy(cluster: &SimCluster, timeout: Duration) -> Result<
     let start = tokio::time::Instant::now();
     let nodes = cluster.ids();
     let endpoints = cluster.endpoints();
-    let shards: Vec<ShardMeta> = cluster
-        .shards_of(1)
-        .into_iter()
-        .filter(|(id, _)| *id != atoll_node::pd::PD_SHARD)
-        .filter_map(|(_, s)| s.meta.and_then(Result::ok))
-        .collect();
+    let shards: Vec<ShardMeta> = cluster.newest_shards();
     let mut attempt = 0usize;
     loop {
         let addr = endpoints[attempt % endpoints.len()].clone();

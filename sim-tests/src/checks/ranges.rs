@@ -1,6 +1,5 @@
-//! Shard ranges: on every node, the data shards it hosts never overlap and
-//! together cover the whole key space (splits keep every replica's shards
-//! tiling it); and once the faults heal, every shard takes a write within a
+//! Shard ranges: on every node, the data shards it hosts never overlap;
+//! the newest descriptors of all shards cover the whole key space; and once the faults heal, every shard takes a write within a
 //! bound (no shard is left below quorum, e.g. a split child that opened on
 //! too few replicas).
 
@@ -44,7 +43,9 @@ pub fn tiling_error(shards: &[ShardMeta]) -> Option<String> {
     })
 }
 
-/// Every node's data shards tile the key space.
+/// The shards a node hosts never overlap, and the newest descriptors of
+/// all shards tile the key space (with replicas moving, a node need not
+/// host every shard).
 pub fn check_tiling(cluster: &SimCluster) -> Result<(), String> {
     for id in cluster.ids() {
         let shards: Vec<ShardMeta> = cluster
@@ -53,13 +54,24 @@ pub fn check_tiling(cluster: &SimCluster) -> Result<(), String> {
             .filter(|(shard, _)| *shard != PD_SHARD)
             .filter_map(|(_, s)| s.meta.and_then(Result::ok))
             .collect();
-        if let Some(e) = tiling_error(&shards) {
-            return Err(format!(
-                "node {id}'s shard ranges do not tile the key space: {e}"
-            ));
+        if let Some(e) = overlap_error(&shards) {
+            return Err(format!("node {id}'s shards overlap: {e}"));
         }
     }
+    if let Some(e) = tiling_error(&cluster.newest_shards()) {
+        return Err(format!("the shard ranges do not tile the key space: {e}"));
+    }
     Ok(())
+}
+
+/// Two of `shards` that overlap, if any.
+pub fn overlap_error(shards: &[ShardMeta]) -> Option<String> {
+    let mut sorted: Vec<&ShardMeta> = shards.iter().collect();
+    sorted.sort_by(|a, b| a.start.cmp(&b.start));
+    sorted.windows(2).find_map(|w| {
+        let ends_after = w[0].end.as_ref().is_none_or(|e| *e > w[1].start);
+        ends_after.then(|| format!("shards {} and {} overlap", w[0].id, w[1].id))
+    })
 }
 
 /// After healing, a write to every shard (one key just after its start)
@@ -68,12 +80,7 @@ pub async fn check_every_shard_writable(
     cluster: &SimCluster,
     within: Duration,
 ) -> Result<(), String> {
-    let shards: Vec<ShardMeta> = cluster
-        .shards_of(1)
-        .into_iter()
-        .filter(|(shard, _)| *shard != PD_SHARD)
-        .filter_map(|(_, s)| s.meta.and_then(Result::ok))
-        .collect();
+    let shards = cluster.newest_shards();
     let client = cluster.client(within).await;
     for s in shards {
         let mut key = s.start.clone();
@@ -116,5 +123,12 @@ mod tests {
             .is_some_and(|e| e.contains("overlap")));
         assert!(tiling_error(&[m(1, "", Some("m"))]).is_some_and(|e| e.contains("not +inf")));
         assert!(tiling_error(&[m(1, "a", None)]).is_some());
+    }
+
+    #[test]
+    fn overlaps_are_found_and_gaps_allowed() {
+        assert_eq!(overlap_error(&[m(1, "", Some("m")), m(2, "n", None)]), None);
+        assert!(overlap_error(&[m(1, "", Some("n")), m(2, "m", None)]).is_some());
+        assert!(overlap_error(&[m(2, "m", None), m(1, "a", None)]).is_some());
     }
 }

@@ -56,7 +56,12 @@ where C: RaftTypeConfig
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) fn schedule_policy_based_purge(&mut self) {
         if let Some(purge_upto) = self.calc_purge_upto() {
-            self.update_purge_upto(purge_upto);
+            // Atoll patch: a purge asked for by hand (`trigger().purge_log`)
+            // may already be scheduled further than the policy's; never
+            // move the scheduled point back.
+            if self.state.purge_upto() < Some(&purge_upto) {
+                self.update_purge_upto(purge_upto);
+            }
         }
     }
 
