@@ -666,3 +666,92 @@ fn shard_split_makes_two_shards_that_keep_serving_their_keys() {
         assert_eq!(got, format!("{value}\n"), "get {k}");
     }
 }
+
+/// Issue 9, item 8: `node remove` refuses a node that holds replicas and
+/// says what to do; `node drain --wait` moves every replica away and
+/// reports it in JSON; `node remove` then takes the node out; an unknown
+/// node is a caller's mistake.
+#[test]
+fn node_drain_waits_until_the_node_is_empty_and_remove_takes_it_out() {
+    // Four initial members; shards keep three replicas, so a drained node's
+    // replicas have somewhere to go.
+    let cluster = RealCluster::start_n(4, PD_TOML);
+    poll_json(&cluster, &["shards"], Duration::from_secs(30), |doc| {
+        doc["shards"].as_array().is_some_and(|s| {
+            s.len() == 1 && s[0]["replicas"].as_array().is_some_and(|r| r.len() == 3)
+        })
+    });
+
+    let holder = poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(10),
+        |doc| doc["nodes"].as_array().is_some_and(|n| n.len() == 4),
+    )["nodes"]
+        .as_array()
+        .and_then(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n["replicas"].as_u64() == Some(1) && n["id"].as_u64() != Some(1))
+                .and_then(|n| n["id"].as_u64())
+        })
+        .expect("a node other than 1 holding a replica");
+    let id = holder.to_string();
+
+    let out = atollctl_at(&cluster.endpoints(), &["node", "remove", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("drain it first or pass --force"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = atollctl_within(
+        &cluster.endpoints(),
+        "10s",
+        &[
+            "--json",
+            "node",
+            "drain",
+            &id,
+            "--wait",
+            "--wait-timeout",
+            "90s",
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cluster.logs());
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["node_id"].as_u64(), Some(holder), "{doc}");
+    assert_eq!(doc["to"], "draining", "{doc}");
+    assert_eq!(doc["replicas_left"].as_u64(), Some(0), "{doc}");
+
+    let out = atollctl_at(&cluster.endpoints(), &["node", "remove", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("node {id}: draining -> removed; it is out of the cluster; its id is never reused")
+    );
+    poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(10),
+        |doc| {
+            doc["nodes"].as_array().is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n["id"].as_u64() == Some(holder) && n["state"] == "removed")
+            })
+        },
+    );
+    // The data shard still serves, now on the other three nodes.
+    put(&cluster, "after-drain", "v");
+
+    let out = atollctl_at(&cluster.endpoints(), &["node", "drain", "99"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("node 99 is unknown"),
+        "{}",
+        stderr(&out)
+    );
+}

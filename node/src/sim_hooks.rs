@@ -223,6 +223,9 @@ pub enum Bug {
     /// before its first snapshot: a lagging replica with an old membership
     /// wins an election with its empty vote and loses committed entries.
     ReincarnationVotes,
+    /// A node never compares what it hosts with the PD's view, so a
+    /// replica removed while its node was down stays there for good.
+    KeepStaleReplicas,
 }
 
 #[cfg(feature = "sim-bugs")]

@@ -57,6 +57,7 @@ const MOVE_BUGS: &[Bug] = &[
     Bug::RemoveBeforeCommitted,
     Bug::JoinWithoutSnapshot,
     Bug::ReincarnationVotes,
+    Bug::KeepStaleReplicas,
 ];
 
 /// What the checks report when they find a violation, and openraft's own
@@ -149,6 +150,11 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
         ),
         (Bug::RemoveBeforeCommitted, Schedule::Mixed, FINDINGS),
         (Bug::ReincarnationVotes, Schedule::Mixed, FINDINGS),
+        (
+            Bug::KeepStaleReplicas,
+            Schedule::Crashes,
+            &["still hosts shard"],
+        ),
         // Two leaders in one term also trip openraft's own invariants.
         (Bug::ResumeLeadership, Schedule::LeaderRestarts, FINDINGS),
     ]
@@ -263,6 +269,14 @@ fn a_removal_before_its_commit_is_caught_within_100_seeds() {
 fn votes_of_a_replica_added_back_before_its_snapshot_are_caught_within_200_seeds() {
     let (schedule, expect) = case(Bug::ReincarnationVotes);
     assert_caught(Bug::ReincarnationVotes, schedule, 200, expect);
+}
+
+/// A node that never compares what it hosts with the PD's view keeps a
+/// replica that was removed while it was down.
+#[test]
+fn a_replica_left_behind_after_its_removal_is_caught_within_40_seeds() {
+    let (schedule, expect) = case(Bug::KeepStaleReplicas);
+    assert_caught(Bug::KeepStaleReplicas, schedule, 40, expect);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

@@ -1,7 +1,7 @@
 //! Real `atoll-node` processes for atollctl's end-to-end tests: finds the
 //! node binary (`$ATOLL_NODE_BIN`, else builds it once per test process
 //! with cargo into this build's target dir, a no-op when fresh), starts
-//! three nodes that bootstrap one cluster on loopback ports, each with its
+//! three (or more) nodes that bootstrap one cluster on loopback ports, each with its
 //! own data dir, TOML config and log, and kills them when dropped.
 
 #![allow(dead_code)]
@@ -22,9 +22,14 @@ impl RealCluster {
     /// Starts three nodes of one initial cluster; `extra_toml` is appended
     /// to every node's config.
     pub fn start(extra_toml: &str) -> RealCluster {
+        Self::start_n(3, extra_toml)
+    }
+
+    /// Starts `n` nodes of one initial cluster.
+    pub fn start_n(n: usize, extra_toml: &str) -> RealCluster {
         let binary = node_binary();
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<String> = (0..3)
+        let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let initial: Vec<String> = addrs

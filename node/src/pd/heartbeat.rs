@@ -18,12 +18,21 @@ pub async fn run(ctx: Arc<NodeCtx>) {
     let mut removed_said = false;
     let mut missing = crate::shard::missing_replicas::MissingReplicas::default();
     let mut sizes = super::sizes::Sizes::default();
+    let mut rounds = 0u64;
     loop {
         tokio::time::sleep(every).await;
         missing.round(&ctx).await;
         // A node that joins learns its cluster from the first message.
         if ctx.cluster.get() == identity::UNKNOWN {
             continue;
+        }
+        rounds += 1;
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let keep_stale = crate::sim_hooks::bug(crate::sim_hooks::Bug::KeepStaleReplicas);
+        #[cfg(not(all(madsim, feature = "sim-bugs")))]
+        let keep_stale = false;
+        if rounds.is_multiple_of(super::stale_replicas::EVERY) && !keep_stale {
+            super::stale_replicas::round(&ctx).await;
         }
         match beat(&ctx, &mut sizes).await {
             Ok(Beat::Removed) if !removed_said => {

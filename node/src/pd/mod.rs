@@ -21,7 +21,9 @@
 //!   balance), sending each step to the shard's leader.
 //! - [`join`]: a fresh node started with `join` addresses gets its id.
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
-//!   [`sizes`]: its approximate size and key count.
+//!   [`sizes`]: its approximate size and key count;
+//!   [`stale_replicas`]: a replica this node still hosts after its removal
+//!   (the node was down) is removed once the shard's leader confirms it.
 //!
 //! [`Request::Pd`]: crate::command::Request::Pd
 
@@ -32,6 +34,7 @@ pub mod operators;
 pub mod report;
 pub mod route;
 pub mod sizes;
+pub mod stale_replicas;
 
 use atoll_pd::command::{Command, CommandResult};
 use atoll_pd::state::PdState;

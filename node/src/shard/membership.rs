@@ -19,6 +19,10 @@
 //!   its replica (`shard::removal`), with the shard's new membership
 //!   version. The leader never removes itself: the PD moves leadership
 //!   away first.
+//! - **Confirm removed**: a node that still hosts a replica the PD no
+//!   longer lists (it was down when it was removed) asks the leader, which
+//!   gives the word to remove it only if the node is no member and the
+//!   membership without it is committed (`pd::stale_replicas`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,10 +40,24 @@ use crate::service::NodeCtx;
 /// One step, as `Admin.ChangeReplica` asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    AddLearner { node: NodeId, addr: String },
-    Promote { node: NodeId },
-    Remove { node: NodeId, addr: String },
+    AddLearner {
+        node: NodeId,
+        addr: String,
+    },
+    Promote {
+        node: NodeId,
+    },
+    Remove {
+        node: NodeId,
+        addr: String,
+    },
     LeaveJoint,
+    /// Like `Remove` for a node that is no member: only the word to remove
+    /// its replica, never a membership change.
+    ConfirmRemoved {
+        node: NodeId,
+        addr: String,
+    },
 }
 
 impl Change {
@@ -69,6 +87,13 @@ impl Change {
                 addr: req.addr.clone(),
             }),
             Ok(pb::ReplicaChange::LeaveJoint) => Ok(Change::LeaveJoint),
+            Ok(pb::ReplicaChange::ConfirmRemoved) => {
+                need_node()?;
+                Ok(Change::ConfirmRemoved {
+                    node,
+                    addr: req.addr.clone(),
+                })
+            }
             _ => Err(KvError::InvalidArgument(format!(
                 "unknown replica change {}",
                 req.change
@@ -126,6 +151,13 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
             } else {
                 vec![]
             }
+        }
+        Change::ConfirmRemoved { node, addr } => {
+            if in_membership(*node) {
+                return Ok(());
+            }
+            committed_without(&replica, *node).await?;
+            return tell_removed(ctx, &replica, *node, addr).await;
         }
         Change::LeaveJoint => {
             let configs = membership.get_joint_config();

@@ -448,20 +448,35 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             None => return Err(err(&std::io::Error::other("snapshot already taken"))),
         };
         let key = keys::sm_meta(self.shard, SmMeta::Snapshot);
+        let exclusive = self.gate.apply().await;
+        if self.gate.is_closed() {
+            return Err(err(&RemovedError(self.shard)));
+        }
         let previous: Option<SnapshotRecord> = match self.engine.get(&key).map_err(sm_read_err)? {
             Some(b) => codec::decode("snapshot record", &b).ok(),
             None => None,
         };
+        // A build that took long may finish after a newer snapshot was
+        // built or installed: it must not replace that one's record, or a
+        // restart would find a snapshot older than the purged log.
+        if previous
+            .as_ref()
+            .is_some_and(|(m, _)| m.last_log_id > meta.last_log_id)
+        {
+            drop(exclusive);
+            let data = self.store.open(&stored).await.map_err(|e| err(&e))?;
+            self.store.remove(&stored);
+            return Ok(Snapshot {
+                meta,
+                snapshot: Box::new(data),
+            });
+        }
         let record: SnapshotRecord = (meta.clone(), stored.clone());
         let mut batch = WriteBatch::new();
         batch.put(
             key,
             codec::encode("snapshot record", &record).map_err(|e| err(&e))?,
         );
-        let exclusive = self.gate.apply().await;
-        if self.gate.is_closed() {
-            return Err(err(&RemovedError(self.shard)));
-        }
         self.engine.write(batch).map_err(|e| err(&e))?;
         drop(exclusive);
         // The old snapshot goes only once nothing durable points at it.

@@ -305,3 +305,22 @@ async fn a_txn_with_any_key_outside_the_shard_is_rejected_at_apply_and_changes_n
     );
     assert_eq!(value(&engine), Some(b"v".to_vec()));
 }
+
+#[tokio::test]
+async fn a_slow_snapshot_build_does_not_replace_a_newer_snapshot_record() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    apply_one(&mut sm, 1, put(1, 1, b"one")).await;
+    let mut older = sm.get_snapshot_builder().await;
+    apply_one(&mut sm, 2, put(1, 2, b"two")).await;
+    let mut newer = sm.get_snapshot_builder().await;
+    newer.build_snapshot().await.unwrap();
+    // The build started first finishes last.
+    older.build_snapshot().await.unwrap();
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
+}

@@ -7,7 +7,7 @@
 //! whose replica was moved away) must hold no data outside the shards it
 //! hosts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use atoll_node::shard::ShardMeta;
@@ -101,6 +101,7 @@ pub fn differences(replicas: &BTreeMap<u64, Replica>) -> Vec<String> {
             }
         }
     }
+    let mut newest_members: BTreeMap<ShardId, BTreeSet<u64>> = BTreeMap::new();
     for (shard, (holder, _)) in newest {
         let reference = &replicas[&holder];
         let state = &reference.shards[&shard];
@@ -112,6 +113,7 @@ pub fn differences(replicas: &BTreeMap<u64, Replica>) -> Vec<String> {
                 continue;
             }
         };
+        newest_members.insert(shard, members.clone());
         for node in members {
             match replicas.get(&node) {
                 None => out.push(format!("shard {shard}: member node {node} does not exist")),
@@ -120,6 +122,18 @@ pub fn differences(replicas: &BTreeMap<u64, Replica>) -> Vec<String> {
                         out.push(format!("node {node} vs node {holder}: {d}"));
                     }
                 }
+            }
+        }
+    }
+    // No node keeps a replica of a shard whose newest membership does not
+    // list it (one removed while the node was down, say).
+    for (node, r) in replicas {
+        for shard in r.shards.keys() {
+            let members = newest_members.get(shard);
+            if members.is_some_and(|m| !m.contains(node)) {
+                out.push(format!(
+                    "node {node} still hosts shard {shard}, whose newest membership is {members:?}"
+                ));
             }
         }
     }
