@@ -451,10 +451,13 @@ fn cluster_status_lists_three_up_nodes_and_the_pd_leader() {
         |d| {
             // Before it bootstraps, the PD knows the nodes but runs on
             // default settings (down_after_ms).
+            // Capacity comes with each node's first heartbeat.
             d["bootstrapped"] == true
-                && d["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["state"] == "up"))
+                && d["nodes"].as_array().is_some_and(|n| {
+                    n.len() == 3
+                        && n.iter()
+                            .all(|n| n["state"] == "up" && n["capacity_bytes"].as_u64() > Some(0))
+                })
         },
     );
     assert!(
@@ -473,6 +476,12 @@ fn cluster_status_lists_three_up_nodes_and_the_pd_leader() {
         );
         assert!(
             node["replicas"].is_u64() && node["leaders"].is_u64(),
+            "{doc}"
+        );
+        // The disk holding the node's data dir, from its heartbeats.
+        let (capacity, used) = (&node["capacity_bytes"], &node["used_bytes"]);
+        assert!(
+            capacity.as_u64().is_some_and(|c| c > 0) && used.as_u64() <= capacity.as_u64(),
             "{doc}"
         );
     }

@@ -8,39 +8,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::admin::{cluster_state, on_leader, set_node_state, NodeTarget};
 use atoll_client::{Client, ClientConfig, ClusterState, NodeState, ReplicaRole};
+use support::load::{read_all, writer, Tally};
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 const WRITERS: usize = 4;
 const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\n";
-
-#[derive(Default)]
-struct Tally {
-    acked: Mutex<BTreeMap<String, String>>,
-    failed: Mutex<Vec<String>>,
-}
-
-async fn writer(w: usize, c: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let k = format!("{}{w:02}-{i:05}", (b'a' + (i % 26) as u8) as char);
-        let v = format!("v{w}-{i}");
-        match c.put(&k, &v).await {
-            Ok(()) => {
-                tally.acked.lock().unwrap().insert(k, v);
-            }
-            Err(e) => tally.failed.lock().unwrap().push(format!("{k}: {e}")),
-        }
-        i += 1;
-    }
-}
 
 async fn state(c: &Cluster) -> Option<ClusterState> {
     cluster_state(&c.endpoints(), SECS(3)).await.ok()
@@ -164,18 +143,9 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
     let reader = Client::with_config(c.endpoints(), ClientConfig::default())
         .await
         .expect("client connects");
-    let stored: BTreeMap<String, String> = reader
-        .scan("", "~", 0)
+    let stored = read_all(&reader)
         .await
-        .unwrap_or_else(|e| panic!("scan: {e}\n{}", c.logs()))
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            )
-        })
-        .collect();
+        .unwrap_or_else(|e| panic!("scan: {e}\n{}", c.logs()));
     for (k, v) in &acked {
         assert_eq!(stored.get(k), Some(v), "{k} after the drain\n{}", c.logs());
     }

@@ -7,42 +7,20 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::admin::on_leader;
 use atoll_client::{Client, ClientConfig};
 use atoll_proto::pd_client::PdClient;
 use atoll_proto::ClusterStateRequest;
+use support::load::{read_all, writer, Tally};
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 const WRITERS: usize = 8;
 const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 2000\n";
-
-#[derive(Default)]
-struct Tally {
-    acked: Mutex<BTreeMap<String, String>>,
-    failed: Mutex<Vec<String>>,
-}
-
-async fn writer(w: usize, c: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        // Keys spread over the key space, so writes cross every split.
-        let k = format!("{}{w:02}-{i:05}", (b'a' + (i % 26) as u8) as char);
-        let v = format!("v{w}-{i}");
-        match c.put(&k, &v).await {
-            Ok(()) => {
-                tally.acked.lock().unwrap().insert(k, v);
-            }
-            Err(e) => tally.failed.lock().unwrap().push(format!("{k}: {e}")),
-        }
-        i += 1;
-    }
-}
 
 async fn split(c: &Cluster, shard: u64, key: Option<&str>) -> Result<(u64, Vec<u8>), String> {
     let key = key.map(|k| k.as_bytes().to_vec());
@@ -173,18 +151,9 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
         let reader = Client::with_config(c.endpoints(), ClientConfig::default())
             .await
             .expect("client connects");
-        let stored: BTreeMap<String, String> = reader
-            .scan("", "~", 0)
+        let stored = read_all(&reader)
             .await
-            .unwrap_or_else(|e| panic!("scan {round} the restart: {e}\n{}", c.logs()))
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
+            .unwrap_or_else(|e| panic!("scan {round} the restart: {e}\n{}", c.logs()));
         let missing: Vec<&String> = acked.keys().filter(|k| !stored.contains_key(*k)).collect();
         assert!(
             missing.is_empty(),

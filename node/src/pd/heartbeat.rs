@@ -73,11 +73,12 @@ pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, 
 async fn beat(ctx: &Arc<NodeCtx>, sizes: &mut super::sizes::Sizes) -> Result<Beat, PdError> {
     let node = ctx.node_id();
     let now = now_ms();
+    let (capacity_bytes, used_bytes) = disk_space(&ctx.config.data_dir);
     let hb = Command::NodeHeartbeat {
         node,
         now_ms: now,
-        capacity_bytes: 0,
-        used_bytes: 0,
+        capacity_bytes,
+        used_bytes,
     };
     match command(ctx, hb).await? {
         CommandResult::NodeHeartbeat(Err(NodeError::Unknown(_))) => {
@@ -121,4 +122,32 @@ async fn beat(ctx: &Arc<NodeCtx>, sizes: &mut super::sizes::Sizes) -> Result<Bea
         }
     }
     Ok(Beat::Done)
+}
+
+/// The size of the filesystem holding `dir` and how much of it is used (by
+/// anything, as `df` counts it); `(0, 0)`, "not measured", when it cannot
+/// be read (and in the simulation, whose data dirs are not on disk).
+fn disk_space(dir: &std::path::Path) -> (u64, u64) {
+    #[cfg(not(madsim))]
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        let total = st.f_blocks.saturating_mul(st.f_frsize);
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        return (total, total.saturating_sub(free));
+    }
+    let _ = dir;
+    (0, 0)
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    #[test]
+    fn the_disk_of_a_real_dir_has_a_size_and_a_missing_dir_reads_as_unmeasured() {
+        let dir = std::env::temp_dir();
+        let (total, used) = super::disk_space(&dir);
+        assert!(total > 0 && used <= total, "{total} {used}");
+        assert_eq!(
+            super::disk_space(std::path::Path::new("/no/such/dir/at/all")),
+            (0, 0)
+        );
+    }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

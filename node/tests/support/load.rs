@@ -1,0 +1,47 @@
+//! A write load for tests that change the cluster under it: writers put
+//! keys spread over the key space (so they cross every split and move) and
+//! tally what was acknowledged and what failed; [`read_all`] reads
+//! everything back in one scan.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use atoll_client::Client;
+
+/// What the writers saw: acknowledged key → value, and failures.
+#[derive(Default)]
+pub struct Tally {
+    pub acked: Mutex<BTreeMap<String, String>>,
+    pub failed: Mutex<Vec<String>>,
+}
+
+/// Writer `w`: puts `<letter><w>-<i>` = `v<w>-<i>` until `stop`.
+pub async fn writer(w: usize, c: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = format!("{}{w:02}-{i:05}", (b'a' + (i % 26) as u8) as char);
+        let v = format!("v{w}-{i}");
+        match c.put(&k, &v).await {
+            Ok(()) => {
+                tally.acked.lock().unwrap().insert(k, v);
+            }
+            Err(e) => tally.failed.lock().unwrap().push(format!("{k}: {e}")),
+        }
+        i += 1;
+    }
+}
+
+/// Every pair the writers' key space holds, by one scan.
+pub async fn read_all(c: &Client) -> Result<BTreeMap<String, String>, atoll_client::Error> {
+    Ok(c.scan("", "~", 0)
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect())
+}
