@@ -94,6 +94,8 @@ impl Replica {
         )?
         .with_split_sink(deps.splits.clone())
         .with_awaiting_snapshot(awaiting_snapshot.clone());
+        let (mut log, mut sm) = (log, sm);
+        cover_applied_by_snapshot(id, &mut log, &mut sm).await?;
         let stale_snapshot = Arc::new(tokio::sync::Notify::new());
         let network = ShardNetwork::new(
             id,
@@ -257,4 +259,38 @@ impl Replica {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
     }
+}
+
+/// Before the Raft starts: if the state machine applied entries that the
+/// log no longer holds (a power loss kept the state machine's last write but
+/// not the log's unsynced tail: the leader applies an entry once a majority
+/// has it, before its own flush), snapshot the state machine as it stands.
+/// openraft then treats the log as purged up to the applied index, which it
+/// requires a snapshot to cover; the previous snapshot may be older.
+async fn cover_applied_by_snapshot(
+    shard: ShardId,
+    log: &mut LogStore,
+    sm: &mut StateMachine,
+) -> Result<(), NodeError> {
+    use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+    let last_log = log.get_log_state().await?.last_log_id.map(|l| l.index);
+    let (applied, _) = sm.applied_state().await?;
+    let applied = applied.map(|l| l.index);
+    let snapshot = sm
+        .get_current_snapshot()
+        .await?
+        .and_then(|s| s.meta.last_log_id)
+        .map(|l| l.index);
+    if applied > last_log && applied > snapshot {
+        tracing::warn!(
+            shard,
+            ?applied,
+            ?last_log,
+            ?snapshot,
+            "the state machine is ahead of the log (its tail was lost with the power); \
+             snapshotting the applied state before starting"
+        );
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+    }
+    Ok(())
 }
