@@ -47,14 +47,12 @@ const SPLIT_BUGS: &[Bug] = &[
     Bug::SplitLeavesGap,
     Bug::ChildOnlyOnParentLeader,
     Bug::JoinWithoutSnapshot,
-    Bug::RemoveBeforeCommitted,
     Bug::ReincarnationVotes,
 ];
 
 /// Broken replica moves: these run on four nodes with an operator draining
 /// nodes.
 const MOVE_BUGS: &[Bug] = &[
-    Bug::RemoveBeforeCommitted,
     Bug::JoinWithoutSnapshot,
     Bug::ReincarnationVotes,
     Bug::KeepStaleReplicas,
@@ -148,7 +146,6 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
                 "took no write",
             ],
         ),
-        (Bug::RemoveBeforeCommitted, Schedule::Mixed, FINDINGS),
         (Bug::ReincarnationVotes, Schedule::Mixed, FINDINGS),
         (
             Bug::KeepStaleReplicas,
@@ -252,15 +249,6 @@ fn a_child_opened_on_one_replica_only_is_caught_within_5_seeds() {
 fn a_replica_joining_without_a_fresh_snapshot_is_caught_within_40_seeds() {
     let (schedule, expect) = case(Bug::JoinWithoutSnapshot);
     assert_caught(Bug::JoinWithoutSnapshot, schedule, 40, expect);
-}
-
-/// A deposed leader that has a node remove its replica although the
-/// removal never committed takes a voter's log away: committed entries are
-/// lost or the replicas diverge.
-#[test]
-fn a_removal_before_its_commit_is_caught_within_100_seeds() {
-    let (schedule, expect) = case(Bug::RemoveBeforeCommitted);
-    assert_caught(Bug::RemoveBeforeCommitted, schedule, 100, expect);
 }
 
 /// A replica added back to a node it was removed from that votes before
