@@ -8,13 +8,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::admin::{cluster_state, on_leader, set_node_state, NodeTarget};
 use atoll_client::{Client, ClientConfig, ClusterState, NodeState, ReplicaRole};
-use support::load::{read_all, writer, Tally};
+use support::load::{read_all, Load};
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -68,15 +66,8 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
         }
     }
 
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let client = Client::with_config(c.endpoints(), ClientConfig::default())
-            .await
-            .expect("client connects");
-        writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
-    }
+    let load = Load::start(c.endpoints(), WRITERS).await;
+    let tally = load.tally.clone();
     c.wait_until("writes before the join", SECS(20), || {
         let n = tally.acked.lock().unwrap().len();
         async move { n >= 100 }
@@ -131,10 +122,7 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
     assert_eq!(change.to, "removed");
 
     tokio::time::sleep(SECS(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    load.stop().await;
     let failed = tally.failed.lock().unwrap().clone();
     assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
 

@@ -7,15 +7,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::admin::on_leader;
 use atoll_client::{Client, ClientConfig};
 use atoll_proto::pd_client::PdClient;
 use atoll_proto::ClusterStateRequest;
-use support::load::{read_all, writer, Tally};
+use support::load::{read_all, Load};
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -58,15 +56,8 @@ async fn pd_ranges(c: &Cluster) -> Option<Vec<(Vec<u8>, Vec<u8>, u64)>> {
 async fn splits_under_load_lose_nothing_and_surface_no_error() {
     let mut c = Cluster::start(3, PD_TOML);
     c.wait_leader(1, SECS(20)).await;
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let client = Client::with_config(c.endpoints(), ClientConfig::default())
-            .await
-            .expect("client connects");
-        writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
-    }
+    let load = Load::start(c.endpoints(), WRITERS).await;
+    let tally = load.tally.clone();
     c.wait_until("writes before the first split", SECS(20), || {
         let n = tally.acked.lock().unwrap().len();
         async move { n >= 200 }
@@ -104,10 +95,7 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
     assert!(middle.as_slice() > b"m".as_slice(), "{middle:?}");
     c.wait_leader(second_child, SECS(10)).await;
     tokio::time::sleep(SECS(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    load.stop().await;
     let failed = tally.failed.lock().unwrap().clone();
     assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
 
@@ -179,25 +167,15 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
 async fn a_shard_past_the_key_threshold_splits_by_itself() {
     let c = Cluster::start(3, &format!("{PD_TOML}split_keys = 300\n"));
     c.wait_leader(1, SECS(20)).await;
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let client = Client::with_config(c.endpoints(), ClientConfig::default())
-            .await
-            .expect("client connects");
-        writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
-    }
+    let load = Load::start(c.endpoints(), 4).await;
+    let tally = load.tally.clone();
     c.wait_until(
         "the PD to split shard 1 and a half of it",
         SECS(60),
         || async { pd_ranges(&c).await.is_some_and(|r| r.len() >= 3) },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    load.stop().await;
     let failed = tally.failed.lock().unwrap().clone();
     assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
     let ranges = pd_ranges(&c).await.expect("the PD answers");

@@ -45,3 +45,39 @@ pub async fn read_all(c: &Client) -> Result<BTreeMap<String, String>, atoll_clie
         })
         .collect())
 }
+
+/// `n` writers, each with a client of its own, running until [`Load::stop`].
+pub struct Load {
+    pub tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub async fn start(endpoints: Vec<String>, n: usize) -> Load {
+        let tally = Arc::new(Tally::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..n {
+            let client =
+                Client::with_config(endpoints.clone(), atoll_client::ClientConfig::default())
+                    .await
+                    .expect("client connects");
+            writers.push(tokio::spawn(writer(w, client, tally.clone(), stop.clone())));
+        }
+        Load {
+            tally,
+            stop,
+            writers,
+        }
+    }
+
+    /// Stops the writers and waits for their last writes.
+    pub async fn stop(self) -> Arc<Tally> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers {
+            w.await.expect("writer task");
+        }
+        self.tally
+    }
+}
