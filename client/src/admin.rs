@@ -4,20 +4,21 @@
 //! node that answers for the placement driver's view; [`on_leader`] finds
 //! the node that accepts a leader-only call by following `NotLeader` hints;
 //! [`split_at`] splits whichever shard holds a key; [`set_node_state`]
-//! drains, un-drains or removes a node.
+//! drains, un-drains or removes a node; [`add_node`] registers a node
+//! before it starts.
 //! [`AdminClient::transfer_leader`] answers a transfer that was tried and
 //! did not happen as an inner `Err(TransferFailed)`, apart from failures of
 //! the call itself.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
 use atoll_proto::transfer_leader_failure::Reason;
 use atoll_proto::{
-    AddLearnerRequest, AdminResult, ChangeMembershipRequest, ClusterStateRequest, CompactRequest,
-    InitClusterRequest, Replica, SetNodeStateRequest, ShardDescriptor, SplitShardRequest,
-    StatusRequest, StatusResponse, TransferLeaderRequest,
+    AddLearnerRequest, AddNodeRequest, AdminResult, ChangeMembershipRequest, ClusterStateRequest,
+    CompactRequest, InitClusterRequest, Replica, SetNodeStateRequest, ShardDescriptor,
+    SplitShardRequest, StatusRequest, StatusResponse, TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
@@ -214,6 +215,31 @@ impl AdminClient {
         }
     }
 
+    /// Asks the placement driver (through this node) to register a node
+    /// at `address` before it starts, with `labels`.
+    pub async fn add_node(
+        &self,
+        address: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<AddedNode, Error> {
+        let mut pd = pd_client(self.channel.clone());
+        let reply = self
+            .within_timeout(pd.add_node(AddNodeRequest {
+                address: address.to_string(),
+                labels: labels.clone().into_iter().collect(),
+            }))
+            .await?;
+        match reply.error {
+            Some(e) => Err(Error::from_wire(&e)),
+            None => Ok(AddedNode {
+                node: reply.node_id,
+                address: address.to_string(),
+                fresh: reply.fresh,
+                state: reply.state,
+            }),
+        }
+    }
+
     /// A call whose reply is an [`AdminResult`].
     async fn admin_call<F, Fut>(&self, f: F) -> Result<(), Error>
     where
@@ -392,6 +418,39 @@ pub async fn set_node_state(
 ) -> Result<NodeStateChange, Error> {
     first_answer(endpoints, timeout, |client| async move {
         client.set_node_state(node, target, force).await
+    })
+    .await
+}
+
+/// A node [`add_node`] registered, or found already registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedNode {
+    pub node: u64,
+    pub address: String,
+    /// False when a node (not removed) already had the address: `node` is
+    /// its id. Also false when this call's first attempt registered the
+    /// node but its answer was lost, and a retry found it.
+    pub fresh: bool,
+    /// Its state now (as in [`crate::pd_view::NodeInfo`]): "joining" until
+    /// the node is first heard from.
+    pub state: String,
+}
+
+/// Registers a node at `address` (`host:port`, the address it will
+/// advertise) with the placement driver before it starts, through the
+/// first of `endpoints` that answers, so its id is known in advance and it
+/// carries `labels`. The node is "joining" (no replicas) until it starts
+/// with `--join` and the same address. An address a node already has gets
+/// that node's id back. A malformed address or label is
+/// [`Error::InvalidArgument`] at once.
+pub async fn add_node(
+    endpoints: &[String],
+    timeout: Duration,
+    address: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<AddedNode, Error> {
+    first_answer(endpoints, timeout, |client| async move {
+        client.add_node(address, labels).await
     })
     .await
 }

@@ -45,7 +45,8 @@ pub struct NodeInfo {
     pub addr: String,
     pub state: NodeState,
     pub labels: BTreeMap<String, String>,
-    /// PD time (ms since the Unix epoch) of the node's last heartbeat.
+    /// PD time (ms since the Unix epoch) of the node's last heartbeat; 0:
+    /// never (a joining node).
     pub last_heartbeat_ms: u64,
     /// 0: not measured.
     pub capacity_bytes: u64,
@@ -66,7 +67,8 @@ impl NodeInfo {
 
 /// A node's state in the PD. `Up` → `Draining` → `Removed` by operator
 /// command; `Up` or `Draining` → `Down` after `down_after` of silence, and
-/// back on its next heartbeat.
+/// back on its next heartbeat. `Joining` (added with
+/// [`crate::admin::add_node`]) → `Up` when the node is first heard from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeState {
     /// Heartbeating; may receive new replicas.
@@ -77,6 +79,8 @@ pub enum NodeState {
     Down,
     /// Taken out of the cluster for good.
     Removed,
+    /// Registered before it started, not heard from yet; gets no replicas.
+    Joining,
     /// A state this client does not know (a newer node), as sent.
     Other(String),
 }
@@ -88,17 +92,20 @@ impl NodeState {
             "draining" => Self::Draining,
             "down" => Self::Down,
             "removed" => Self::Removed,
+            "joining" => Self::Joining,
             _ => Self::Other(state),
         }
     }
 
-    /// The wire name: "up", "draining", "down", "removed" (or the unknown one).
+    /// The wire name: "up", "draining", "down", "removed", "joining" (or
+    /// the unknown one).
     pub fn as_str(&self) -> &str {
         match self {
             Self::Up => "up",
             Self::Draining => "draining",
             Self::Down => "down",
             Self::Removed => "removed",
+            Self::Joining => "joining",
             Self::Other(state) => state,
         }
     }
@@ -210,9 +217,11 @@ impl ClusterState {
     }
 
     /// How long before this answer `node` last heartbeated (zero if the
-    /// heartbeat is stamped later, after a PD leader change between clocks).
-    pub fn heartbeat_age(&self, node: &NodeInfo) -> Duration {
-        Duration::from_millis(self.now_ms.saturating_sub(node.last_heartbeat_ms))
+    /// heartbeat is stamped later, after a PD leader change between
+    /// clocks); `None` if it never did (a joining node).
+    pub fn heartbeat_age(&self, node: &NodeInfo) -> Option<Duration> {
+        (node.last_heartbeat_ms != 0)
+            .then(|| Duration::from_millis(self.now_ms.saturating_sub(node.last_heartbeat_ms)))
     }
 
     /// The node with id `id`, if the PD knows it.
@@ -334,7 +343,7 @@ mod tests {
         let node = state.node(1).expect("node 1");
         assert_eq!(node.state, NodeState::Up);
         assert_eq!(node.zone(), Some("a"));
-        assert_eq!(state.heartbeat_age(node), Duration::from_millis(400));
+        assert_eq!(state.heartbeat_age(node), Some(Duration::from_millis(400)));
         assert_eq!(
             state.node(2).map(|n| n.state.as_str()),
             Some("zombie"),
@@ -384,6 +393,26 @@ mod tests {
             },
         )
         .expect("typed");
-        assert_eq!(state.heartbeat_age(&state.nodes[0]), Duration::ZERO);
+        assert_eq!(state.heartbeat_age(&state.nodes[0]), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_joining_node_never_heartbeated() {
+        let joining = pb::PdNode {
+            last_heartbeat_ms: 0,
+            ..wire_node(4, "joining")
+        };
+        let state = ClusterState::from_wire(
+            "a:1",
+            pb::ClusterStateResponse {
+                now_ms: 500,
+                nodes: vec![joining],
+                ..Default::default()
+            },
+        )
+        .expect("typed");
+        assert_eq!(state.nodes[0].state, NodeState::Joining);
+        assert_eq!(state.nodes[0].state.as_str(), "joining");
+        assert_eq!(state.heartbeat_age(&state.nodes[0]), None);
     }
 }

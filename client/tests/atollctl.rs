@@ -1,7 +1,8 @@
 //! The `atollctl` binary: outputs and exit codes, against the fake cluster
 //! for the KV and admin commands (and `shard split`'s retries), and against
 //! three real `atoll-node` processes (`real_cluster`) for the placement
-//! driver's view (`cluster status`, `shards`) and `shard split`.
+//! driver's view (`cluster status`, `shards`), `shard split` and the `node`
+//! commands.
 #![cfg(not(madsim))]
 
 mod fake_cluster;
@@ -11,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use fake_cluster::{lock, Shared};
-use real_cluster::{closed_endpoints, RealCluster};
+use real_cluster::{closed_endpoints, free_addr, RealCluster};
 
 fn atollctl(world: &Shared, args: &[&str]) -> Output {
     let endpoints = lock(world).addrs.join(",");
@@ -762,5 +763,108 @@ fn node_drain_waits_until_the_node_is_empty_and_remove_takes_it_out() {
         stderr(&out).contains("node 99 is unknown"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// The node `id` in a `cluster status --json` document.
+fn status_node(doc: &serde_json::Value, id: u64) -> Option<&serde_json::Value> {
+    doc["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"].as_u64() == Some(id)))
+}
+
+/// Issue 9, item 8: `node add` registers a node before it starts. It is
+/// `joining` with its labels; adding the address again gives the same id;
+/// a malformed address is refused. Started as `node add` says (`--join`,
+/// no `--id`), the node gets that id and comes up with the labels.
+#[test]
+fn node_add_gives_a_node_its_id_before_it_starts() {
+    let mut cluster = RealCluster::start(PD_TOML);
+    poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(30),
+        |doc| doc["bootstrapped"] == true && doc["nodes"].as_array().is_some_and(|n| n.len() == 3),
+    );
+    let addr = free_addr();
+
+    let out = atollctl_at(
+        &cluster.endpoints(),
+        &["--json", "node", "add", &addr, "--label", "zone=z9"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["fresh"], true, "{doc}");
+    assert_eq!(doc["state"], "joining", "{doc}");
+    assert_eq!(doc["addr"], addr.as_str(), "{doc}");
+    let id = doc["node_id"].as_u64().expect("a node id");
+    assert!(id > 3, "a fresh id, got {id}");
+    let start = doc["start_command"].as_str().expect("a start command");
+    assert_eq!(
+        start,
+        format!(
+            "atoll-node --listen {addr} --join {} --data-dir <dir>",
+            cluster.endpoints()
+        )
+    );
+
+    let status = poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(10),
+        |doc| status_node(doc, id).is_some(),
+    );
+    let node = status_node(&status, id).expect("the added node");
+    assert_eq!(node["state"], "joining", "{node}");
+    assert_eq!(node["addr"], addr.as_str(), "{node}");
+    assert_eq!(node["zone"], "z9", "{node}");
+    assert_eq!(node["replicas"].as_u64(), Some(0), "{node}");
+    assert!(
+        node["heartbeat_age_ms"].is_null(),
+        "never heard from: {node}"
+    );
+
+    // Again, as text: the same id, and the same next step.
+    let out = atollctl_at(&cluster.endpoints(), &["node", "add", &addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{addr} is already node {id}: joining, not started yet\n\
+             start it with an empty data dir: {start}\n"
+        )
+    );
+
+    // A malformed address: refused, with what to give instead.
+    let out = atollctl_at(&cluster.endpoints(), &["node", "add", "10.0.0.4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bad node address \"10.0.0.4\": it has no port; give the host:port"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Start it as told (plus fast PD heartbeats; with a config file, id 0
+    // must be said there).
+    let flags: Vec<&str> = start.split_whitespace().skip(1).collect();
+    cluster.start_extra(&format!("id = 0\n{PD_TOML}"), &flags);
+    let status = poll_json(
+        &cluster,
+        &["cluster", "status"],
+        Duration::from_secs(30),
+        |doc| status_node(doc, id).is_some_and(|n| n["state"] == "up"),
+    );
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 4, "no other id was given out: {status}");
+    let node = status_node(&status, id).expect("the added node");
+    assert_eq!(node["labels"]["zone"], "z9", "{node}");
+    assert_eq!(node["addr"], addr.as_str(), "{node}");
+
+    let out = atollctl_at(&cluster.endpoints(), &["node", "add", &addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("{addr} is already node {id}, which is up; nothing changed")
     );
 }

@@ -67,6 +67,11 @@ pub struct RaftTuning {
     /// deadline, if sooner, bounds the wait instead
     /// ([`crate::service::deadline`]; docs/operations.md, "Timeouts").
     pub write_timeout_ms: u64,
+    /// A shard nothing has used for this long stops its Raft timers (no
+    /// heartbeats, no election timeouts) until it is used again; its
+    /// followers watch the leader's node instead (`shard::hibernation`).
+    /// 0 keeps every shard awake.
+    pub sleep_after_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -81,6 +86,7 @@ impl Default for RaftTuning {
             max_append_bytes: 4 * 1024 * 1024,
             append_timeout_ms: 1000,
             write_timeout_ms: 5000,
+            sleep_after_ms: 10_000,
         }
     }
 }

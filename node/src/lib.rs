@@ -216,6 +216,7 @@ pub async fn start_with_engine(
     }
     let peers = PeerPool::new();
     let (splits, split_children) = tokio::sync::mpsc::unbounded_channel();
+    let book = Arc::new(shard::peer_beat::PeerBook::new());
     let deps = ReplicaDeps {
         node_id: config.id,
         engine: engine.clone(),
@@ -228,6 +229,7 @@ pub async fn start_with_engine(
         snapshots: snapshot_store(&config)?,
         write_timeout: config.raft.write_timeout(),
         splits,
+        book: book.clone(),
     };
     let host = ShardHost::open(deps).await?;
     let ctx = Arc::new(NodeCtx {
@@ -236,6 +238,7 @@ pub async fn start_with_engine(
         host,
         peers,
         cluster,
+        peer_book: book,
     });
     tracing::info!(
         node = ctx.node_id(),
@@ -298,6 +301,7 @@ pub async fn start_with_engine(
         )),
         tokio::spawn(pd::heartbeat::run(node.ctx.clone())),
         tokio::spawn(pd::duties::run(node.ctx.clone())),
+        tokio::spawn(shard::peer_beat::run(node.ctx.clone())),
     ];
     tracing::info!(node = node.id(), %addr, "node serving");
     Ok(node)

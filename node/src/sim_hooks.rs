@@ -226,6 +226,9 @@ pub enum Bug {
     /// A node never compares what it hosts with the PD's view, so a
     /// replica removed while its node was down stays there for good.
     KeepStaleReplicas,
+    /// A sleeping follower ignores its leader's node going silent: when a
+    /// sleeping shard's leader dies, its followers never campaign.
+    SleepThroughLeaderLoss,
 }
 
 #[cfg(feature = "sim-bugs")]

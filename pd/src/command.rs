@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, PdConfig};
 use crate::ids::{IdKind, IdRange};
-use crate::node::{NodeId, NodeState};
+use crate::node::{AddressProblem, NodeId, NodeState};
 use crate::shard::{Epoch, ShardDescriptor, ShardId, ShardStats};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,16 @@ pub enum Command {
     SetConfig {
         config: PdConfig,
     },
+    /// Registers a node before it starts (`atollctl node add`), so its id
+    /// and labels are known in advance: a fresh address gets a new id and
+    /// the node is `Joining` until it is first heard from (its join,
+    /// registration or heartbeat makes it `Up`). An address a node that is
+    /// not removed already has gets that node's id; a `Joining` one takes
+    /// the labels, if any are given, any other is left as it is.
+    AddNode {
+        address: String,
+        labels: BTreeMap<String, String>,
+    },
 }
 
 /// The states an operator may ask for (`Down` is only ever set by `Tick`).
@@ -95,6 +105,7 @@ pub enum CommandResult {
     ReportSplit(Result<SplitOutcome, SplitError>),
     Tick(Vec<NodeId>),
     SetConfig(Result<(), ConfigError>),
+    AddNode(Result<Added, AddNodeError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +113,16 @@ pub struct Joined {
     pub node: NodeId,
     /// False when the address was already registered (a retried join).
     pub fresh: bool,
+}
+
+/// The node `AddNode` registered, or found at the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Added {
+    pub node: NodeId,
+    /// False when a node with this address was already registered.
+    pub fresh: bool,
+    /// Its state now: `Joining` when fresh.
+    pub state: NodeState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +185,20 @@ pub enum NodeError {
     Unknown(NodeId),
     #[error("node {0} was removed; join it again with a fresh data directory")]
     Removed(NodeId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum AddNodeError {
+    #[error(
+        "bad node address {address:?}: {problem}; give the host:port other nodes \
+         and clients will reach the node at (its --advertise, else --listen), e.g. 10.0.0.4:7101"
+    )]
+    BadAddress {
+        address: String,
+        problem: AddressProblem,
+    },
+    #[error("a label has an empty key; give labels as key=value, e.g. zone=eu-1a")]
+    EmptyLabelKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ pub fn sim_tuning() -> RaftTuning {
         snapshot_after_entries: 100,
         keep_entries_after_snapshot: 20,
         write_timeout_ms: 3000,
+        // Short, so shards fall asleep and wake within a run.
+        sleep_after_ms: 2000,
         ..RaftTuning::default()
     }
 }

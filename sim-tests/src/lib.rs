@@ -16,6 +16,8 @@
 //! - [`moves`]: an operator draining random nodes and setting them Up
 //!   again, so the PD moves replicas away and back.
 //! - [`batch_groups`]: whole-group batches and one-page scans of the group.
+//! - [`sleep`]: quiet shards fall asleep, wake for a write, and elect a new
+//!   leader when their sleeping leader's node dies.
 //! - [`checks`]: one invariant per file — linearizability, one leader per
 //!   term, no lost acknowledged write, replica convergence (data, sessions,
 //!   shard descriptors), no torn scan, liveness, transfers that report
@@ -39,6 +41,7 @@ pub mod moves;
 pub mod nemesis;
 pub mod observer;
 pub mod runner;
+pub mod sleep;
 pub mod splits;
 pub mod transfers;
 pub mod workload;

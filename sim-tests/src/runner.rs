@@ -267,14 +267,24 @@ fn init_logging() {
 
 /// Runs one seed in its own runtime; a panic anywhere is a failure.
 pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
+    let s = scenario.clone();
+    run_seed_with(seed, scenario.bug, move || run(s))
+}
+
+/// Runs the future `make` builds in a fresh runtime seeded with `seed`,
+/// with `bug` set; a panic anywhere is a failure.
+pub fn run_seed_with<T, Fut>(seed: u64, bug: Bug, make: impl FnOnce() -> Fut) -> Result<T, String>
+where
+    Fut: std::future::Future<Output = Result<T, String>> + 'static,
+    T: 'static,
+{
     init_logging();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(900));
-    sim_hooks::set_bug(scenario.bug);
+    sim_hooks::set_bug(bug);
     sim_hooks::reset_applied();
     sim_hooks::set_net_faults(NetFaults::default());
-    let s = scenario.clone();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(run(s))));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(make())));
     sim_hooks::set_bug(Bug::None);
     sim_hooks::set_net_faults(NetFaults::default());
     match result {

@@ -2,7 +2,8 @@
 //! node binary (`$ATOLL_NODE_BIN`, else builds it once per test process
 //! with cargo into this build's target dir, a no-op when fresh), starts
 //! three (or more) nodes that bootstrap one cluster on loopback ports, each with its
-//! own data dir, TOML config and log, and kills them when dropped.
+//! own data dir, TOML config and log, and kills them when dropped; more
+//! nodes can be started later with flags of their own.
 
 #![allow(dead_code)]
 
@@ -16,6 +17,8 @@ pub struct RealCluster {
     dir: tempfile::TempDir,
     pub addrs: Vec<String>,
     children: Vec<Child>,
+    /// Names of the nodes started later ([`RealCluster::start_extra`]).
+    extra: Vec<String>,
 }
 
 impl RealCluster {
@@ -50,6 +53,7 @@ impl RealCluster {
             children.push(spawn_node(
                 binary,
                 &config,
+                &[],
                 &dir.path().join(format!("node{id}.log")),
             ));
         }
@@ -57,7 +61,28 @@ impl RealCluster {
             dir,
             addrs,
             children,
+            extra: Vec::new(),
         }
+    }
+
+    /// Starts one more node, `extra-N`, with `toml` as its config file and
+    /// `flags` after `--config`; `flags` may name its data dir as `<dir>`
+    /// (replaced by a fresh one in the cluster's temp dir). Not one of
+    /// [`Self::addrs`]; killed with the cluster.
+    pub fn start_extra(&mut self, toml: &str, flags: &[&str]) {
+        let name = format!("extra-{}", self.extra.len() + 1);
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("write config");
+        let data = self.dir.path().join(format!("{name}-data"));
+        let data = data.to_str().expect("a UTF-8 temp dir");
+        let flags: Vec<&str> = flags
+            .iter()
+            .map(|f| if *f == "<dir>" { data } else { *f })
+            .collect();
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.children
+            .push(spawn_node(node_binary(), &config, &flags, &log));
+        self.extra.push(name);
     }
 
     /// The `--endpoints` value naming every node.
@@ -68,11 +93,14 @@ impl RealCluster {
     /// The last lines of every node's log, for assertion messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for id in 1..=self.addrs.len() {
-            let log = std::fs::read_to_string(self.dir.path().join(format!("node{id}.log")))
+        let names = (1..=self.addrs.len())
+            .map(|id| format!("node{id}"))
+            .chain(self.extra.iter().cloned());
+        for name in names {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
                 .unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
-            out.push_str(&format!("--- node {id} ---\n"));
+            out.push_str(&format!("--- {name} ---\n"));
             for line in &lines[lines.len().saturating_sub(15)..] {
                 out.push_str(line);
                 out.push('\n');
@@ -91,12 +119,13 @@ impl Drop for RealCluster {
     }
 }
 
-fn spawn_node(binary: &Path, config: &Path, log: &Path) -> Child {
+fn spawn_node(binary: &Path, config: &Path, flags: &[&str], log: &Path) -> Child {
     let out = std::fs::File::create(log).expect("log file");
     let err = out.try_clone().expect("log file");
     Command::new(binary)
         .arg("--config")
         .arg(config)
+        .args(flags)
         .env("RUST_LOG", "info,openraft=warn")
         .stdin(Stdio::null())
         .stdout(out)
@@ -111,6 +140,11 @@ pub fn closed_endpoints(n: usize) -> String {
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     addrs.join(",")
+}
+
+/// A loopback `host:port` nobody listens on yet (for a node to come).
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// A free port no other cluster of this test process was given: tests run

@@ -1,5 +1,7 @@
 //! Every node's heartbeat loop: one node heartbeat (liveness) per interval,
-//! then a report of each shard this node leads. A node the PD does not know
+//! then a report of each shard this node leads whose descriptor or stats
+//! changed since the PD last accepted one ([`super::reported`]), and of the
+//! others every [`super::reported::REFRESH_ROUNDS`] rounds. A node the PD does not know
 //! (a node added with `--join`, or any node before the PD's bootstrap)
 //! registers itself under its id, address and labels.
 
@@ -18,6 +20,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
     let mut removed_said = false;
     let mut missing = crate::shard::missing_replicas::MissingReplicas::default();
     let mut sizes = super::sizes::Sizes::default();
+    let mut reported = super::reported::Reported::default();
     let mut rounds = 0u64;
     loop {
         tokio::time::sleep(every).await;
@@ -34,7 +37,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         if rounds.is_multiple_of(super::stale_replicas::EVERY) && !keep_stale {
             super::stale_replicas::round(&ctx).await;
         }
-        match beat(&ctx, &mut sizes).await {
+        match beat(&ctx, &mut sizes, &mut reported).await {
             Ok(Beat::Removed) if !removed_said => {
                 removed_said = true;
                 tracing::warn!(
@@ -70,7 +73,11 @@ pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, 
     }
 }
 
-async fn beat(ctx: &Arc<NodeCtx>, sizes: &mut super::sizes::Sizes) -> Result<Beat, PdError> {
+async fn beat(
+    ctx: &Arc<NodeCtx>,
+    sizes: &mut super::sizes::Sizes,
+    reported: &mut super::reported::Reported,
+) -> Result<Beat, PdError> {
     let node = ctx.node_id();
     let now = now_ms();
     let (capacity_bytes, used_bytes) = disk_space(&ctx.config.data_dir);
@@ -95,21 +102,31 @@ async fn beat(ctx: &Arc<NodeCtx>, sizes: &mut super::sizes::Sizes) -> Result<Bea
         _ => {}
     }
     let walk = sizes.round();
-    for replica in ctx.host.all() {
+    reported.round();
+    let replicas = ctx.host.all();
+    reported.retain(replicas.iter().map(|r| r.id));
+    for replica in replicas {
         if replica.id == PD_SHARD || !replica.is_leader() {
             continue;
         }
         if walk {
             sizes.refresh(&ctx.engine, &replica).await;
         }
+        let desc = report::descriptor(&replica);
+        let stats = report::stats(&replica, sizes.get(&replica));
+        if !reported.due(&desc, &stats) {
+            continue;
+        }
         let cmd = Command::ShardHeartbeat {
-            report: report::descriptor(&replica),
-            stats: report::stats(&replica, sizes.get(&replica)),
+            report: desc.clone(),
+            stats: stats.clone(),
             now_ms: now,
         };
-        if let CommandResult::ShardHeartbeat(HeartbeatOutcome::Ignored(why)) =
-            command(ctx, cmd).await?
-        {
+        let outcome = command(ctx, cmd).await?;
+        if let CommandResult::ShardHeartbeat(HeartbeatOutcome::Accepted { .. }) = outcome {
+            reported.accepted(desc, stats);
+        }
+        if let CommandResult::ShardHeartbeat(HeartbeatOutcome::Ignored(why)) = outcome {
             tracing::debug!(
                 node,
                 shard = replica.id,

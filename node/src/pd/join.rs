@@ -2,7 +2,9 @@
 //! from the placement driver: `JoinNode` with its address and labels,
 //! proposed on the PD leader through the first join address that answers.
 //! The same address gets the same id again, so a node that stops before it
-//! has stored the id asks again safely. The cluster id comes from the PD's
+//! has stored the id asks again safely, and an address registered ahead
+//! with `atollctl node add` gets the id given then (the join takes the
+//! node from joining to up). The cluster id comes from the PD's
 //! state in the same round, so the node claims its data dir for the right
 //! cluster before any other message arrives.
 

@@ -13,7 +13,8 @@
 //!   PD leader, from any node: locally on the leader, else forwarded (at most
 //!   two hops: any node → a PD member → the PD leader).
 //! - [`heartbeat`]: every node's loop: node liveness, and a report of every
-//!   shard it leads; a node the PD does not know registers itself.
+//!   shard it leads that changed ([`reported`]: what the PD last accepted);
+//!   a node the PD does not know registers itself.
 //! - [`duties`]: what only the PD leader does: registers the initial
 //!   members and the first shard once, marks silent nodes `Down`, and has
 //!   shards past a split threshold split by their leaders;
@@ -32,6 +33,7 @@ pub mod heartbeat;
 pub mod join;
 pub mod operators;
 pub mod report;
+pub mod reported;
 pub mod route;
 pub mod sizes;
 pub mod stale_replicas;
@@ -128,7 +130,8 @@ pub fn with_local_clock(mut cmd: Command) -> Command {
         Command::Bootstrap { .. }
         | Command::SetNodeState { .. }
         | Command::AllocIds { .. }
-        | Command::SetConfig { .. } => {}
+        | Command::SetConfig { .. }
+        | Command::AddNode { .. } => {}
     }
     cmd
 }

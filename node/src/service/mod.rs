@@ -31,6 +31,8 @@ pub struct NodeCtx {
     pub peers: PeerPool,
     /// The cluster this node belongs to; checks messages from other nodes.
     pub cluster: ClusterIdentity,
+    /// Peers' beats, for sleeping shards (`shard::peer_beat`).
+    pub peer_book: Arc<crate::shard::peer_beat::PeerBook>,
 }
 
 impl NodeCtx {

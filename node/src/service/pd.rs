@@ -1,7 +1,8 @@
 //! The `Pd` gRPC service every node serves: `Forward` (internal: a PD
 //! request on its way to the PD leader, see [`crate::pd::route`]) and
-//! `ClusterState` (the PD's view of nodes and shards, for `atollctl`), and
-//! `SetNodeState` (drain, cancel a drain, remove: `atollctl node ...`).
+//! `ClusterState` (the PD's view of nodes and shards, for `atollctl`),
+//! `SetNodeState` (drain, cancel a drain, remove: `atollctl node ...`) and
+//! `AddNode` (register a node before it starts: `atollctl node add`).
 
 use std::sync::Arc;
 
@@ -128,6 +129,38 @@ impl pb::pd_server::Pd for PdService {
         };
         Ok(Response::new(reply))
     }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let req = request.into_inner();
+        let failed = |e: KvError| pb::AddNodeResponse {
+            error: Some(e.to_proto()),
+            ..Default::default()
+        };
+        let cmd = Command::AddNode {
+            address: req.address,
+            labels: req.labels.into_iter().collect(),
+        };
+        let reply = match command(&self.ctx, cmd).await {
+            Ok(CommandResult::AddNode(Ok(added))) => pb::AddNodeResponse {
+                error: None,
+                node_id: added.node,
+                fresh: added.fresh,
+                state: state_name(added.state).into(),
+            },
+            Ok(CommandResult::AddNode(Err(e))) => failed(KvError::InvalidArgument(e.to_string())),
+            Ok(other) => failed(KvError::Unavailable(format!(
+                "internal error: the PD answered {other:?}"
+            ))),
+            Err(e) => pb::AddNodeResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
 }
 
 pub fn state_name(s: NodeState) -> &'static str {
@@ -136,6 +169,7 @@ pub fn state_name(s: NodeState) -> &'static str {
         NodeState::Draining => "draining",
         NodeState::Down => "down",
         NodeState::Removed => "removed",
+        NodeState::Joining => "joining",
     }
 }
 

@@ -2,7 +2,9 @@
 //! shard's Raft, and returns the bincode `Result`. A message from another
 //! cluster is refused before it is decoded ([`crate::cluster::identity`]).
 //! `TimeoutNow` is a leader's request that this replica campaign now, the
-//! last step of a leader transfer ([`crate::shard::transfer`]).
+//! last step of a leader transfer ([`crate::shard::transfer`]). `Beat` is a
+//! peer node's beat for sleeping shards ([`crate::shard::peer_beat`]); any
+//! other message of a shard but a bare heartbeat wakes its replica here.
 //!
 //! A replica created empty to join a running shard refuses log entries
 //! until its first snapshot (`Replica::awaiting_snapshot`): replaying the
@@ -19,6 +21,7 @@
 
 use std::sync::Arc;
 
+use atoll_proto as pb;
 use atoll_proto::raft_server::Raft as RaftApi;
 use atoll_proto::{RaftMessage, TimeoutNowRequest, TimeoutNowResponse};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -87,7 +90,13 @@ impl RaftApi for RaftService {
                 msg.shard_id
             )));
         }
-        reply(msg.shard_id, &replica.raft.append_entries(req).await)
+        let carries_entries = !req.entries.is_empty();
+        let result = replica.raft.append_entries(req).await;
+        // Handled first, so the election timer restarts from this message.
+        if carries_entries {
+            replica.wake("log entries arrived");
+        }
+        reply(msg.shard_id, &result)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -101,7 +110,9 @@ impl RaftApi for RaftService {
             )));
         }
         req.leader_transfer = msg.leader_transfer;
-        reply(msg.shard_id, &replica.raft.vote(req).await)
+        let result = replica.raft.vote(req).await;
+        replica.wake("a candidate asked for a vote");
+        reply(msg.shard_id, &result)
     }
 
     async fn timeout_now(
@@ -121,6 +132,7 @@ impl RaftApi for RaftService {
             term: req.term,
             last_log_index: req.last_log_index,
         };
+        replica.wake("asked to campaign");
         let refused = transfer::campaign(&replica.raft, &ask).await.err();
         if let Some(why) = &refused {
             tracing::info!(
@@ -145,7 +157,19 @@ impl RaftApi for RaftService {
             tracing::info!(node = self.ctx.node_id(), shard = msg.shard_id, "{refusal}");
             return Err(Status::aborted(refusal));
         }
-        reply(msg.shard_id, &replica.raft.install_snapshot(req).await)
+        let result = replica.raft.install_snapshot(req).await;
+        replica.wake("a snapshot arrived");
+        reply(msg.shard_id, &result)
+    }
+
+    async fn beat(
+        &self,
+        request: Request<pb::PeerBeat>,
+    ) -> Result<Response<pb::PeerBeatReply>, Status> {
+        let beat = request.into_inner();
+        self.ctx.cluster.admit(beat.cluster_id, "beat").await?;
+        let sleeping = crate::shard::peer_beat::handle(&self.ctx, &beat);
+        Ok(Response::new(pb::PeerBeatReply { sleeping }))
     }
 }
 

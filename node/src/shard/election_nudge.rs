@@ -10,15 +10,17 @@
 //! freshly drawn random time and starts an election itself. Starting an
 //! election is always safe in Raft; the worst case is a wasted term.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{AsyncRuntime, ServerState};
 use rand::Rng;
 
+use super::hibernation::Sleep;
 use crate::raft::type_config::{Raft, Runtime};
 
 /// Spawns the nudger for `raft`; it ends when the Raft instance shuts down.
-pub fn spawn(raft: Raft, node_id: u64, min: Duration, max: Duration) {
+pub fn spawn(raft: Raft, sleep: Arc<Sleep>, node_id: u64, min: Duration, max: Duration) {
     tokio::spawn(async move {
         let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
@@ -29,6 +31,11 @@ pub fn spawn(raft: Raft, node_id: u64, min: Duration, max: Duration) {
                 )
             };
             tokio::time::sleep(wait).await;
+            if sleep.is_asleep() {
+                // A sleeping replica has a leader; the beats watch over it.
+                leaderless_since = None;
+                continue;
+            }
             let m = raft.metrics().borrow().clone();
             if m.state == ServerState::Shutdown {
                 return;

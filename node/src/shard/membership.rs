@@ -105,6 +105,7 @@ impl Change {
 /// Runs `change` on this node's replica of `shard`, which must lead it.
 pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), KvError> {
     let replica = ctx.replica(shard)?;
+    replica.touch();
     super::split::leader_or_redirect(&replica)?;
     let wait = ctx.config.raft.write_timeout();
     let membership = replica

@@ -9,13 +9,16 @@
 //! [`membership`] runs the steps of a replica move on the shard's leader;
 //! [`removal`] removes a replica and leaves a tombstone;
 //! [`snapshot_refresh`] builds a newer snapshot when a follower refuses a
-//! stale one.
+//! stale one. [`hibernation`] lets quiet shards stop their Raft timers;
+//! [`peer_beat`] is the one node-to-node beat that watches over them.
 
 mod election_nudge;
+pub mod hibernation;
 pub mod host;
 pub mod membership;
 pub mod meta;
 pub mod missing_replicas;
+pub mod peer_beat;
 pub mod proposer;
 pub mod read_index;
 pub mod removal;

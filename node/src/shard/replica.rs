@@ -9,7 +9,9 @@ use std::time::Duration;
 use atoll_proto as pb;
 use openraft::ServerState;
 
+use super::hibernation::Sleep;
 use super::meta::ShardMeta;
+use super::peer_beat::PeerBook;
 use super::proposer::{Paused, Proposer, WriteResult};
 use super::read_index::{ReadIndexResult, ReadIndexer};
 use crate::cluster::ClusterIdentity;
@@ -41,6 +43,10 @@ pub struct Replica {
     /// Created again after a removal from this node (a tombstone was
     /// there); it grants no vote before its first snapshot.
     reincarnated: bool,
+    /// Whether the shard sleeps (its Raft timers stopped), and when it was
+    /// last used ([`super::hibernation`]).
+    pub sleep: Arc<Sleep>,
+    book: Arc<PeerBook>,
 }
 
 /// What a replica needs from its node.
@@ -62,6 +68,9 @@ pub struct ReplicaDeps {
     pub write_timeout: std::time::Duration,
     /// Where applied splits announce their children ([`super::split`]).
     pub splits: crate::state_machine::SplitSink,
+    /// Peers' beats and this node's clock for sleeping shards
+    /// ([`super::peer_beat`]).
+    pub book: Arc<PeerBook>,
 }
 
 impl Replica {
@@ -109,8 +118,10 @@ impl Replica {
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
         super::snapshot_refresh::spawn(raft.clone(), id, stale_snapshot);
+        let sleep = Arc::new(Sleep::new(deps.book.now_ms()));
         super::election_nudge::spawn(
             raft.clone(),
+            sleep.clone(),
             deps.node_id,
             std::time::Duration::from_millis(deps.raft_config.election_timeout_min),
             std::time::Duration::from_millis(deps.raft_config.election_timeout_max),
@@ -127,7 +138,22 @@ impl Replica {
             pd,
             awaiting_snapshot,
             reincarnated,
+            sleep,
+            book: deps.book.clone(),
         })
+    }
+
+    /// The shard is being used: it wakes if it sleeps, and stays awake for
+    /// another quiet period ([`super::hibernation`]).
+    pub fn touch(&self) {
+        self.sleep.touch(&self.raft, self.book.now_ms());
+    }
+
+    /// Wakes the replica if it sleeps (a message of its group arrived).
+    pub fn wake(&self, why: &str) {
+        if self.sleep.is_asleep() {
+            self.sleep.wake(&self.raft, why);
+        }
     }
 
     /// Whether the replica may grant votes: not a new incarnation (the
@@ -167,6 +193,7 @@ impl Replica {
     /// Proposes a write (batched with concurrent ones, see
     /// [`super::proposer`]) and waits until it is applied.
     pub async fn propose(&self, req: crate::command::Request) -> WriteResult {
+        self.touch();
         self.proposer.propose(req).await
     }
 
@@ -179,6 +206,7 @@ impl Replica {
     /// The ReadIndex barrier, shared with concurrent reads (see
     /// [`super::read_index`]).
     pub async fn ensure_linearizable(&self) -> ReadIndexResult {
+        self.touch();
         self.reads.ensure_linearizable().await
     }
 
@@ -257,6 +285,7 @@ impl Replica {
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            asleep: self.sleep.is_asleep(),
         }
     }
 }

@@ -84,6 +84,7 @@ pub async fn split(
     }
     let replica = ctx.replica(shard)?;
     leader_or_redirect(&replica)?;
+    replica.touch();
     let meta = replica.meta();
     let key = match key {
         Some(k) if inside(&meta, &k) => k,

@@ -205,6 +205,7 @@ pub async fn transfer(
     peers: Peers<'_>,
     t: TransferTimeouts,
 ) -> Result<Transferred, TransferError> {
+    replica.touch();
     let m = replica.raft.metrics().borrow().clone();
     let span = tracing::info_span!(
         "transfer",

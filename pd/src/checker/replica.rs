@@ -18,11 +18,15 @@ enum Health {
     Dead,
 }
 
+/// A `Joining` node was never heard from, so nothing of a replica placed
+/// there by hand runs yet: dead, like a `Down` one.
 fn health(state: &PdState, r: &Replica) -> Health {
     match state.node(r.node).map(|n| n.state) {
         Some(NodeState::Up) => Health::Up,
         Some(NodeState::Draining) => Health::Leaving,
-        Some(NodeState::Down) | Some(NodeState::Removed) | None => Health::Dead,
+        Some(NodeState::Down) | Some(NodeState::Removed) | Some(NodeState::Joining) | None => {
+            Health::Dead
+        }
     }
 }
 

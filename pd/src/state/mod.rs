@@ -91,6 +91,9 @@ impl PdState {
                     self.config = config;
                 }))
             }
+            Command::AddNode { address, labels } => {
+                CommandResult::AddNode(self.add_node(address, labels))
+            }
         }
     }
 
@@ -183,6 +186,10 @@ mod tests {
                         role: Role::Voter,
                     }],
                 ),
+            },
+            Command::AddNode {
+                address: "b:1".into(),
+                labels: [("zone".to_string(), "z2".to_string())].into(),
             },
             Command::Tick { now_ms: 100_000 },
         ];

@@ -1,10 +1,15 @@
-//! Node commands: join, heartbeat, drain/remove, and the silence tick.
+//! Node commands: add (ahead of the node's start), join, heartbeat,
+//! drain/remove, and the silence tick. A node added ahead is `Joining`
+//! until it is first heard from (join, registration or heartbeat); it gets
+//! no replicas, counts in no quorum, and is never marked `Down`.
 
 use std::collections::BTreeMap;
 
-use crate::command::{Joined, NodeError, NodeStateChange, NodeTarget, SetNodeStateError};
+use crate::command::{
+    AddNodeError, Added, Joined, NodeError, NodeStateChange, NodeTarget, SetNodeStateError,
+};
 use crate::ids::IdKind;
-use crate::node::{NodeId, NodeInfo, NodeState};
+use crate::node::{check_address, NodeId, NodeInfo, NodeState};
 use crate::state::PdState;
 
 impl PdState {
@@ -14,28 +19,74 @@ impl PdState {
         labels: BTreeMap<String, String>,
         now_ms: u64,
     ) -> Joined {
-        let existing = self
-            .nodes
-            .values_mut()
-            .find(|n| n.address == address && n.state != NodeState::Removed);
-        if let Some(n) = existing {
-            n.labels = labels;
+        if let Some(n) = self.node_at_mut(&address) {
+            if n.state == NodeState::Joining {
+                // Added ahead (`AddNode`): the labels given then stay
+                // unless the node brings its own.
+                if !labels.is_empty() {
+                    n.labels = labels;
+                }
+                n.heard_from(now_ms);
+            } else {
+                n.labels = labels;
+            }
             return Joined {
                 node: n.id,
                 fresh: false,
             };
         }
-        // Node ids are u64 allocated one at a time: overflow is not reachable.
-        let id = self
-            .ids
-            .alloc(IdKind::Node, 1)
-            .map_or(u64::MAX, |r| r.start);
+        let id = self.alloc_node_id();
         self.nodes
             .insert(id, NodeInfo::joined(id, address, labels, now_ms));
         Joined {
             node: id,
             fresh: true,
         }
+    }
+
+    pub(super) fn add_node(
+        &mut self,
+        address: String,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Added, AddNodeError> {
+        check_address(&address).map_err(|problem| AddNodeError::BadAddress {
+            address: address.clone(),
+            problem,
+        })?;
+        if labels.keys().any(String::is_empty) {
+            return Err(AddNodeError::EmptyLabelKey);
+        }
+        if let Some(n) = self.node_at_mut(&address) {
+            if n.state == NodeState::Joining && !labels.is_empty() {
+                n.labels = labels;
+            }
+            return Ok(Added {
+                node: n.id,
+                fresh: false,
+                state: n.state,
+            });
+        }
+        let id = self.alloc_node_id();
+        self.nodes.insert(id, NodeInfo::added(id, address, labels));
+        Ok(Added {
+            node: id,
+            fresh: true,
+            state: NodeState::Joining,
+        })
+    }
+
+    /// The node that is not removed with this address.
+    fn node_at_mut(&mut self, address: &str) -> Option<&mut NodeInfo> {
+        self.nodes
+            .values_mut()
+            .find(|n| n.address == address && n.state != NodeState::Removed)
+    }
+
+    fn alloc_node_id(&mut self) -> NodeId {
+        // Node ids are u64 allocated one at a time: overflow is not reachable.
+        self.ids
+            .alloc(IdKind::Node, 1)
+            .map_or(u64::MAX, |r| r.start)
     }
 
     pub(super) fn register_node(
@@ -53,6 +104,9 @@ impl PdState {
             n.address = address;
             if !labels.is_empty() {
                 n.labels = labels;
+            }
+            if n.state == NodeState::Joining {
+                n.heard_from(now_ms);
             }
             return Ok(Joined {
                 node: id,
@@ -78,15 +132,11 @@ impl PdState {
         if n.state == NodeState::Removed {
             return Err(NodeError::Removed(id));
         }
-        n.last_heartbeat_ms = n.last_heartbeat_ms.max(now_ms);
+        n.heard_from(now_ms);
         n.capacity_bytes = capacity_bytes;
         n.used_bytes = used_bytes;
         if n.state == NodeState::Down {
-            n.state = if n.draining {
-                NodeState::Draining
-            } else {
-                NodeState::Up
-            };
+            n.state = n.state_when_alive();
         }
         Ok(n.state)
     }
@@ -172,11 +222,15 @@ impl PdState {
 #[cfg(test)]
 mod tests {
     use crate::command::{
-        Command, CommandResult, Joined, NodeError, NodeStateChange, NodeTarget, SetNodeStateError,
+        AddNodeError, Added, Command, CommandResult, Joined, NodeError, NodeStateChange,
+        NodeTarget, SetNodeStateError,
     };
     use crate::config::PdConfig;
-    use crate::node::NodeState;
-    use crate::shard::{Replica, Role, ShardDescriptor};
+    use crate::ids::{IdKind, IdPool};
+    use crate::node::{AddressProblem, NodeState};
+    use crate::operator::{OperatorSet, Step};
+    use crate::scheduler::{Round, Scheduler};
+    use crate::shard::{Replica, Role, ShardDescriptor, ShardStats};
     use crate::state::PdState;
 
     fn join(s: &mut PdState, addr: &str, now: u64) -> Joined {
@@ -371,6 +425,237 @@ mod tests {
         assert_eq!(
             r,
             CommandResult::SetNodeState(Err(NodeError::Removed(3).into()))
+        );
+    }
+
+    fn add(s: &mut PdState, addr: &str, labels: &[(&str, &str)]) -> CommandResult {
+        s.apply(Command::AddNode {
+            address: addr.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    fn added(r: CommandResult) -> Added {
+        match r {
+            CommandResult::AddNode(Ok(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn heartbeat(s: &mut PdState, node: u64, now: u64) -> CommandResult {
+        s.apply(Command::NodeHeartbeat {
+            node,
+            now_ms: now,
+            capacity_bytes: 0,
+            used_bytes: 0,
+        })
+    }
+
+    #[test]
+    fn an_added_node_is_joining_until_its_first_heartbeat_brings_it_up() {
+        let mut s = three_node_cluster();
+        let a = added(add(&mut s, "d:1", &[("zone", "z9")]));
+        assert_eq!(
+            a,
+            Added {
+                node: 4,
+                fresh: true,
+                state: NodeState::Joining
+            }
+        );
+        let n = s.node(4).expect("node 4");
+        assert_eq!(n.state, NodeState::Joining);
+        assert_eq!(n.zone(), Some("z9"));
+        assert_eq!(n.last_heartbeat_ms, 0, "never heard from");
+        assert!(!n.is_up() && !n.is_alive());
+
+        assert_eq!(
+            heartbeat(&mut s, 4, 50),
+            CommandResult::NodeHeartbeat(Ok(NodeState::Up))
+        );
+        let n = s.node(4).expect("node 4");
+        assert_eq!((n.state, n.last_heartbeat_ms), (NodeState::Up, 50));
+        assert_eq!(n.zone(), Some("z9"), "the labels stay");
+    }
+
+    #[test]
+    fn adding_an_address_again_gives_the_same_id_and_its_join_too() {
+        let mut s = PdState::new(1, PdConfig::default());
+        assert_eq!(added(add(&mut s, "a:1", &[("zone", "z1")])).node, 1);
+        // Again while joining: same id, the new labels.
+        let again = added(add(&mut s, "a:1", &[("zone", "z2")]));
+        assert_eq!(
+            again,
+            Added {
+                node: 1,
+                fresh: false,
+                state: NodeState::Joining
+            }
+        );
+        assert_eq!(s.node(1).and_then(|n| n.zone()), Some("z2"));
+        // The node starts with `--join` and no labels of its own: it gets
+        // id 1, is up, and keeps the labels it was added with.
+        assert_eq!(
+            join(&mut s, "a:1", 70),
+            Joined {
+                node: 1,
+                fresh: false
+            }
+        );
+        let n = s.node(1).expect("node 1");
+        assert_eq!((n.state, n.last_heartbeat_ms), (NodeState::Up, 70));
+        assert_eq!(n.zone(), Some("z2"));
+        // Adding a running node changes nothing.
+        let up = added(add(&mut s, "a:1", &[("zone", "z3")]));
+        assert_eq!(
+            up,
+            Added {
+                node: 1,
+                fresh: false,
+                state: NodeState::Up
+            }
+        );
+        assert_eq!(s.node(1).and_then(|n| n.zone()), Some("z2"));
+        assert_eq!(join(&mut s, "b:1", 0).node, 2, "ids are shared with joins");
+    }
+
+    #[test]
+    fn a_registration_under_the_added_id_brings_the_node_up() {
+        let mut s = PdState::new(1, PdConfig::default());
+        let a = added(add(&mut s, "a:1", &[("zone", "z1")]));
+        let r = s.apply(Command::RegisterNode {
+            node: a.node,
+            address: "a:1".into(),
+            labels: Default::default(),
+            now_ms: 30,
+        });
+        assert!(matches!(r, CommandResult::RegisterNode(Ok(_))), "{r:?}");
+        let n = s.node(a.node).expect("the node");
+        assert_eq!((n.state, n.last_heartbeat_ms), (NodeState::Up, 30));
+        assert_eq!(n.zone(), Some("z1"));
+    }
+
+    #[test]
+    fn a_joining_node_is_never_marked_down() {
+        let mut s = PdState::new(
+            1,
+            PdConfig {
+                down_after_ms: 100,
+                ..PdConfig::default()
+            },
+        );
+        join(&mut s, "a:1", 0);
+        added(add(&mut s, "b:1", &[]));
+        assert_eq!(
+            s.apply(Command::Tick { now_ms: 1_000_000 }),
+            CommandResult::Tick(vec![1])
+        );
+        assert_eq!(s.node(2).map(|n| n.state), Some(NodeState::Joining));
+        // Once up, silence takes it down as any other node.
+        heartbeat(&mut s, 2, 1_000_000);
+        assert_eq!(
+            s.apply(Command::Tick { now_ms: 1_000_100 }),
+            CommandResult::Tick(vec![2])
+        );
+    }
+
+    #[test]
+    fn a_joining_node_is_removed_without_force_and_its_address_may_be_added_again() {
+        let mut s = three_node_cluster();
+        added(add(&mut s, "d:1", &[]));
+        assert_eq!(
+            set(&mut s, 4, NodeTarget::Removed, false),
+            CommandResult::SetNodeState(Ok(NodeStateChange {
+                from: NodeState::Joining,
+                to: NodeState::Removed
+            }))
+        );
+        assert_eq!(
+            heartbeat(&mut s, 4, 10),
+            CommandResult::NodeHeartbeat(Err(NodeError::Removed(4)))
+        );
+        assert_eq!(added(add(&mut s, "d:1", &[])).node, 5);
+    }
+
+    #[test]
+    fn a_joining_node_drained_before_it_starts_comes_up_draining() {
+        let mut s = PdState::new(1, PdConfig::default());
+        added(add(&mut s, "a:1", &[]));
+        assert_eq!(
+            set(&mut s, 1, NodeTarget::Draining, false),
+            CommandResult::SetNodeState(Ok(NodeStateChange {
+                from: NodeState::Joining,
+                to: NodeState::Joining
+            }))
+        );
+        assert_eq!(
+            heartbeat(&mut s, 1, 10),
+            CommandResult::NodeHeartbeat(Ok(NodeState::Draining))
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_empty_label_keys_are_refused_without_using_an_id() {
+        let mut s = PdState::new(1, PdConfig::default());
+        assert_eq!(
+            add(&mut s, "10.0.0.4", &[]),
+            CommandResult::AddNode(Err(AddNodeError::BadAddress {
+                address: "10.0.0.4".into(),
+                problem: AddressProblem::NoPort
+            }))
+        );
+        assert_eq!(
+            add(&mut s, "0.0.0.0:7101", &[]),
+            CommandResult::AddNode(Err(AddNodeError::BadAddress {
+                address: "0.0.0.0:7101".into(),
+                problem: AddressProblem::Wildcard
+            }))
+        );
+        assert_eq!(
+            add(&mut s, "a:1", &[("", "x")]),
+            CommandResult::AddNode(Err(AddNodeError::EmptyLabelKey))
+        );
+        assert_eq!(s.nodes().count(), 0);
+        assert_eq!(join(&mut s, "a:1", 0).node, 1);
+    }
+
+    /// Three nodes, shard 1 on them with a leader on node 1, and node 4
+    /// added (joining). Node 2 drains: its replica has nowhere to go until
+    /// node 4 starts.
+    #[test]
+    fn the_scheduler_places_no_replica_on_a_joining_node() {
+        let mut s = three_node_cluster();
+        let mut report = s.shard(1).expect("shard 1").desc.clone();
+        report.leader = Some(1);
+        report.term = 1;
+        s.apply(Command::ShardHeartbeat {
+            report,
+            stats: ShardStats::default(),
+            now_ms: 10,
+        });
+        added(add(&mut s, "d:1", &[]));
+        set(&mut s, 2, NodeTarget::Draining, false);
+        let mut ids = IdPool::default();
+        if let CommandResult::AllocIds(Ok(range)) = s.apply(Command::AllocIds {
+            kind: IdKind::Replica,
+            count: 100,
+        }) {
+            ids.refill(IdKind::Replica, range);
+        }
+        let mut ops = OperatorSet::new();
+        let round = Scheduler::default().run(&s, &mut ops, &mut ids, 20);
+        assert_eq!(round, Round::default(), "nothing may go to node 4 yet");
+
+        heartbeat(&mut s, 4, 30);
+        Scheduler::default().run(&s, &mut ops, &mut ids, 40);
+        let op = ops.get(1).expect("an operator for shard 1");
+        assert!(
+            matches!(op.steps(), [Step::AddLearner { node: 4, .. }, ..]),
+            "{:?}",
+            op.steps()
         );
     }
 

@@ -3,7 +3,7 @@
 //! `main.rs` parses the command line (clap) and maps errors to exit codes;
 //! `cmd/kv.rs` runs the key-value commands, `cmd/txn.rs` transactions,
 //! `cmd/admin.rs` the operator commands, `cmd/shard.rs` the commands on one
-//! shard (transfer-leader, split), `cmd/node.rs` those on one node (drain,
+//! shard (transfer-leader, split), `cmd/node.rs` those on one node (add, drain,
 //! up, remove), `cmd/cluster.rs` the placement driver's view (`cluster status`,
 //! `shards`); `output.rs` renders results as text, tables or JSON
 //! (`output/cluster.rs` that view).

@@ -89,7 +89,11 @@ impl Printer {
                             status.node_id.to_string(),
                             status.addr.clone(),
                             s.shard.as_ref().map_or("?".into(), |d| d.id.to_string()),
-                            s.role.clone(),
+                            if s.asleep {
+                                format!("{} (asleep)", s.role)
+                            } else {
+                                s.role.clone()
+                            },
                             s.term.to_string(),
                             s.leader_id.map_or("-".into(), |l| l.to_string()),
                             s.last_log_index.to_string(),
@@ -128,6 +132,7 @@ impl Printer {
                     "last_applied": s.last_applied,
                     "snapshot_index": s.snapshot_index,
                     "purged_index": s.purged_index,
+                    "asleep": s.asleep,
                 })
             })
             .collect();

@@ -100,7 +100,7 @@ pub enum Command {
     /// Commands on one shard (transfer-leader, split).
     #[command(subcommand)]
     Shard(shard::ShardCommand),
-    /// Commands on one node (drain, up, remove), through the placement
+    /// Commands on one node (add, drain, up, remove), through the placement
     /// driver.
     #[command(subcommand)]
     Node(node::NodeCommand),

@@ -1,22 +1,32 @@
 //! Commands on one node, through the placement driver: `atollctl node
-//! drain`, `node up` (cancel a drain) and `node remove`. A drain moves
-//! every replica off the node (the PD's operators add a replica elsewhere,
-//! then remove the node's); `--wait` follows it with a progress bar until
-//! the node holds none.
+//! add` (register a node before it starts), `node drain`, `node up`
+//! (cancel a drain) and `node remove`. A drain moves every replica off the
+//! node (the PD's operators add a replica elsewhere, then remove the
+//! node's); `--wait` follows it with a progress bar until the node holds
+//! none.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use atoll_client::admin::{cluster_state, set_node_state, NodeStateChange, NodeTarget};
+use atoll_client::admin::{
+    add_node, cluster_state, set_node_state, AddedNode, NodeStateChange, NodeTarget,
+};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Context, Failed};
+use super::{Context, Failed, Usage};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// Register a node before it starts, as `etcdctl member add` does: the
+    /// placement driver gives it its id now and keeps its labels. It is
+    /// `joining`, with no replicas, until it starts with `--join` and the
+    /// address ADDR; it then gets this id and is `up`. Prints the command
+    /// that starts it. An address already registered gets its id again.
+    Add(AddArgs),
     /// Move every replica off NODE_ID, then keep it empty. The placement
     /// driver adds a replica on another Up node before it removes the
     /// node's (so a 3-replica shard needs a 4th node), moving leadership
@@ -31,6 +41,27 @@ pub enum NodeCommand {
     /// node's id is never used again; to bring the machine back, start it
     /// with an empty data directory and --join.
     Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The host:port the node will be reached at (its --advertise, else
+    /// its --listen), e.g. 10.0.0.4:7101.
+    pub addr: String,
+    /// A label, KEY=VALUE (e.g. zone=eu-1a: replicas of a shard are spread
+    /// over zones); repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// Parses `key=value`; the key may not be empty.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("{text:?}: expected KEY=VALUE, e.g. zone=eu-1a")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +95,7 @@ pub struct RemoveArgs {
 
 pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
+        NodeCommand::Add(args) => add(args, ctx).await,
         NodeCommand::Drain(args) => drain(args, ctx).await,
         NodeCommand::Up(args) => set(ctx, args.node_id, NodeTarget::Up, false)
             .await
@@ -90,6 +122,58 @@ fn report(ctx: &Context, c: &NodeStateChange, what: &str) -> anyhow::Result<()> 
     ctx.out.done(
         doc,
         &format!("node {}: {} -> {}; it {what}", c.node, c.from, c.to),
+    )
+}
+
+async fn add(args: AddArgs, ctx: &Context) -> anyhow::Result<()> {
+    let mut labels = BTreeMap::new();
+    for (key, value) in args.labels {
+        if labels.contains_key(&key) {
+            return Err(Usage(format!("label {key:?} is given twice")).into());
+        }
+        labels.insert(key, value);
+    }
+    let added = add_node(&ctx.endpoints, ctx.timeout, &args.addr, &labels)
+        .await
+        .with_context(|| format!("cannot add a node at {}", args.addr))?;
+    let start = (added.state == "joining").then(|| start_command(&added, &ctx.endpoints));
+    let doc = json!({
+        "ok": true,
+        "node_id": added.node,
+        "addr": added.address,
+        "fresh": added.fresh,
+        "state": added.state,
+        "start_command": start,
+    });
+    ctx.out.done(doc, &added_text(&added, start.as_deref()))
+}
+
+/// What `node add` says: the id, whether it was new, and what to do next.
+fn added_text(added: &AddedNode, start: Option<&str>) -> String {
+    let (id, addr) = (added.node, &added.address);
+    let first = if added.fresh {
+        format!("node {id} added at {addr}: joining, it gets no replicas until it starts")
+    } else if start.is_some() {
+        format!("{addr} is already node {id}: joining, not started yet")
+    } else {
+        format!(
+            "{addr} is already node {id}, which is {}; nothing changed",
+            added.state
+        )
+    };
+    match start {
+        Some(command) => format!("{first}\nstart it with an empty data dir: {command}"),
+        None => first,
+    }
+}
+
+/// The `atoll-node` command line that starts an added node: it joins
+/// through `endpoints`, and the PD knows it by its address.
+fn start_command(added: &AddedNode, endpoints: &[String]) -> String {
+    format!(
+        "atoll-node --listen {} --join {} --data-dir <dir>",
+        added.address,
+        endpoints.join(",")
     )
 }
 
@@ -159,5 +243,56 @@ async fn wait_empty(ctx: &Context, node: u64, limit: Duration) -> anyhow::Result
             .into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn added(fresh: bool, state: &str) -> AddedNode {
+        AddedNode {
+            node: 4,
+            address: "10.0.0.4:7101".into(),
+            fresh,
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn labels_parse_as_key_equals_value() {
+        assert_eq!(
+            parse_label("zone=eu-1a"),
+            Ok(("zone".to_string(), "eu-1a".to_string()))
+        );
+        assert_eq!(
+            parse_label("rack="),
+            Ok(("rack".to_string(), String::new()))
+        );
+        assert!(parse_label("zone").is_err());
+        assert!(parse_label("=eu-1a").is_err());
+    }
+
+    #[test]
+    fn an_added_node_is_told_how_to_start() {
+        let endpoints = ["10.0.0.1:7101".to_string(), "10.0.0.2:7101".to_string()];
+        let start = start_command(&added(true, "joining"), &endpoints);
+        assert_eq!(
+            start,
+            "atoll-node --listen 10.0.0.4:7101 --join 10.0.0.1:7101,10.0.0.2:7101 --data-dir <dir>"
+        );
+        assert_eq!(
+            added_text(&added(true, "joining"), Some(&start)),
+            format!(
+                "node 4 added at 10.0.0.4:7101: joining, it gets no replicas until it starts\n\
+                 start it with an empty data dir: {start}"
+            )
+        );
+        assert!(added_text(&added(false, "joining"), Some(&start))
+            .starts_with("10.0.0.4:7101 is already node 4: joining, not started yet\n"));
+        assert_eq!(
+            added_text(&added(false, "up"), None),
+            "10.0.0.4:7101 is already node 4, which is up; nothing changed"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Rendering the placement driver's view: `cluster status` (a header and
 //! the node table) and `shards` (the shard table), as text or JSON.
 //! Unmeasured sizes (0) print as "-"; heartbeat ages are taken against the
-//! PD leader's clock (`now_ms` of the answer), never the local one.
+//! PD leader's clock (`now_ms` of the answer), never the local one; a
+//! node that never heartbeated (joining) shows "never" (`null` in JSON).
 
 use atoll_client::{ClusterState, NodeInfo, ReplicaInfo, ReplicaRole, ShardInfo};
 use serde_json::{json, Value};
@@ -153,7 +154,10 @@ fn header_text(state: &ClusterState) -> String {
 }
 
 fn node_row(state: &ClusterState, node: &NodeInfo) -> Vec<String> {
-    let age = state.heartbeat_age(node).as_millis() as u64;
+    let heartbeat = match state.heartbeat_age(node) {
+        Some(age) => format!("{} ago", span(age.as_millis() as u64)),
+        None => "never".into(),
+    };
     vec![
         node.id.to_string(),
         node.addr.clone(),
@@ -161,7 +165,7 @@ fn node_row(state: &ClusterState, node: &NodeInfo) -> Vec<String> {
         node.zone().unwrap_or("-").to_string(),
         node.replicas.to_string(),
         node.leaders.to_string(),
-        format!("{} ago", span(age)),
+        heartbeat,
         size(node.capacity_bytes),
         size(node.used_bytes),
     ]
@@ -179,7 +183,7 @@ fn cluster_status_json(state: &ClusterState) -> Value {
                 "labels": n.labels,
                 "zone": n.zone(),
                 "last_heartbeat_ms": n.last_heartbeat_ms,
-                "heartbeat_age_ms": state.heartbeat_age(n).as_millis() as u64,
+                "heartbeat_age_ms": state.heartbeat_age(n).map(|age| age.as_millis() as u64),
                 "capacity_bytes": n.capacity_bytes,
                 "used_bytes": n.used_bytes,
                 "replicas": n.replicas,
@@ -330,6 +334,7 @@ mod tests {
             nodes: vec![
                 node(1, NodeState::Up, Some("a"), 99_600),
                 node(12, NodeState::Down, None, 25_000),
+                node(13, NodeState::Joining, Some("z9"), 0),
             ],
             shards: vec![shard(1, b"", b"m", Some(1)), shard(2, b"m", b"", None)],
         }
@@ -345,9 +350,10 @@ PD leader:          node 2
 replication factor: 3
 down after:         30.0s of silence
 
-ID  ADDRESS         STATE  ZONE  REPLICAS  LEADERS  LAST HEARTBEAT  CAPACITY  USED
-1   10.0.0.1:7101   up     a     1         1        0.4s ago        -         -
-12  10.0.0.12:7101  down   -     1         0        1m15s ago       -         -
+ID  ADDRESS         STATE    ZONE  REPLICAS  LEADERS  LAST HEARTBEAT  CAPACITY  USED
+1   10.0.0.1:7101   up       a     1         1        0.4s ago        -         -
+12  10.0.0.12:7101  down     -     1         0        1m15s ago       -         -
+13  10.0.0.13:7101  joining  z9    1         0        never           -         -
 "
         );
     }
@@ -429,6 +435,8 @@ ID  START  END   VERSION  CONF_VER  REPLICAS  LEADER  TERM  SIZE  KEYS
         assert_eq!(doc["nodes"][0]["heartbeat_age_ms"], 400);
         assert_eq!(doc["nodes"][1]["state"], "down");
         assert!(doc["nodes"][1]["zone"].is_null());
+        assert_eq!(doc["nodes"][2]["state"], "joining");
+        assert!(doc["nodes"][2]["heartbeat_age_ms"].is_null(), "never");
 
         let doc = TEXT.shards_json(&state());
         assert_eq!(doc["shards"][0]["start"], "");
