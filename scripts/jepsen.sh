@@ -2,7 +2,9 @@
 # Jepsen-style tests of Atoll on real processes (jepsen/ crate, binary atoll-jepsen).
 #
 #   scripts/jepsen.sh --nemesis kill,partition --workload register --time 300
-#   scripts/jepsen.sh --smoke        # ~2 min: several nemeses and workloads (CI runs this)
+#   scripts/jepsen.sh --nemesis membership --workload register,bank --time 60
+#   scripts/jepsen.sh --smoke        # ~2 min: several nemeses and workloads (CI runs this;
+#                                    # not membership: jepsen/tests/membership.rs covers it)
 #   scripts/jepsen.sh --broken-modes # ~2.5 min: the harness must catch each broken node mode
 #   scripts/jepsen.sh --setup        # only install the system tools it needs
 #   scripts/jepsen.sh --cleanup      # remove namespaces left by a killed run

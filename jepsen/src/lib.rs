@@ -21,7 +21,7 @@
 //! - `control`: N `atoll-node` processes in network namespaces (or on loopback): start,
 //!   stop, kill -9, restart, pause, resume, partitions, netem, power cuts; all removed on drop.
 //! - `nemesis`: the fault scheduler and its windows (`kill`, `pause`, `partition`, `netem`,
-//!   `power`).
+//!   `power`, `transfer`, `split`, `membership`).
 //! - `workload`: recorded clients (`register`, `set`, `append`, `bank`).
 //! - `report`: the run directory: history, verdicts, node logs, HTML page with SVG plots.
 //! - `runner`: one run start to end; binary `atoll-jepsen` (`scripts/jepsen.sh`).

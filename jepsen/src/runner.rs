@@ -208,16 +208,24 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         let cluster = Arc::clone(&cluster);
         let stop = Arc::clone(&stop_nemesis);
         let handle = rt.handle().clone();
-        let eps = endpoints.clone();
         let (schedule, seed) = (cfg.schedule, cfg.seed);
         std::thread::spawn(move || {
-            let leader = || handle.block_on(status::leader(&eps));
-            let transfer = |target| handle.block_on(status::transfer_leader(&eps, target));
-            let split = |key: &[u8]| handle.block_on(status::split_at(&eps, key));
+            // The members of the moment: with `membership`, nodes come and go.
+            let eps = || lock(&cluster).endpoints();
+            let leader = || handle.block_on(status::leader(&eps()));
+            let transfer = |target| handle.block_on(status::transfer_leader(&eps(), target));
+            let split = |key: &[u8]| handle.block_on(status::split_at(&eps(), key));
+            let add_node = |addr: &str| handle.block_on(status::add_node(&eps(), addr));
+            let set_node =
+                |node, target| handle.block_on(status::set_node_state(&eps(), node, target));
+            let pd_nodes = || handle.block_on(status::pd_nodes(&eps()));
             let probes = nemesis::Probes {
                 leader: &leader,
                 transfer: &transfer,
                 split: &split,
+                add_node: &add_node,
+                set_node: &set_node,
+                pd_nodes: &pd_nodes,
             };
             nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &probes)
         })
@@ -234,7 +242,8 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
     let windows = nemesis_thread.join().unwrap_or_default();
     // Healed: give the cluster a leader and the clients a few calm seconds.
     if !interrupt.is_set() {
-        if wait_leader(&rt, &endpoints, Duration::from_secs(20)).is_none() {
+        let members = lock(&cluster).endpoints();
+        if wait_leader(&rt, &members, Duration::from_secs(20)).is_none() {
             notes.push("no leader within 20 s after the faults healed".into());
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -250,6 +259,14 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         rt.block_on(workload::final_reads(cfg.workload, &ctx))?
     };
     let seconds = clock.now() as f64 / 1e9;
+    if cfg.nemeses.contains(&NemesisKind::Membership) {
+        let c = lock(&cluster);
+        notes.push(format!(
+            "membership: members at the end {:?}; removed during the run {:?}",
+            c.ids(),
+            c.retired_ids()
+        ));
+    }
     // Stop the nodes before checking: the logs are complete and the CPU is the checker's.
     lock(&cluster).shutdown();
     drop(cluster);

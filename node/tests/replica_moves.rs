@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use atoll_client::admin::{cluster_state, on_leader, set_node_state, NodeTarget};
+use atoll_client::admin::{cluster_state, set_node_state, NodeTarget};
 use atoll_client::{Client, ClientConfig, ClusterState, NodeState, ReplicaRole};
 use support::load::{read_all, Load};
 use support::Cluster;
@@ -47,24 +47,7 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
     .await;
     // Two data shards, so the drain moves more than one.
     c.wait_leader(1, SECS(20)).await;
-    let mut tries = 0;
-    loop {
-        let r = on_leader(&c.endpoints(), SECS(10), |admin| async move {
-            admin.split_shard(1, Some(b"m")).await
-        })
-        .await;
-        match r {
-            Ok(_) => break,
-            Err(e)
-                if tries < 50
-                    && (e.to_string().contains("retry") || e.to_string().contains("leader")) =>
-            {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("split of shard 1: {e}\n{}", c.logs()),
-        }
-    }
+    support::split_retrying(&c, 1, b"m").await;
 
     let load = Load::start(c.endpoints(), WRITERS).await;
     let tally = load.tally.clone();

@@ -1,6 +1,8 @@
 //! Cluster control: N real `atoll-node` processes, each with its own data dir and log file, in
 //! its own network namespace (or on loopback where namespaces cannot be made), and the faults
-//! the nemeses need: kill -9, stop, restart, pause/resume, partitions, netem, power cuts.
+//! the nemeses need: kill -9, stop, restart, pause/resume, partitions, netem, power cuts; and
+//! for the `membership` nemesis, nodes that join later ([`Cluster::add_node`]) and nodes
+//! taken out ([`Cluster::retire`]).
 //!
 //! - [`net`]: namespaces, veths and the bridge ([`net::Network`]), or the loopback fallback.
 //! - [`process`]: one node process ([`process::NodeProc`]) and its signals.
@@ -19,7 +21,7 @@ pub mod process;
 pub(crate) mod shell;
 pub mod status;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +57,8 @@ pub enum ControlError {
     NoFirewall,
     #[error("power cuts need the nodes' data dirs on the lazyfs layer (mount failed: {0})")]
     NoLazyFs(String),
+    #[error("node {id} cannot join at {addr}: {why}")]
+    CannotAdd { id: u64, addr: String, why: String },
 }
 
 /// How to build a cluster.
@@ -75,15 +79,24 @@ pub struct ClusterOptions {
     pub node_args: Vec<String>,
 }
 
-/// A running cluster. Node ids are `1..=n`.
+/// A running cluster. Node ids are `1..=n` at the start; nodes added later get the ids the
+/// placement driver gives them (`n + 1`, `n + 2`, ...: it never reuses one).
 pub struct Cluster {
+    /// The members: started, and not taken out.
     nodes: Vec<NodeProc>,
-    layers: Vec<Option<LazyMount>>,
+    /// Nodes taken out of the cluster ([`Cluster::retire`]): stopped, kept until the end
+    /// (their logs are in the report; their namespaces and data go with the rest).
+    retired: Vec<NodeProc>,
+    /// By node id; `None` where the layer could not be mounted (or was not asked for).
+    layers: BTreeMap<u64, Option<LazyMount>>,
     network: Option<Network>,
     mode: NetMode,
     firewall: Option<Firewall>,
-    work_dir: PathBuf,
+    opts: ClusterOptions,
     lazyfs_error: Option<String>,
+    /// The highest node id this cluster has used (also by an [`Cluster::add_node`] that
+    /// failed half-way: its namespace may exist, and the placement driver has the id).
+    last_id: u64,
 }
 
 impl Cluster {
@@ -95,7 +108,8 @@ impl Cluster {
         let (network, mode) = Self::network(opts);
         let mut cluster = Cluster {
             nodes: Vec::new(),
-            layers: Vec::new(),
+            retired: Vec::new(),
+            layers: BTreeMap::new(),
             network,
             firewall: if mode.is_namespaced() {
                 Firewall::detect()
@@ -103,8 +117,9 @@ impl Cluster {
                 None
             },
             mode,
-            work_dir: opts.work_dir.clone(),
+            opts: opts.clone(),
             lazyfs_error: None,
+            last_id: opts.nodes,
         };
         let addrs = addresses(opts.nodes, &cluster.mode);
         let initial = addrs
@@ -115,50 +130,139 @@ impl Cluster {
             .join(",");
         for (i, addr) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
-            let data_dir = opts.work_dir.join(format!("data{id}"));
-            mkdir(&data_dir)?;
-            let layer = if opts.lazyfs && cluster.lazyfs_error.is_none() {
-                let backing = opts.work_dir.join(format!("backing{id}"));
-                mkdir(&backing)?;
-                match LazyMount::mount(&backing, &data_dir) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        eprintln!("atoll-jepsen: lazyfs cannot be mounted ({e}); power cuts are unavailable");
-                        cluster.lazyfs_error = Some(e.to_string());
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            cluster.layers.push(layer);
-            let spec = NodeSpec {
-                id,
-                addr: addr.clone(),
-                data_dir: data_dir.clone(),
-                log: opts.log_dir.join(format!("n{id}.log")),
-                namespace: cluster.mode.is_namespaced().then(|| net::namespace(id)),
-                binary: opts.binary.clone(),
-                args: [
-                    "--id".into(),
-                    id.to_string(),
-                    "--data-dir".into(),
-                    data_dir.to_string_lossy().into_owned(),
-                    "--listen".into(),
-                    addr.clone(),
-                    "--initial-cluster".into(),
-                    initial.clone(),
-                ]
+            let start = ["--id".into(), id.to_string()]
                 .into_iter()
-                .chain(opts.node_args.iter().cloned())
-                .collect(),
-            };
-            cluster.nodes.push(NodeProc::new(spec));
+                .chain(["--initial-cluster".into(), initial.clone()]);
+            let node = cluster.node_proc(id, addr, start)?;
+            cluster.nodes.push(node);
         }
         for n in &mut cluster.nodes {
             n.start()?;
         }
         Ok(cluster)
+    }
+
+    /// Node `id`'s data dir (on a lazyfs layer if the options ask for one) and the process
+    /// that runs it at `addr` with `start` (how it finds the cluster) and the options' args.
+    fn node_proc(
+        &mut self,
+        id: u64,
+        addr: &str,
+        start: impl Iterator<Item = String>,
+    ) -> Result<NodeProc, ControlError> {
+        let data_dir = self.opts.work_dir.join(format!("data{id}"));
+        mkdir(&data_dir)?;
+        let layer = if self.opts.lazyfs && self.lazyfs_error.is_none() {
+            let backing = self.opts.work_dir.join(format!("backing{id}"));
+            mkdir(&backing)?;
+            match LazyMount::mount(&backing, &data_dir) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "atoll-jepsen: lazyfs cannot be mounted ({e}); power cuts are unavailable"
+                    );
+                    self.lazyfs_error = Some(e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.layers.insert(id, layer);
+        let args = [
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+            "--listen".into(),
+            addr.to_string(),
+        ]
+        .into_iter()
+        .chain(start)
+        .chain(self.opts.node_args.iter().cloned())
+        .collect();
+        Ok(NodeProc::new(NodeSpec {
+            id,
+            addr: addr.to_string(),
+            data_dir,
+            log: self.opts.log_dir.join(format!("n{id}.log")),
+            namespace: self.mode.is_namespaced().then(|| net::namespace(id)),
+            binary: self.opts.binary.clone(),
+            args,
+        }))
+    }
+
+    /// The id and address the next added node should have: one past every id this cluster
+    /// has used, at that id's address (a fresh loopback port off namespaces). The placement
+    /// driver gives out ids the same way, so registering the address there (`atollctl node
+    /// add`) returns this id.
+    pub fn next_node(&self) -> (u64, String) {
+        let id = self.last_id + 1;
+        let addr = match self.mode {
+            NetMode::Namespaces => format!("{}:{NODE_PORT}", net::node_ip(id)),
+            NetMode::Loopback { .. } => format!("127.0.0.1:{}", free_port()),
+        };
+        (id, addr)
+    }
+
+    /// Starts node `id` at `addr` (from [`Cluster::next_node`], registered with the
+    /// placement driver under `id`) in a namespace of its own, like the others, with
+    /// `--join join`: it learns its id from the placement driver by its address. Its
+    /// namespace, data dir and log are cleaned up with the rest.
+    pub fn add_node(&mut self, id: u64, addr: &str, join: &[String]) -> Result<(), ControlError> {
+        let cannot = |why: String| ControlError::CannotAdd {
+            id,
+            addr: addr.to_string(),
+            why,
+        };
+        if id <= self.last_id {
+            return Err(cannot(format!(
+                "ids up to {} are taken (the placement driver gave an id the harness did not expect)",
+                self.last_id
+            )));
+        }
+        self.last_id = id;
+        if self.mode.is_namespaced() {
+            let expected = format!("{}:{NODE_PORT}", net::node_ip(id));
+            if addr != expected {
+                return Err(cannot(format!(
+                    "in namespaces node {id} must be at {expected} (the placement driver gave an id the harness did not expect)"
+                )));
+            }
+            match self.network.as_mut() {
+                Some(network) => network.add(id)?,
+                None => return Err(cannot("no network to add a namespace to".into())),
+            }
+        }
+        let start = ["--join".into(), join.join(",")].into_iter();
+        let mut node = self.node_proc(id, addr, start)?;
+        match node.start() {
+            Ok(()) => {
+                self.nodes.push(node);
+                Ok(())
+            }
+            Err(e) => {
+                self.retired.push(node);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes node `id` out: a graceful stop, and it is no longer a member (no nemesis
+    /// touches it again). Its log, namespace and data stay until the end of the run.
+    pub fn retire(&mut self, id: u64) -> Result<(), ControlError> {
+        let at = self
+            .nodes
+            .iter()
+            .position(|n| n.spec.id == id)
+            .ok_or(ControlError::NoSuchNode(id))?;
+        let mut node = self.nodes.remove(at);
+        node.stop(Duration::from_secs(5));
+        self.retired.push(node);
+        Ok(())
+    }
+
+    /// The nodes taken out with [`Cluster::retire`].
+    pub fn retired_ids(&self) -> Vec<u64> {
+        self.retired.iter().map(|n| n.spec.id).collect()
     }
 
     fn network(opts: &ClusterOptions) -> (Option<Network>, NetMode) {
@@ -187,16 +291,28 @@ impl Cluster {
         &self.mode
     }
 
+    /// The members' ids (retired nodes left out).
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.spec.id).collect()
     }
 
+    /// How many nodes the cluster started with (ids `1..=n`).
+    pub fn initial_nodes(&self) -> u64 {
+        self.opts.nodes
+    }
+
+    /// The members' addresses (retired nodes left out).
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.spec.addr.clone()).collect()
     }
 
+    /// Every node's log, retired nodes' too.
     pub fn log_paths(&self) -> Vec<PathBuf> {
-        self.nodes.iter().map(|n| n.spec.log.clone()).collect()
+        self.nodes
+            .iter()
+            .chain(&self.retired)
+            .map(|n| n.spec.log.clone())
+            .collect()
     }
 
     fn node(&mut self, id: u64) -> Result<&mut NodeProc, ControlError> {
@@ -288,15 +404,14 @@ impl Cluster {
 
     /// Whether power cuts are possible (every data dir is on a layer).
     pub fn has_lazyfs(&self) -> bool {
-        !self.layers.is_empty() && self.layers.iter().all(Option::is_some)
+        !self.layers.is_empty() && self.layers.values().all(Option::is_some)
     }
 
     /// A power cut on node `id`: SIGKILL, then every un-synced write on its disk is dropped.
     /// The node stays down; [`Cluster::restart`] brings it back on what was synced.
     pub fn power_cut(&mut self, id: u64) -> Result<Unsynced, ControlError> {
         self.node(id)?.kill9();
-        let idx = (id - 1) as usize;
-        match self.layers.get(idx).and_then(Option::as_ref) {
+        match self.layers.get(&id).and_then(Option::as_ref) {
             Some(layer) => Ok(layer.cut_power()),
             None => Err(ControlError::NoLazyFs(
                 self.lazyfs_error
@@ -309,10 +424,11 @@ impl Cluster {
     /// Stops every node, unmounts the layers, deletes the namespaces and the data dirs.
     /// Also what `Drop` does; calling it twice is harmless.
     pub fn shutdown(&mut self) {
-        for n in &mut self.nodes {
+        for n in self.nodes.iter_mut().chain(&mut self.retired) {
             n.kill9();
         }
-        for layer in self.layers.drain(..).flatten() {
+        let layers = std::mem::take(&mut self.layers);
+        for layer in layers.into_values().flatten() {
             if let Err(e) = layer.unmount() {
                 eprintln!("atoll-jepsen: cleanup: unmounting lazyfs: {e}");
             }
@@ -322,11 +438,12 @@ impl Cluster {
                 eprintln!("atoll-jepsen: cleanup: {e}");
             }
         }
-        if self.work_dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.work_dir) {
+        let work_dir = &self.opts.work_dir;
+        if work_dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(work_dir) {
                 eprintln!(
                     "atoll-jepsen: cleanup: removing {}: {e}",
-                    self.work_dir.display()
+                    work_dir.display()
                 );
             }
         }

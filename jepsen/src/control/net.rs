@@ -127,23 +127,31 @@ impl Network {
         run("ip", &["addr", "add", BRIDGE_ADDR, "dev", BRIDGE])?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
         for id in 1..=n {
-            let ns = namespace(id);
-            let veth = host_veth(id);
-            run("ip", &["netns", "add", &ns])?;
-            net.nodes.push(id);
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            run("ip", &["link", "set", &veth, "master", BRIDGE, "up"])?;
-            let addr = format!("{}/24", node_ip(id));
-            run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            net.add(id)?;
         }
         Ok(net)
+    }
+
+    /// Adds the namespace of node `id` (veth to the bridge, address [`node_ip`]): at the
+    /// start, and for a node that joins later (the `membership` nemesis). On error, whatever
+    /// was made is removed with the rest.
+    pub fn add(&mut self, id: u64) -> Result<(), ControlError> {
+        let ns = namespace(id);
+        let veth = host_veth(id);
+        run("ip", &["netns", "add", &ns])?;
+        self.nodes.push(id);
+        run(
+            "ip",
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
+        run("ip", &["link", "set", &veth, "master", BRIDGE, "up"])?;
+        let addr = format!("{}/24", node_ip(id));
+        run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(())
     }
 
     /// Deletes everything; errors are reported, not fatal (the rest is still removed).

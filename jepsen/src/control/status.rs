@@ -1,7 +1,16 @@
 //! Who leads: the nodes' admin `Status` answers, read for the first shard's
-//! leader; and the operator calls the nemeses make (transfer, split).
+//! leader; and the operator calls the nemeses make (transfer, split, and the
+//! node commands of `membership`: add, drain, up, remove, and the placement
+//! driver's view of one node).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use atoll_client::admin::NodeTarget;
+use atoll_client::NodeState;
+
+/// How long one placement driver call may take, over every endpoint it tries.
+const PD_CALL: Duration = Duration::from_secs(5);
 
 /// The id of a node that reports itself leader of the lowest-numbered shard, if any answers.
 pub async fn leader(endpoints: &[String]) -> Option<u64> {
@@ -49,4 +58,54 @@ pub async fn split_at(endpoints: &[String], key: &[u8]) -> Result<String, String
         .await
         .map_err(|e| e.to_string())?;
     Ok(format!("shard {} split off shard {}", right.id, left.id))
+}
+
+/// Registers a node at `addr` with the placement driver before it starts
+/// (`atollctl node add`): the id it gets. The same address gets the same id
+/// again, so a retry after a lost answer is safe.
+pub async fn add_node(endpoints: &[String], addr: &str) -> Result<u64, String> {
+    atoll_client::admin::add_node(endpoints, PD_CALL, addr, &BTreeMap::new())
+        .await
+        .map(|added| added.node)
+        .map_err(|e| e.to_string())
+}
+
+/// Moves `node` to `target` (`atollctl node drain | up | remove`, never
+/// `--force`): `Ok` says `from -> to`; a refusal (it still holds replicas,
+/// it would break a quorum) is an `Err` with the cluster's reason.
+pub async fn set_node_state(
+    endpoints: &[String],
+    node: u64,
+    target: NodeTarget,
+) -> Result<String, String> {
+    atoll_client::admin::set_node_state(endpoints, PD_CALL, node, target, false)
+        .await
+        .map(|c| format!("{} -> {}", c.from, c.to))
+        .map_err(|e| e.to_string())
+}
+
+/// What the placement driver says of one node (`atollctl cluster status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdNode {
+    pub state: NodeState,
+    /// Data shard replicas it hosts (the PD's own group is not counted).
+    pub replicas: u64,
+}
+
+/// Every node the placement driver knows, by id (`atollctl cluster status`).
+pub async fn pd_nodes(endpoints: &[String]) -> Result<BTreeMap<u64, PdNode>, String> {
+    let state = atoll_client::admin::cluster_state(endpoints, PD_CALL)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(state
+        .nodes
+        .iter()
+        .map(|n| {
+            let node = PdNode {
+                state: n.state.clone(),
+                replicas: n.replicas,
+            };
+            (n.id, node)
+        })
+        .collect())
 }

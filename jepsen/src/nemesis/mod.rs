@@ -15,12 +15,17 @@
 //!   set workloads at that key (`atollctl shard split`), every second of the
 //!   window; never inside the bank's accounts (a transfer must stay within
 //!   one shard). Nothing to heal: shards are not merged back.
+//! - `membership`: nodes join, are drained and removed under load ([`membership`]): a
+//!   spare node joins at the start; each window drains an initial node and brings it back,
+//!   or adds a fresh node and drains and removes the newest later one.
 //!
 //! `clock` is not offered: see docs/decisions/0015-jepsen-harness.md.
 
+pub mod membership;
 pub mod netem;
 pub mod partition;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +35,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use atoll_client::admin::NodeTarget;
+
+use crate::control::status::PdNode;
 use crate::control::{Cluster, ControlError};
 use crate::workload::Clock;
 
@@ -42,9 +50,10 @@ pub enum NemesisKind {
     Power,
     Transfer,
     Split,
+    Membership,
 }
 
-pub const ALL: [NemesisKind; 7] = [
+pub const ALL: [NemesisKind; 8] = [
     NemesisKind::Kill,
     NemesisKind::Pause,
     NemesisKind::Partition,
@@ -52,6 +61,7 @@ pub const ALL: [NemesisKind; 7] = [
     NemesisKind::Power,
     NemesisKind::Transfer,
     NemesisKind::Split,
+    NemesisKind::Membership,
 ];
 
 impl NemesisKind {
@@ -64,6 +74,7 @@ impl NemesisKind {
             NemesisKind::Power => "power",
             NemesisKind::Transfer => "transfer",
             NemesisKind::Split => "split",
+            NemesisKind::Membership => "membership",
         }
     }
 
@@ -74,14 +85,15 @@ impl NemesisKind {
             | NemesisKind::Pause
             | NemesisKind::Power
             | NemesisKind::Transfer
-            | NemesisKind::Split => false,
+            | NemesisKind::Split
+            | NemesisKind::Membership => false,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, split, none; clock is not offered)"
+    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, split, membership, none; clock is not offered)"
 )]
 pub struct UnknownNemesis(String);
 
@@ -126,7 +138,8 @@ enum Fault {
     Partitioned,
     Netem(Vec<u64>),
     PowerCut(Vec<u64>),
-    /// Leadership moved, or shards split; nothing to undo.
+    /// Leadership moved, shards split, or membership changed (undone within the window);
+    /// nothing to undo.
     Nothing,
 }
 
@@ -138,6 +151,15 @@ pub struct Probes<'a> {
     pub transfer: &'a dyn Fn(u64) -> Result<String, String>,
     /// Splits the shard holding a key at that key ([`crate::control::status::split_at`]).
     pub split: &'a dyn Fn(&[u8]) -> Result<String, String>,
+    /// Registers a node's address with the placement driver: its id
+    /// ([`crate::control::status::add_node`]).
+    pub add_node: &'a dyn Fn(&str) -> Result<u64, String>,
+    /// Drains a node, cancels its drain, or removes it
+    /// ([`crate::control::status::set_node_state`]).
+    pub set_node: &'a dyn Fn(u64, NodeTarget) -> Result<String, String>,
+    /// Every node's state and replica count in the placement driver, by id
+    /// ([`crate::control::status::pd_nodes`]).
+    pub pd_nodes: &'a dyn Fn() -> Result<BTreeMap<u64, PdNode>, String>,
 }
 
 /// Timing of the scheduler.
@@ -232,6 +254,7 @@ fn inject(
         }
         NemesisKind::Transfer => Ok((Fault::Nothing, String::from("leader transfers"))),
         NemesisKind::Split => Ok((Fault::Nothing, String::from("shard splits"))),
+        NemesisKind::Membership => Ok((Fault::Nothing, String::from("membership change"))),
         NemesisKind::Power => {
             let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
@@ -327,8 +350,31 @@ fn split_once(probes: &Probes<'_>, rng: &mut impl Rng) -> Option<String> {
     Some(what)
 }
 
-/// The scheduler: until `stop`, a quiet period then a fault window, round and round. Every
-/// fault is healed before it returns.
+/// One `membership` window: the plan for the current members, carried out.
+fn membership_window(
+    cluster: &SharedCluster,
+    probes: &Probes<'_>,
+    length: Duration,
+    stop: &AtomicBool,
+    rng: &mut impl Rng,
+) -> membership::Done {
+    let (members, initial) = {
+        let c = lock(cluster);
+        (c.ids(), c.initial_nodes())
+    };
+    // Unknown counts only make the choice less informed.
+    let replicas: BTreeMap<u64, u64> = (probes.pd_nodes)()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, n)| (id, n.replicas))
+        .collect();
+    let plan = membership::plan(&members, initial, &replicas, rng);
+    membership::window(plan, cluster, probes, length, stop)
+}
+
+/// The scheduler: until `stop`, a quiet period then a fault window, round and round (with
+/// `membership`, a first window adds the spare node before any quiet period). Every fault
+/// is healed before it returns.
 pub fn run(
     kinds: &[NemesisKind],
     cluster: &SharedCluster,
@@ -344,6 +390,21 @@ pub fn run(
         return windows;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    if kinds.contains(&NemesisKind::Membership) {
+        // The spare node first, so that the first drain has somewhere to move replicas.
+        let start = clock.now();
+        let done = membership_window(cluster, probes, schedule.fault, stop, &mut rng);
+        windows.push(Window {
+            nemesis: NemesisKind::Membership.name().into(),
+            what: done.what,
+            start,
+            end: Some(clock.now()),
+            error: done.error,
+        });
+        if done.stopped {
+            return windows;
+        }
+    }
     let mut turn = 0usize;
     loop {
         if nap(schedule.quiet, stop) {
@@ -362,6 +423,7 @@ pub fn run(
                 ),
             };
         eprintln!("atoll-jepsen: nemesis {what}");
+        let mut window_error = None;
         let (what, stopped) = match kind {
             NemesisKind::Transfer => {
                 let ids = lock(cluster).ids();
@@ -375,7 +437,16 @@ pub fn run(
                     each_second(schedule.fault, stop, || split_once(probes, &mut rng));
                 (format!("shard splits: {}", done.join("; ")), stopped)
             }
-            _ => (what, nap(schedule.fault, stop)),
+            NemesisKind::Membership => {
+                let done = membership_window(cluster, probes, schedule.fault, stop, &mut rng);
+                window_error = done.error;
+                (done.what, done.stopped)
+            }
+            NemesisKind::Kill
+            | NemesisKind::Pause
+            | NemesisKind::Partition
+            | NemesisKind::Netem
+            | NemesisKind::Power => (what, nap(schedule.fault, stop)),
         };
         let heal_error = fault
             .as_ref()
@@ -386,7 +457,7 @@ pub fn run(
             what,
             start,
             end: Some(clock.now()),
-            error: error.or(heal_error),
+            error: error.or(window_error).or(heal_error),
         });
         if stopped {
             break;

@@ -34,8 +34,13 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         let keep_stale = crate::sim_hooks::bug(crate::sim_hooks::Bug::KeepStaleReplicas);
         #[cfg(not(all(madsim, feature = "sim-bugs")))]
         let keep_stale = false;
-        if rounds.is_multiple_of(super::stale_replicas::EVERY) && !keep_stale {
-            super::stale_replicas::round(&ctx).await;
+        if rounds.is_multiple_of(super::stale_replicas::EVERY) {
+            if let Some(state) = super::stale_replicas::read_state(&ctx).await {
+                if !keep_stale {
+                    super::stale_replicas::compare(&ctx, &state).await;
+                }
+                super::own_record::sync(&ctx, &state).await;
+            }
         }
         match beat(&ctx, &mut sizes, &mut reported).await {
             Ok(Beat::Removed) if !removed_said => {

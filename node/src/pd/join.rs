@@ -6,7 +6,10 @@
 //! with `atollctl node add` gets the id given then (the join takes the
 //! node from joining to up). The cluster id comes from the PD's
 //! state in the same round, so the node claims its data dir for the right
-//! cluster before any other message arrives.
+//! cluster before any other message arrives. The PD leader hands out no
+//! node id before it is bootstrapped (the initial members' ids would be
+//! given out again); a joining node asks again for up to 30 s while the
+//! cluster is starting.
 
 use std::time::Duration;
 
@@ -21,16 +24,34 @@ use crate::raft::peer_pool::PeerPool;
 /// How long one join address may take to answer.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a node keeps asking while no join address can answer (a
+/// cluster that is still starting: no PD leader, or not bootstrapped).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
 /// `(node id, cluster id)` from the PD, asked through `config.join`.
 pub async fn id_from_pd(config: &Config) -> Result<(u64, u64), NodeError> {
     let peers = PeerPool::new();
+    let started = tokio::time::Instant::now();
     let mut errors = Vec::new();
-    for addr in &config.join {
-        match ask(&peers, addr, config).await {
-            Ok(ids) => return Ok(ids),
-            Err(e) => errors.push(format!("{addr}: {e}")),
+    loop {
+        errors.clear();
+        for addr in &config.join {
+            match ask(&peers, addr, config).await {
+                Ok(ids) => return Ok(ids),
+                Err(e) => errors.push((addr, e)),
+            }
         }
+        // A cluster that is still starting (no PD leader yet, or not
+        // bootstrapped) answers in a moment: ask again for a while.
+        let unavailable = errors
+            .iter()
+            .all(|(_, e)| matches!(e, PdError::Unavailable(_)));
+        if !unavailable || started.elapsed() >= RETRY_FOR {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let errors: Vec<String> = errors.iter().map(|(a, e)| format!("{a}: {e}")).collect();
     Err(NodeError::Config(format!(
         "could not get a node id from the placement driver through {:?}: {}; \
          check that these are addresses of running nodes of the cluster, or give --id",

@@ -24,7 +24,9 @@
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
 //!   [`sizes`]: its approximate size and key count;
 //!   [`stale_replicas`]: a replica this node still hosts after its removal
-//!   (the node was down) is removed once the shard's leader confirms it.
+//!   (the node was down) is removed once the shard's leader confirms it;
+//!   [`own_record`]: the PD's record of this node's labels and address is
+//!   kept in step with its config.
 //!
 //! [`Request::Pd`]: crate::command::Request::Pd
 
@@ -32,6 +34,7 @@ pub mod duties;
 pub mod heartbeat;
 pub mod join;
 pub mod operators;
+pub mod own_record;
 pub mod report;
 pub mod reported;
 pub mod route;

@@ -15,6 +15,8 @@ use atoll_proto as pb;
 use atoll_proto::pd_client::PdClient;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
+use atoll_pd::command::Command;
+
 use super::{PdError, PdReply, PdRequest, PD_SHARD};
 use crate::codec;
 use crate::command::{Request, Response};
@@ -33,11 +35,16 @@ pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdRep
     match ctx.host.get(PD_SHARD) {
         Some(replica) => match tokio::time::timeout(timeout, on_member(&replica, &req)).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(Redirect(Some(addr)))) if hops < MAX_HOPS => {
+            Ok(Err(Redirect::To(Some(addr)))) if hops < MAX_HOPS => {
                 forward(ctx, &addr, &req, hops + 1).await
             }
-            Ok(Err(Redirect(_))) => Err(PdError::Unavailable(
+            Ok(Err(Redirect::To(_))) => Err(PdError::Unavailable(
                 "the placement driver has no leader yet (election in progress?)".into(),
+            )),
+            Ok(Err(Redirect::NotBootstrapped)) => Err(PdError::Unavailable(
+                "the placement driver is not bootstrapped yet (the cluster is starting); \
+                 retry in a moment"
+                    .into(),
             )),
             Err(_) => Err(PdError::Unavailable(format!(
                 "the PD group did not answer within {timeout:?} (no quorum?)"
@@ -60,12 +67,28 @@ pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdRep
     }
 }
 
-/// The replica does not lead the PD group; the leader's address if known.
-struct Redirect(Option<String>);
+/// Why a PD member did not run a request.
+enum Redirect {
+    /// It does not lead the PD group; the leader's address if known.
+    To(Option<String>),
+    /// It leads, but the PD is not bootstrapped: node ids are not handed
+    /// out before the initial members are registered (their ids would be
+    /// given out again).
+    NotBootstrapped,
+}
 
 async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redirect> {
     let leader_addr = |leader: Option<u64>| leader.and_then(|id| replica.member_addr(id));
     match req {
+        PdRequest::Command(cmd)
+            if matches!(**cmd, Command::JoinNode { .. } | Command::AddNode { .. })
+                && replica.is_leader()
+                && !replica
+                    .pd()
+                    .is_some_and(|pd| read_pd(pd, |s| s.is_bootstrapped())) =>
+        {
+            Err(Redirect::NotBootstrapped)
+        }
         PdRequest::Command(cmd) => match replica.propose(Request::Pd(cmd.clone())).await {
             Ok(resp) => match resp.data {
                 Response::Pd(result) => Ok(PdReply::Result(result)),
@@ -77,26 +100,26 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
                         ?other,
                         "the PD group answered a command with a non-PD response"
                     );
-                    Err(Redirect(None))
+                    Err(Redirect::To(None))
                 }
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Redirect(leader_addr(f.leader_id)))
+                Err(Redirect::To(leader_addr(f.leader_id)))
             }
-            Err(_) => Err(Redirect(None)),
+            Err(_) => Err(Redirect::To(None)),
         },
         PdRequest::State => match replica.ensure_linearizable().await {
             Ok(_) => {
-                let pd = replica.pd().ok_or(Redirect(None))?;
+                let pd = replica.pd().ok_or(Redirect::To(None))?;
                 Ok(PdReply::State {
                     state: Box::new(read_pd(pd, Clone::clone)),
                     leader: replica.raft.metrics().borrow().id,
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Redirect(leader_addr(f.leader_id)))
+                Err(Redirect::To(leader_addr(f.leader_id)))
             }
-            Err(_) => Err(Redirect(None)),
+            Err(_) => Err(Redirect::To(None)),
         },
     }
 }

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use atoll_pd::state::PdState;
 use atoll_proto as pb;
 use atoll_proto::admin_client::AdminClient;
 
@@ -22,16 +23,22 @@ use crate::service::NodeCtx;
 /// Heartbeat rounds between two comparisons.
 pub const EVERY: u64 = 10;
 
-/// One comparison; errors are logged and retried next time.
-pub async fn round(ctx: &Arc<NodeCtx>) {
-    let state = match route::call(ctx, PdRequest::State, 0).await {
-        Ok(PdReply::State { state, .. }) => state,
-        Ok(PdReply::Result(_)) => return,
+/// The PD's state, read on its leader; `None` (logged) if it cannot be
+/// read now.
+pub async fn read_state(ctx: &Arc<NodeCtx>) -> Option<Box<PdState>> {
+    match route::call(ctx, PdRequest::State, 0).await {
+        Ok(PdReply::State { state, .. }) => Some(state),
+        Ok(PdReply::Result(_)) => None,
         Err(e) => {
             tracing::debug!(node = ctx.node_id(), "reading the PD state: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// One comparison with the PD's `state`; errors are logged and retried
+/// next time.
+pub async fn compare(ctx: &Arc<NodeCtx>, state: &PdState) {
     let me = ctx.node_id();
     for replica in ctx.host.all() {
         if replica.id == PD_SHARD || replica.is_leader() {

@@ -195,19 +195,25 @@ async fn beat(ctx: &Arc<NodeCtx>, tuning: &crate::config::RaftTuning) {
     let mut candidates: BTreeMap<u64, Candidate> = BTreeMap::new();
     for replica in ctx.host.all() {
         let m = replica.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            continue;
-        }
         let membership = m.membership_config.membership();
         let members: Vec<(NodeId, String)> = membership
             .nodes()
             .filter(|(id, _)| **id != me)
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
-        let ask = quiet_enough(&replica, &m, now, tuning.sleep_after_ms);
+        // Every peer sharing a shard hears from this node, also one it
+        // leads nothing with: a node that just started tells the sleeping
+        // leaders of its shards so (a new boot id), and they wake before
+        // its replicas' election timeouts.
         for (node, addr) in &members {
+            out.entry(*node).or_default().addr.clone_from(addr);
+        }
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let ask = quiet_enough(&replica, &m, now, tuning.sleep_after_ms);
+        for (node, _) in &members {
             let o = out.entry(*node).or_default();
-            o.addr.clone_from(addr);
             o.led.push((replica.id, m.current_term));
             if let Some(ask) = &ask {
                 o.asks.push(pb::SleepAsk {

@@ -310,7 +310,9 @@ async fn cover_applied_by_snapshot(
         .await?
         .and_then(|s| s.meta.last_log_id)
         .map(|l| l.index);
-    if applied > last_log && applied > snapshot {
+    // Index 0 is a shard's initial state (a split child, a bootstrapped
+    // shard): nothing applied that a log ever held.
+    if applied > last_log && applied > snapshot && applied > Some(0) {
         tracing::warn!(
             shard,
             ?applied,

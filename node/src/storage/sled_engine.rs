@@ -40,13 +40,27 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
-        if kind.is_dir() {
-            sync_tree(&entry.path())?;
-        } else if kind.is_file() {
-            std::fs::File::open(entry.path())?.sync_all()?;
+        if kind.is_dir() || kind.is_file() {
+            sync_listed(&entry.path(), kind.is_dir())?;
         }
     }
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Syncs a file or directory tree that a directory listing showed. sled
+/// may have removed it since (a blob, an old snapshot of its own): then
+/// there is nothing left to sync, and its removal is made durable by the
+/// sync of the directory that listed it.
+fn sync_listed(path: &Path, is_dir: bool) -> std::io::Result<()> {
+    let synced = if is_dir {
+        sync_tree(path)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.sync_all())
+    };
+    match synced {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 impl Engine for SledEngine {
@@ -127,6 +141,18 @@ impl Engine for SledEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_gone_between_listing_and_syncing_is_no_error_but_a_missing_tree_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f"), b"x").unwrap();
+        sync_tree(dir.path()).unwrap();
+        // Listed, then removed by sled before it was opened.
+        sync_listed(&dir.path().join("sub/removed"), false).unwrap();
+        sync_listed(&dir.path().join("removed-dir"), true).unwrap();
+        assert!(sync_tree(&dir.path().join("nothing-here")).is_err());
+    }
 
     #[test]
     fn a_checkpoint_syncs_every_file_and_keeps_the_data() {

@@ -353,3 +353,28 @@ pub async fn stale_get(addr: &str, key: &[u8]) -> Option<Vec<u8>> {
     };
     kv.get(req).await.ok()?.into_inner().value
 }
+
+/// Splits `shard` at `key` through its leader, retrying for a while when
+/// the leader is not known yet (a shard just created or split off elects
+/// first); panics with the nodes' logs if it never succeeds.
+pub async fn split_retrying(c: &Cluster, shard: u64, key: &[u8]) {
+    let mut tries = 0;
+    loop {
+        let r = atoll_client::admin::on_leader(&c.endpoints(), Duration::from_secs(10), |admin| {
+            let key = key.to_vec();
+            async move { admin.split_shard(shard, Some(&key)).await }
+        })
+        .await;
+        match r {
+            Ok(_) => return,
+            Err(e)
+                if tries < 50
+                    && (e.to_string().contains("retry") || e.to_string().contains("leader")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("split of shard {shard}: {e}\n{}", c.logs()),
+        }
+    }
+}
