@@ -100,19 +100,31 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
         })
         .await;
     let leader = cluster.wait_leader(1, SECS(20)).await;
+    // The PD's replica repair may be adding node 3 back at the same
+    // moment (openraft then refuses a second change while one is under
+    // way): retry until the membership is {1, 2, 3}, whoever made it.
     let a3 = addr3.clone();
-    on_leader(&endpoints, SECS(10), |a| {
-        let a3 = a3.clone();
-        async move { a.add_learner(1, 3, &a3).await }
-    })
-    .await
-    .unwrap();
-    on_leader(&endpoints, SECS(10), |a| async move {
-        a.change_membership(1, &[1, 2, 3]).await
-    })
-    .await
-    .unwrap();
-    assert_eq!(voters(&cluster, leader).await, vec![1, 2, 3]);
+    let deadline = tokio::time::Instant::now() + SECS(30);
+    loop {
+        let _ = on_leader(&endpoints, SECS(5), |a| {
+            let a3 = a3.clone();
+            async move { a.add_learner(1, 3, &a3).await }
+        })
+        .await;
+        let _ = on_leader(&endpoints, SECS(5), |a| async move {
+            a.change_membership(1, &[1, 2, 3]).await
+        })
+        .await;
+        if voters(&cluster, leader).await == vec![1, 2, 3] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 is not a voter again after 30 s\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     cluster
         .wait_until("node 3 to catch up", SECS(20), || {
             let addr3 = addr3.clone();
