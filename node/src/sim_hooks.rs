@@ -229,6 +229,9 @@ pub enum Bug {
     /// A sleeping follower ignores its leader's node going silent: when a
     /// sleeping shard's leader dies, its followers never campaign.
     SleepThroughLeaderLoss,
+    /// The PD leader never moves the PD's own group: drains of its nodes
+    /// leave it where it is.
+    PdGroupStays,
 }
 
 #[cfg(feature = "sim-bugs")]

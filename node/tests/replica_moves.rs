@@ -99,6 +99,15 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
         state(&c).await.is_some_and(|s| drained(&s, 3))
     })
     .await;
+    // The PD's own group moves off the drained node too (decision 0023).
+    c.wait_until("the PD group off node 3", SECS(60), || async {
+        c.status(3).await.is_some_and(|st| {
+            !st.shards
+                .iter()
+                .any(|x| x.shard.as_ref().is_some_and(|d| d.id == 0))
+        })
+    })
+    .await;
     let change = set_node_state(&c.endpoints(), SECS(10), 3, NodeTarget::Removed, false)
         .await
         .unwrap_or_else(|e| panic!("remove node 3: {e}\n{}", c.logs()));
@@ -121,8 +130,8 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
         assert_eq!(stored.get(k), Some(v), "{k} after the drain\n{}", c.logs());
     }
 
-    // Node 4 holds every data shard; node 3 none (its replicas removed,
-    // tombstones left); node 3 keeps only its PD replica.
+    // Node 4 holds every data shard and the PD replica node 3 had; node 3
+    // none (its replicas removed, tombstones left).
     let s = state(&c).await.expect("cluster state");
     let shards: Vec<u64> = s.shards.iter().map(|sh| sh.id).collect();
     let on4 = c.status(4).await.expect("node 4 status");

@@ -209,6 +209,13 @@ pub enum SetNodeStateError {
     HoldsReplicas { node: NodeId, replicas: usize },
     #[error("removing node {node} would leave shard {shard} without a live quorum")]
     WouldBreakQuorum { node: NodeId, shard: ShardId },
+    /// Checked by the PD leader, which leads the PD's own group (not part
+    /// of the replicated state): the node still holds a voter of it.
+    #[error(
+        "node {node} still holds a replica of the placement driver's own group (a drain \
+         moves it to another up node); drain it first or pass --force"
+    )]
+    HostsPlacementDriver { node: NodeId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]

@@ -334,12 +334,23 @@ impl SimCluster {
 
     /// Tombstones on every node: replicas removed from a node so far.
     pub fn tombstones(&self) -> usize {
+        self.tombstones_where(|_| true)
+    }
+
+    /// Tombstones of `shard` on every node: how often its replicas moved
+    /// off a node.
+    pub fn tombstones_of(&self, shard: ShardId) -> usize {
+        self.tombstones_where(|s| s == shard)
+    }
+
+    fn tombstones_where(&self, of: impl Fn(ShardId) -> bool) -> usize {
         let (lo, hi) = keys::all_sm_meta();
         self.ids()
             .into_iter()
             .flat_map(|id| self.scan(id, &lo, &hi))
             .filter(|(k, _)| {
-                keys::parse_sm_meta(k).is_some_and(|(_, tag)| tag == SmMeta::Tombstone as u8)
+                keys::parse_sm_meta(k)
+                    .is_some_and(|(shard, tag)| tag == SmMeta::Tombstone as u8 && of(shard))
             })
             .count()
     }

@@ -229,6 +229,11 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     if scenario.moves && scenario.schedule == Schedule::Calm && replicas_moved == 0 {
         return Err("no replica moved in a calm run with drains".into());
     }
+    // Drains of the PD's nodes move the PD's own group too.
+    let pd_moved = cluster.tombstones_of(atoll_node::pd::PD_SHARD);
+    if scenario.moves && scenario.schedule == Schedule::Calm && pd_moved == 0 {
+        return Err("the placement driver's group never moved in a calm run with drains".into());
+    }
     if scenario.transfers {
         let calm = scenario.schedule == Schedule::Calm;
         transfers::check_transfers(&attempts, &cluster.observer, calm)?;

@@ -56,6 +56,7 @@ const MOVE_BUGS: &[Bug] = &[
     Bug::JoinWithoutSnapshot,
     Bug::ReincarnationVotes,
     Bug::KeepStaleReplicas,
+    Bug::PdGroupStays,
 ];
 
 /// What the checks report when they find a violation, and openraft's own
@@ -151,6 +152,11 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Bug::KeepStaleReplicas,
             Schedule::Crashes,
             &["still hosts shard"],
+        ),
+        (
+            Bug::PdGroupStays,
+            Schedule::Calm,
+            &["the placement driver's group never moved"],
         ),
         // Two leaders in one term also trip openraft's own invariants.
         (Bug::ResumeLeadership, Schedule::LeaderRestarts, FINDINGS),
@@ -265,6 +271,13 @@ fn votes_of_a_replica_added_back_before_its_snapshot_are_caught_within_200_seeds
 fn a_replica_left_behind_after_its_removal_is_caught_within_40_seeds() {
     let (schedule, expect) = case(Bug::KeepStaleReplicas);
     assert_caught(Bug::KeepStaleReplicas, schedule, 40, expect);
+}
+
+/// A PD leader that never moves the PD's own group leaves it on drained
+/// nodes.
+#[test]
+fn a_placement_driver_group_that_never_moves_is_caught() {
+    assert_caught_by_its_checks(Bug::PdGroupStays);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

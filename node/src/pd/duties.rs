@@ -2,7 +2,8 @@
 //! - once: registers the nodes of the first shard and the shard itself
 //!   (`Bootstrap`), with the down timeout of this node's `[pd]` settings;
 //! - asks the leaders of shards past a split threshold to split them;
-//! - runs the operators of replica repair and balance (`operators`);
+//! - runs the operators of replica repair and balance (`operators`), and
+//!   moves the PD's own group off nodes that are not up (`pd_group`);
 //! - marks nodes silent for `down_after_ms` as `Down` (`Tick`), but only
 //!   after leading for `down_after_ms` itself, so that a new leader does
 //!   not mark nodes down whose heartbeats went to the old one.
@@ -31,6 +32,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
     let mut leading: Option<(u64, u64)> = None;
     let mut asked = Asked::default();
     let mut operators = super::operators::Operators::default();
+    let mut pd_group = super::pd_group::PdGroup::default();
     loop {
         tokio::time::sleep(every).await;
         let Some(pd) = ctx.host.get(PD_SHARD) else {
@@ -41,6 +43,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         if !pd.is_leader() {
             if leading.take().is_some() {
                 operators.clear();
+                pd_group.clear();
             }
             continue;
         }
@@ -59,6 +62,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         } else {
             split_big_shards(&ctx, state, &mut asked).await;
             operators.round(&ctx, state, now);
+            pd_group.round(&ctx, &read_pd(state, Clone::clone));
             if now.saturating_sub(since) >= down_after {
                 tick(&ctx, now).await
             } else {

@@ -35,9 +35,9 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         #[cfg(not(all(madsim, feature = "sim-bugs")))]
         let keep_stale = false;
         if rounds.is_multiple_of(super::stale_replicas::EVERY) {
-            if let Some(state) = super::stale_replicas::read_state(&ctx).await {
+            if let Some((state, pd_leader)) = super::stale_replicas::read_state(&ctx).await {
                 if !keep_stale {
-                    super::stale_replicas::compare(&ctx, &state).await;
+                    super::stale_replicas::compare(&ctx, &state, pd_leader).await;
                 }
                 super::own_record::sync(&ctx, &state).await;
             }

@@ -19,7 +19,8 @@
 //!   members and the first shard once, marks silent nodes `Down`, and has
 //!   shards past a split threshold split by their leaders;
 //!   [`operators`]: runs the scheduler's operators (replica repair, drains,
-//!   balance), sending each step to the shard's leader.
+//!   balance), sending each step to the shard's leader; [`pd_group`]: moves
+//!   the PD's own group off nodes that are not up.
 //! - [`join`]: a fresh node started with `join` addresses gets its id.
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
 //!   [`sizes`]: its approximate size and key count;
@@ -35,6 +36,7 @@ pub mod heartbeat;
 pub mod join;
 pub mod operators;
 pub mod own_record;
+pub mod pd_group;
 pub mod report;
 pub mod reported;
 pub mod route;

@@ -15,7 +15,7 @@ use atoll_proto as pb;
 use atoll_proto::pd_client::PdClient;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
-use atoll_pd::command::Command;
+use atoll_pd::command::{Command, CommandResult, NodeTarget, SetNodeStateError};
 
 use super::{PdError, PdReply, PdRequest, PD_SHARD};
 use crate::codec;
@@ -32,27 +32,34 @@ pub const MAX_HOPS: u32 = 2;
 /// times the request was forwarded to get here (0 for a local caller).
 pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdReply, PdError> {
     let timeout = ctx.config.raft.write_timeout();
-    match ctx.host.get(PD_SHARD) {
+    let local = match ctx.host.get(PD_SHARD) {
         Some(replica) => match tokio::time::timeout(timeout, on_member(&replica, &req)).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => return Ok(reply),
             Ok(Err(Redirect::To(Some(addr)))) if hops < MAX_HOPS => {
-                forward(ctx, &addr, &req, hops + 1).await
+                return forward(ctx, &addr, &req, hops + 1).await
             }
-            Ok(Err(Redirect::To(_))) => Err(PdError::Unavailable(
+            Ok(Err(Redirect::NotBootstrapped)) => {
+                return Err(PdError::Unavailable(
+                    "the placement driver is not bootstrapped yet (the cluster is starting); \
+                     retry in a moment"
+                        .into(),
+                ))
+            }
+            Ok(Err(Redirect::To(_))) => PdError::Unavailable(
                 "the placement driver has no leader yet (election in progress?)".into(),
-            )),
-            Ok(Err(Redirect::NotBootstrapped)) => Err(PdError::Unavailable(
-                "the placement driver is not bootstrapped yet (the cluster is starting); \
-                 retry in a moment"
-                    .into(),
-            )),
-            Err(_) => Err(PdError::Unavailable(format!(
+            ),
+            Err(_) => PdError::Unavailable(format!(
                 "the PD group did not answer within {timeout:?} (no quorum?)"
-            ))),
+            )),
         },
-        None if hops > 0 => Err(PdError::NotPdMember(ctx.node_id())),
-        None => {
-            let mut last = PdError::Unavailable("no other node is known".into());
+        None if hops > 0 => return Err(PdError::NotPdMember(ctx.node_id())),
+        None => PdError::Unavailable("no other node is known".into()),
+    };
+    // A local PD replica that knows no leader may be one the PD group no
+    // longer counts (it moved while this node was down): ask the others.
+    match hops {
+        0 => {
+            let mut last = local;
             for addr in candidates(ctx) {
                 match forward(ctx, &addr, &req, 1).await {
                     Ok(reply) => return Ok(reply),
@@ -64,6 +71,7 @@ pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdRep
             }
             Err(last)
         }
+        _ => Err(local),
     }
 }
 
@@ -88,6 +96,14 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
                     .is_some_and(|pd| read_pd(pd, |s| s.is_bootstrapped())) =>
         {
             Err(Redirect::NotBootstrapped)
+        }
+        PdRequest::Command(cmd) if hosts_pd_voter(replica, cmd) => {
+            let Command::SetNodeState { node, .. } = **cmd else {
+                return Err(Redirect::To(None));
+            };
+            Ok(PdReply::Result(CommandResult::SetNodeState(Err(
+                SetNodeStateError::HostsPlacementDriver { node },
+            ))))
         }
         PdRequest::Command(cmd) => match replica.propose(Request::Pd(cmd.clone())).await {
             Ok(resp) => match resp.data {
@@ -122,6 +138,26 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
             Err(_) => Err(Redirect::To(None)),
         },
     }
+}
+
+/// Whether `cmd` removes (without `--force`) a node that holds a voter of
+/// the PD group, as this replica, the PD leader, sees the group. The PD
+/// group's membership is not in the PD state, so only its leader can tell.
+fn hosts_pd_voter(replica: &Replica, cmd: &Command) -> bool {
+    let Command::SetNodeState {
+        node,
+        target: NodeTarget::Removed,
+        force: false,
+    } = *cmd
+    else {
+        return false;
+    };
+    let m = replica.raft.metrics().borrow().clone();
+    m.state == openraft::ServerState::Leader
+        && m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node)
 }
 
 /// Where a node without a PD replica sends its requests: the initial

@@ -25,9 +25,9 @@ pub const EVERY: u64 = 10;
 
 /// The PD's state, read on its leader; `None` (logged) if it cannot be
 /// read now.
-pub async fn read_state(ctx: &Arc<NodeCtx>) -> Option<Box<PdState>> {
+pub async fn read_state(ctx: &Arc<NodeCtx>) -> Option<(Box<PdState>, u64)> {
     match route::call(ctx, PdRequest::State, 0).await {
-        Ok(PdReply::State { state, .. }) => Some(state),
+        Ok(PdReply::State { state, leader }) => Some((state, leader)),
         Ok(PdReply::Result(_)) => None,
         Err(e) => {
             tracing::debug!(node = ctx.node_id(), "reading the PD state: {e}");
@@ -38,10 +38,18 @@ pub async fn read_state(ctx: &Arc<NodeCtx>) -> Option<Box<PdState>> {
 
 /// One comparison with the PD's `state`; errors are logged and retried
 /// next time.
-pub async fn compare(ctx: &Arc<NodeCtx>, state: &PdState) {
+pub async fn compare(ctx: &Arc<NodeCtx>, state: &PdState, pd_leader: u64) {
     let me = ctx.node_id();
     for replica in ctx.host.all() {
-        if replica.id == PD_SHARD || replica.is_leader() {
+        if replica.is_leader() {
+            continue;
+        }
+        if replica.id == PD_SHARD {
+            // The PD's own group is not in its state (`pd::pd_group` moves
+            // it): its leader says whether this replica was removed.
+            if let Some(n) = state.node(pd_leader).filter(|_| pd_leader != me) {
+                confirm_removed(ctx, &replica, &n.address).await;
+            }
             continue;
         }
         let Some(info) = state.shard(replica.id) else {
@@ -68,30 +76,37 @@ pub async fn compare(ctx: &Arc<NodeCtx>, state: &PdState) {
             pd_conf_ver = info.desc.epoch.conf_ver,
             "hosting a replica the placement driver no longer lists; asking the shard's leader"
         );
-        let ask = pb::ChangeReplicaRequest {
-            shard_id: replica.id,
-            change: pb::ReplicaChange::ConfirmRemoved as i32,
-            node_id: me,
-            addr: ctx.config.advertise_addr(),
-        };
-        let reply = match ctx.peers.channel(&addr) {
-            Ok(ch) => AdminClient::new(ch).change_replica(ask).await,
-            Err(e) => {
-                tracing::debug!(shard = replica.id, "no channel to the leader: {e}");
-                continue;
-            }
-        };
-        match reply {
-            Ok(r) => {
-                if let Some(e) = r.into_inner().error {
-                    tracing::debug!(
-                        shard = replica.id,
-                        "the leader did not confirm: {}",
-                        e.message
-                    );
-                }
-            }
-            Err(s) => tracing::debug!(shard = replica.id, "asking the leader: {}", s.message()),
+        confirm_removed(ctx, &replica, &addr).await;
+    }
+}
+
+/// Asks the shard's leader at `addr` whether this node's replica was
+/// removed (`CONFIRM_REMOVED`); the leader tells this node to remove it
+/// only if the membership without it is committed.
+async fn confirm_removed(ctx: &Arc<NodeCtx>, replica: &crate::shard::Replica, addr: &str) {
+    let ask = pb::ChangeReplicaRequest {
+        shard_id: replica.id,
+        change: pb::ReplicaChange::ConfirmRemoved as i32,
+        node_id: ctx.node_id(),
+        addr: ctx.config.advertise_addr(),
+    };
+    let reply = match ctx.peers.channel(addr) {
+        Ok(ch) => AdminClient::new(ch).change_replica(ask).await,
+        Err(e) => {
+            tracing::debug!(shard = replica.id, "no channel to the leader: {e}");
+            return;
         }
+    };
+    match reply {
+        Ok(r) => {
+            if let Some(e) = r.into_inner().error {
+                tracing::debug!(
+                    shard = replica.id,
+                    "the leader did not confirm: {}",
+                    e.message
+                );
+            }
+        }
+        Err(s) => tracing::debug!(shard = replica.id, "asking the leader: {}", s.message()),
     }
 }

@@ -144,10 +144,17 @@ async fn initialize(
 
 fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
     let epoch = d.epoch.unwrap_or_default();
+    // The wire says "no end" with empty bytes; the PD group's range is the
+    // empty range ["", ""), which holds no key and overlaps no shard.
+    let end = if d.id == crate::pd::PD_SHARD {
+        Some(Vec::new())
+    } else {
+        (!d.end.is_empty()).then(|| d.end.clone())
+    };
     ShardMeta {
         id: d.id,
         start: d.start.clone(),
-        end: (!d.end.is_empty()).then(|| d.end.clone()),
+        end,
         epoch: Epoch {
             version: epoch.version,
             conf_ver: epoch.conf_ver,

@@ -1,12 +1,11 @@
 //! Once the faults heal, no shard stays below its replication factor: the
-//! newest applied membership of every data shard has exactly
+//! newest applied membership of every shard (the PD's own group too, which
+//! `pd::pd_group` moves) has exactly
 //! `replication_factor` voters, out of any joint configuration (the PD
 //! repairs what moves, drains and dead nodes left).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use atoll_node::pd::PD_SHARD;
 
 use crate::cluster::{Members, SimCluster};
 
@@ -18,9 +17,6 @@ pub fn under_replicated(cluster: &SimCluster, rf: usize) -> Vec<String> {
     let mut newest: BTreeMap<u64, ((u64, u64), Members)> = BTreeMap::new();
     for id in cluster.ids() {
         for (shard, s) in cluster.shards_of(id) {
-            if shard == PD_SHARD {
-                continue;
-            }
             let (Some(Ok(meta)), Some(Ok(members))) = (s.meta, s.membership) else {
                 continue;
             };

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use atoll_client::admin::{
     add_node, cluster_state, set_node_state, AddedNode, NodeStateChange, NodeTarget,
 };
+use atoll_client::AdminClient;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -212,7 +213,10 @@ async fn wait_empty(ctx: &Context, node: u64, limit: Duration) -> anyhow::Result
     loop {
         let held = match cluster_state(&ctx.endpoints, ctx.timeout).await {
             Ok(state) => match state.node(node) {
-                Some(n) => Some(n.replicas),
+                // The PD's own group moves too, after the data replicas
+                // (or with them); the node itself says whether it still
+                // holds a PD replica.
+                Some(n) => Some(n.replicas + u64::from(holds_pd_replica(ctx, &n.addr).await)),
                 None => {
                     return Err(Failed(format!("node {node} is not known to the cluster")).into())
                 }
@@ -243,6 +247,22 @@ async fn wait_empty(ctx: &Context, node: u64, limit: Duration) -> anyhow::Result
             .into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the node at `addr` hosts a replica of the PD's own group
+/// (shard 0); false if it cannot be asked (a dead node holds nothing that
+/// counts).
+async fn holds_pd_replica(ctx: &Context, addr: &str) -> bool {
+    let Ok(admin) = AdminClient::connect(addr.to_string()).await else {
+        return false;
+    };
+    match admin.with_timeout(ctx.timeout).status().await {
+        Ok(status) => status
+            .shards
+            .iter()
+            .any(|s| s.shard.as_ref().is_some_and(|d| d.id == 0)),
+        Err(_) => false,
     }
 }
 
