@@ -154,6 +154,10 @@ pub struct PdTuning {
     pub split_size_bytes: u64,
     /// A shard at or above this approximate key count is split in two.
     pub split_keys: u64,
+    /// Voters per data shard (3; 5 for clusters that must survive two
+    /// lost nodes). The first PD leader's value is used, as for
+    /// `down_after_ms`. The PD's own group keeps 3.
+    pub replication_factor: u64,
 }
 
 impl Default for PdTuning {
@@ -163,6 +167,7 @@ impl Default for PdTuning {
             down_after_ms: 30_000,
             split_size_bytes: atoll_pd::config::PdConfig::default().split_size_bytes,
             split_keys: atoll_pd::config::PdConfig::default().split_keys,
+            replication_factor: atoll_pd::config::PdConfig::default().replication_factor as u64,
         }
     }
 }
@@ -312,6 +317,13 @@ impl Config {
                 self.pd.heartbeat_ms, self.pd.down_after_ms
             )));
         }
+        if !(1..=7).contains(&self.pd.replication_factor) {
+            return Err(NodeError::Config(format!(
+                "pd.replication_factor ({}) must be from 1 to 7 (3 is the default, 5 survives \
+                 two lost nodes)",
+                self.pd.replication_factor
+            )));
+        }
         Ok(())
     }
 }
@@ -373,5 +385,23 @@ mod tests {
         let c: Config = toml::from_str("[sessions]\nmax_per_shard = 3\n").unwrap();
         assert_eq!(c.sessions.max_per_shard, 3);
         assert!(toml::from_str::<Config>("idd = 2").is_err());
+    }
+
+    #[test]
+    fn a_replication_factor_outside_1_to_7_is_refused_with_the_range() {
+        let valid = |rf: u64| {
+            let mut c: Config = toml::from_str(
+                "id = 1
+",
+            )
+            .unwrap();
+            c.pd.replication_factor = rf;
+            c.validate()
+        };
+        assert!(valid(5).is_ok());
+        for rf in [0, 8] {
+            let e = valid(rf).expect_err("out of range").to_string();
+            assert!(e.contains("from 1 to 7"), "{e}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! as its key count passes the threshold; the PD spreads replicas and
 //! leaders over the new nodes; then node 5 is drained and removed, and the
 //! cluster is back to 4. The load sees no error, and every acknowledged
-//! write reads back.
+//! write reads back. Also: replicas spread over zones, and a replication
+//! factor of 5.
 
 mod support;
 
@@ -170,4 +171,44 @@ async fn replicas_spread_over_zones_when_a_node_of_a_new_zone_joins() {
         Some(2),
         "node 4, zone b, holds a replica of each shard"
     );
+}
+
+/// A replication factor of 5 (`[pd] replication_factor = 5`): a cluster
+/// started on 3 nodes puts every shard on the 4th and 5th node as they
+/// join, until each has 5 voters, and keeps serving writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_replication_factor_of_five_every_shard_grows_to_five_voters() {
+    const RF5: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\nreplication_factor = 5\n";
+    let mut c = Cluster::start(3, RF5);
+    c.wait_until("the PD knows 3 nodes", SECS(30), || async {
+        state(&c)
+            .await
+            .is_some_and(|s| s.nodes.len() == 3 && s.shards.len() == 1)
+    })
+    .await;
+    c.wait_leader(1, SECS(20)).await;
+    support::split_retrying(&c, 1, b"m").await;
+    for _ in 0..2 {
+        let slot = c.add_joining_node(1, RF5);
+        c.restart(slot);
+    }
+    c.wait_until("every shard at 5 voters", SECS(90), || async {
+        state(&c).await.is_some_and(|s| {
+            s.shards.len() == 2
+                && s.shards.iter().all(|sh| {
+                    sh.replicas.len() == 5
+                        && sh.replicas.iter().all(|r| r.role == ReplicaRole::Voter)
+                })
+        })
+    })
+    .await;
+    let client = Client::with_config(c.endpoints(), ClientConfig::default())
+        .await
+        .expect("client connects");
+    for key in ["a", "z"] {
+        client
+            .put(key, "five")
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}\n{}", c.logs()));
+    }
 }

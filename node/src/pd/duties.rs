@@ -107,6 +107,7 @@ async fn bootstrap(ctx: &Arc<NodeCtx>) -> Result<(), PdError> {
         down_after_ms: ctx.config.pd.down_after_ms,
         split_size_bytes: ctx.config.pd.split_size_bytes,
         split_keys: ctx.config.pd.split_keys,
+        replication_factor: usize::try_from(ctx.config.pd.replication_factor).unwrap_or(usize::MAX),
         ..PdConfig::default()
     };
     command(ctx, Command::SetConfig { config }).await?;

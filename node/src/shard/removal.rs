@@ -177,6 +177,12 @@ impl ShardHost {
         // The state machine may still have a write queued or a snapshot
         // being built: none may land after the deletes below.
         replica.close_state_machine().await;
+        // Read the range again now that nothing applies any more: a split
+        // applied while the gate closed has narrowed it, and the child,
+        // which opens from this node's data in the rest, must keep it. (With
+        // the range read before, a removal racing a split deleted the
+        // child's keys: lost writes, found by the `moves` simulation.)
+        let meta = replica.meta();
         self.forget(shard);
         let deps = &self.deps;
         crate::state_machine::forget_snapshot(&deps.engine, &deps.snapshots, shard);
