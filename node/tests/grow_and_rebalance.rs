@@ -10,9 +10,9 @@ mod support;
 
 use std::time::Duration;
 
-use atoll_client::admin::{cluster_state, set_node_state, NodeTarget};
+use atoll_client::admin::{set_node_state, NodeTarget};
 use atoll_client::{Client, ClientConfig, ClusterState, NodeState, ReplicaRole};
-use support::load::{read_all, Load};
+use support::load::Load;
 use support::Cluster;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -20,7 +20,7 @@ const WRITERS: usize = 3;
 const TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\nsplit_keys = 1500\n";
 
 async fn state(c: &Cluster) -> Option<ClusterState> {
-    cluster_state(&c.endpoints(), SECS(3)).await.ok()
+    support::pd_view(c).await
 }
 
 /// Replicas and leaders spread over `nodes`: each holds a replica, and
@@ -52,15 +52,8 @@ fn shards_whole_without(s: &ClusterState, gone: u64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_grow_to_five_under_load_rebalance_and_one_leaves() {
     let mut c = Cluster::start(3, TOML);
-    c.wait_until("the PD knows 3 nodes", SECS(30), || async {
-        state(&c)
-            .await
-            .is_some_and(|s| s.nodes.len() == 3 && s.shards.len() == 1)
-    })
-    .await;
-    c.wait_leader(1, SECS(20)).await;
+    support::wait_fresh(&c, 3).await;
     let load = Load::start(c.endpoints(), WRITERS).await;
-    let tally = load.tally.clone();
 
     c.wait_until("the shard split by itself", SECS(90), || async {
         state(&c).await.is_some_and(|s| s.shards.len() >= 3)
@@ -102,19 +95,9 @@ async fn three_nodes_grow_to_five_under_load_rebalance_and_one_leaves() {
         .await
         .unwrap_or_else(|e| panic!("remove node 5: {e}\n{}", c.logs()));
 
-    load.stop().await;
-    let failed = tally.failed.lock().unwrap().clone();
-    assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", c.logs());
-    let acked = tally.acked.lock().unwrap().clone();
-    let reader = Client::with_config(c.endpoints(), ClientConfig::default())
-        .await
-        .expect("client connects");
-    let stored = read_all(&reader)
-        .await
-        .unwrap_or_else(|e| panic!("scan: {e}\n{}", c.logs()));
-    for (k, v) in &acked {
-        assert_eq!(stored.get(k), Some(v), "{k} after growing\n{}", c.logs());
-    }
+    let acked = load
+        .stop_and_check(c.endpoints(), "after growing", || c.logs())
+        .await;
     let counts = |s: &ClusterState| -> Vec<(u64, u64, u64)> {
         s.nodes
             .iter()
@@ -123,7 +106,7 @@ async fn three_nodes_grow_to_five_under_load_rebalance_and_one_leaves() {
     };
     println!(
         "{} writes acknowledged; {} shards; at 5 nodes (node, replicas, leaders): {:?}",
-        acked.len(),
+        acked,
         grown.shards.len(),
         counts(&grown)
     );
@@ -137,13 +120,7 @@ async fn three_nodes_grow_to_five_under_load_rebalance_and_one_leaves() {
 async fn replicas_spread_over_zones_when_a_node_of_a_new_zone_joins() {
     const BASE: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\n";
     let mut c = Cluster::start(3, &format!("{BASE}[labels]\nzone = \"a\"\n"));
-    c.wait_until("the PD knows 3 nodes", SECS(30), || async {
-        state(&c)
-            .await
-            .is_some_and(|s| s.nodes.len() == 3 && s.shards.len() == 1)
-    })
-    .await;
-    c.wait_leader(1, SECS(20)).await;
+    support::wait_fresh(&c, 3).await;
     support::split_retrying(&c, 1, b"m").await;
 
     let slot = c.add_joining_node(1, &format!("{BASE}[labels]\nzone = \"b\"\n"));
@@ -180,13 +157,7 @@ async fn replicas_spread_over_zones_when_a_node_of_a_new_zone_joins() {
 async fn with_a_replication_factor_of_five_every_shard_grows_to_five_voters() {
     const RF5: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 3000\nreplication_factor = 5\n";
     let mut c = Cluster::start(3, RF5);
-    c.wait_until("the PD knows 3 nodes", SECS(30), || async {
-        state(&c)
-            .await
-            .is_some_and(|s| s.nodes.len() == 3 && s.shards.len() == 1)
-    })
-    .await;
-    c.wait_leader(1, SECS(20)).await;
+    support::wait_fresh(&c, 3).await;
     support::split_retrying(&c, 1, b"m").await;
     for _ in 0..2 {
         let slot = c.add_joining_node(1, RF5);

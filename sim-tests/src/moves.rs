@@ -47,6 +47,20 @@ async fn set(
     });
 }
 
+/// Whether one of `nodes` was drained (the PD took it) and stayed so for
+/// at least `min` before the next state change asked for it.
+pub fn drained_for(attempts: &[Attempt], nodes: &[u64], min: Duration) -> bool {
+    attempts.iter().enumerate().any(|(i, a)| {
+        a.target == "draining"
+            && a.outcome.is_ok()
+            && nodes.contains(&a.node)
+            && attempts[i + 1..]
+                .iter()
+                .find(|b| b.node == a.node)
+                .is_none_or(|b| b.at_ms.saturating_sub(a.at_ms) >= min.as_millis())
+    })
+}
+
 pub async fn run(endpoints: Vec<String>, nodes: Vec<u64>, duration: Duration) -> Vec<Attempt> {
     let start = tokio::time::Instant::now();
     let mut attempts = Vec::new();

@@ -81,3 +81,31 @@ impl Load {
         self.tally
     }
 }
+
+impl Load {
+    /// Stops the writers and checks what they saw: no write failed, and
+    /// every acknowledged write reads back (one scan through `endpoints`).
+    /// Returns how many writes were acknowledged. `after` names the moment
+    /// in the panic messages; `logs` are the nodes' logs to print.
+    pub async fn stop_and_check(
+        self,
+        endpoints: Vec<String>,
+        after: &str,
+        logs: impl Fn() -> String,
+    ) -> usize {
+        let tally = self.stop().await;
+        let failed = tally.failed.lock().unwrap().clone();
+        assert!(failed.is_empty(), "writes failed: {failed:?}\n{}", logs());
+        let acked = tally.acked.lock().unwrap().clone();
+        let reader = Client::with_config(endpoints, atoll_client::ClientConfig::default())
+            .await
+            .expect("client connects");
+        let stored = read_all(&reader)
+            .await
+            .unwrap_or_else(|e| panic!("scan: {e}\n{}", logs()));
+        for (k, v) in &acked {
+            assert_eq!(stored.get(k), Some(v), "{k} {after}\n{}", logs());
+        }
+        acked.len()
+    }
+}

@@ -378,3 +378,26 @@ pub async fn split_retrying(c: &Cluster, shard: u64, key: &[u8]) {
         }
     }
 }
+
+/// The cluster as the PD sees it, or `None` if it cannot be read now.
+pub async fn pd_view(c: &Cluster) -> Option<atoll_client::ClusterState> {
+    atoll_client::admin::cluster_state(&c.endpoints(), Duration::from_secs(3))
+        .await
+        .ok()
+}
+
+/// Waits until the PD knows `nodes` nodes and the first shard only (a
+/// fresh cluster), and shard 1 has a leader.
+pub async fn wait_fresh(c: &Cluster, nodes: usize) {
+    c.wait_until(
+        &format!("the PD knows {nodes} nodes"),
+        Duration::from_secs(30),
+        || async {
+            pd_view(c)
+                .await
+                .is_some_and(|s| s.nodes.len() == nodes && s.shards.len() == 1)
+        },
+    )
+    .await;
+    c.wait_leader(1, Duration::from_secs(20)).await;
+}
