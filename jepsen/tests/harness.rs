@@ -11,6 +11,10 @@
 // Real processes only: the harness is not compiled under --cfg madsim.
 #![cfg(not(madsim))]
 
+mod common;
+
+use common::leftover_namespaces;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -20,20 +24,6 @@ use atoll_jepsen::nemesis::{NemesisKind, Schedule};
 use atoll_jepsen::runner::{self, RunConfig};
 use atoll_jepsen::workload::WorkloadKind;
 use atoll_jepsen::History;
-
-fn leftover_namespaces() -> Vec<String> {
-    Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.starts_with("atj-"))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn chromium_dom(page: &Path) -> Option<String> {
     let out = Command::new("chromium")

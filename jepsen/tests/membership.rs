@@ -13,27 +13,16 @@
 // Real processes only: the harness is not compiled under --cfg madsim.
 #![cfg(not(madsim))]
 
-use std::process::Command;
+mod common;
+
+use common::leftover_namespaces;
+
 use std::time::Duration;
 
 use atoll_jepsen::control::interrupt::Interrupt;
 use atoll_jepsen::nemesis::{NemesisKind, Schedule, Window};
 use atoll_jepsen::runner::{self, RunConfig};
 use atoll_jepsen::workload::WorkloadKind;
-
-fn leftover_namespaces() -> Vec<String> {
-    Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.starts_with("atj-"))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn a_register_run_under_membership_changes_is_linearizable_and_leaves_nothing_behind() {

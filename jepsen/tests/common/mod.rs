@@ -43,3 +43,19 @@ pub fn assert_linearizable(ops: Vec<Op>) {
     let result = verdict(ops);
     assert!(result.is_linearizable(), "{result:?}");
 }
+
+/// Network namespaces a harness run left behind (`atj-*`); empty if `ip`
+/// is missing.
+pub fn leftover_namespaces() -> Vec<String> {
+    std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("atj-"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
