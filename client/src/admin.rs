@@ -72,6 +72,8 @@ impl AdminClient {
                 node_id: *node_id,
                 addr: addr.clone(),
                 voter: true,
+                // Founding members: their replica ids are their node ids.
+                replica_id: 0,
             })
             .collect();
         let req = InitClusterRequest { members };

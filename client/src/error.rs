@@ -50,6 +50,12 @@ pub enum Error {
         client_id: u64,
     },
 
+    /// The request was refused without effect (e.g. a split whose shard
+    /// changed while it was asked for): nothing changed, so sending it
+    /// again is safe.
+    #[error("not applied: {0}")]
+    NotApplied(String),
+
     /// The cluster could not serve the request right now (no leader, no
     /// quorum, or no shard known for the key). Usually transient.
     #[error("cluster unavailable: {0}")]
@@ -217,6 +223,7 @@ impl Error {
             Some(ErrorKind::ShardNotFound(_)) => server(ServerErrorKind::ShardNotFound),
             Some(ErrorKind::Unavailable(_)) => Error::Unavailable(message),
             Some(ErrorKind::InvalidArgument(_)) => Error::InvalidArgument(message),
+            Some(ErrorKind::NotApplied(_)) => Error::NotApplied(message),
             Some(ErrorKind::SessionExpired(se)) => Error::SessionExpired {
                 shard_id: se.shard_id,
                 client_id: se.client_id,
@@ -245,6 +252,7 @@ impl Error {
         match self {
             Error::Timeout { .. } | Error::SessionExpired { .. } => true,
             Error::InvalidArgument(_)
+            | Error::NotApplied(_)
             | Error::Unavailable(_)
             | Error::CrossShardBatch
             | Error::Transport(_)

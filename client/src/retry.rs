@@ -80,6 +80,8 @@ pub fn decide(failure: &Failure) -> Action {
             // than hammer the same node.
             Some(ErrorKind::Unavailable(_)) => Action::BackoffNextReplica,
             Some(ErrorKind::InvalidArgument(_)) => Action::Fail,
+            // Nothing changed; the caller decides whether to ask again.
+            Some(ErrorKind::NotApplied(_)) => Action::Fail,
             // The shard evicted the write's session. Re-sending under a new
             // session could apply the write twice, so the caller gets an
             // unknown outcome (and the client opens a new session for later
@@ -105,6 +107,7 @@ pub fn may_have_applied(failure: &Failure) -> bool {
             | Some(ErrorKind::KeyOutOfRange(_))
             | Some(ErrorKind::ShardNotFound(_))
             | Some(ErrorKind::InvalidArgument(_))
+            | Some(ErrorKind::NotApplied(_))
             | Some(ErrorKind::SessionExpired(_)) => false,
             // "Not committed within the write timeout": it may still apply.
             Some(ErrorKind::Unavailable(_)) => true,

@@ -221,6 +221,7 @@ mod tests {
                     node_id: n,
                     addr: format!("n{n}:7100"),
                     voter: n != 3,
+                    replica_id: n,
                 })
                 .collect(),
             leader_id: None,

@@ -246,6 +246,17 @@ async fn shard_transfer_leader_follows_the_leader_and_reports_failures() {
     assert!(stderr(&down).contains("target down"), "{}", stderr(&down));
 }
 
+/// A `NotApplied` answer of the node (refused with nothing proposed), as
+/// it words it.
+fn not_applied(message: &str) -> atoll_proto::Error {
+    atoll_proto::Error {
+        message: format!("not applied: {message}; nothing changed, retry"),
+        kind: Some(atoll_proto::error::Kind::NotApplied(
+            atoll_proto::NotApplied {},
+        )),
+    }
+}
+
 /// An `Unavailable` answer of the node, as it words it.
 fn unavailable(message: &str) -> atoll_proto::Error {
     atoll_proto::Error {
@@ -261,8 +272,8 @@ async fn shard_split_retries_refusals_before_the_proposal_only() {
     let world = fake_cluster::start().await;
     lock(&world).leaders.insert(1, 2);
     lock(&world).split_errors.extend([
-        unavailable("the placement driver does not know shard 1 yet; retry in a moment"),
-        unavailable("the placement driver is unavailable: the placement driver has no leader yet (election in progress?)"),
+        not_applied("the placement driver does not know shard 1 yet"),
+        not_applied("the placement driver is unavailable: the placement driver has no leader yet (election in progress?)"),
     ]);
     let split = atollctl(&world, &["shard", "split", "1", "--at", "m"]);
     assert!(split.status.success(), "{}", stderr(&split));
@@ -312,7 +323,7 @@ async fn shard_split_retries_refusals_before_the_proposal_only() {
     assert_eq!(on_leader(&world), 5, "bad keys never reach the node");
 
     // Refusals that keep coming: retried until --timeout, then exit 1.
-    let not_yet = unavailable("the placement driver does not know shard 3 yet; retry in a moment");
+    let not_yet = not_applied("the placement driver does not know shard 3 yet");
     lock(&world).split_errors.extend(vec![not_yet; 10_000]);
     let endpoints = lock(&world).addrs.join(",");
     let started = Instant::now();
@@ -325,7 +336,7 @@ async fn shard_split_retries_refusals_before_the_proposal_only() {
     );
     let err = stderr(&late);
     assert!(
-        err.starts_with("error: shard 3 was not split within 700ms: cluster unavailable: unavailable: the placement driver does not know shard 3")
+        err.starts_with("error: shard 3 was not split within 700ms: not applied: not applied: the placement driver does not know shard 3")
             && err.trim_end().ends_with("run the command again, or give a longer --timeout"),
         "{err}"
     );

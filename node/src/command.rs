@@ -180,12 +180,15 @@ pub enum Request {
     /// shard `child` gets `[key, end)` on the same replicas, both at version
     /// `expected_version + 1` (see `state_machine::split`). Refused unless
     /// the shard is still at `expected_version` and `key` lies strictly
-    /// inside it.
+    /// inside it. The child's Raft members are `child_replicas`: a fresh
+    /// replica id for each member node of the shard (refused unless they
+    /// name exactly the shard's member nodes; empty: the parent's ids).
     Split {
         expected_version: u64,
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         child: crate::storage::keys::ShardId,
+        child_replicas: Vec<u64>,
     },
 }
 
@@ -258,6 +261,9 @@ pub enum Rejection {
     ChildExists {
         child: crate::storage::keys::ShardId,
     },
+    /// A split whose child replica ids do not match the shard's member
+    /// nodes (the membership changed after it was proposed).
+    MembersChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ pub enum NodeError {
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
     #[error("raft storage: {0}")]
-    Storage(Box<openraft::StorageError<u64>>),
+    Storage(Box<openraft::StorageError<crate::raft::type_config::ReplicaId>>),
     #[error("raft: {0}")]
     Raft(String),
     #[error("invalid configuration: {0}")]
@@ -33,8 +33,8 @@ pub enum NodeError {
     Replica(#[from] crate::shard::removal::ReplicaError),
 }
 
-impl From<openraft::StorageError<u64>> for NodeError {
-    fn from(e: openraft::StorageError<u64>) -> Self {
+impl From<openraft::StorageError<crate::raft::type_config::ReplicaId>> for NodeError {
+    fn from(e: openraft::StorageError<crate::raft::type_config::ReplicaId>) -> Self {
         NodeError::Storage(Box::new(e))
     }
 }
@@ -61,6 +61,10 @@ pub enum KvError {
     Unavailable(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Refused without effect (nothing proposed, or refused when applied):
+    /// sending the same request again is safe.
+    #[error("not applied: {0}; nothing changed, retry")]
+    NotApplied(String),
     #[error("session {client_id} is not known to shard {shard} (evicted, or never opened there); this attempt applied nothing, but an earlier attempt of the same write may have been applied: the outcome is unknown. Open a new session; do not resend the write blindly")]
     SessionExpired { shard: u64, client_id: u64 },
 }
@@ -120,6 +124,7 @@ impl KvError {
             KvError::ShardNotFound(id) => Kind::ShardNotFound(pb::ShardNotFound { shard_id: *id }),
             KvError::Unavailable(_) => Kind::Unavailable(pb::Unavailable {}),
             KvError::InvalidArgument(_) => Kind::InvalidArgument(pb::InvalidArgument {}),
+            KvError::NotApplied(_) => Kind::NotApplied(pb::NotApplied {}),
             KvError::SessionExpired { shard, client_id } => {
                 Kind::SessionExpired(pb::SessionExpired {
                     shard_id: *shard,

@@ -219,9 +219,11 @@ pub enum Bug {
     /// the membership without it is committed (a deposed leader whose
     /// removal never committed gives the word too).
     RemoveBeforeCommitted,
-    /// A replica created again on a node it was removed from grants votes
-    /// before its first snapshot: a lagging replica with an old membership
-    /// wins an election with its empty vote and loses committed entries.
+    /// The hazard replica ids close, opened again: a node added back to a
+    /// shard it left is the same Raft member again (as `ReuseReplicaIds`),
+    /// and its replica, created empty, grants votes before its first
+    /// snapshot: a lagging replica with an old membership wins an election
+    /// with its empty vote and loses committed entries.
     ReincarnationVotes,
     /// A node never compares what it hosts with the PD's view, so a
     /// replica removed while its node was down stays there for good.
@@ -232,11 +234,22 @@ pub enum Bug {
     /// The PD leader never moves the PD's own group: drains of its nodes
     /// leave it where it is.
     PdGroupStays,
+    /// A node added to a shard gets its node id as its replica id (as
+    /// before replica ids), so a node added back to a shard it left is the
+    /// same Raft member again.
+    ReuseReplicaIds,
 }
 
 #[cfg(feature = "sim-bugs")]
 thread_local! {
     static BUG: Cell<Bug> = const { Cell::new(Bug::None) };
+}
+
+/// Whether a broken mode gives replicas their node ids again
+/// (`ReuseReplicaIds`, `ReincarnationVotes`).
+#[cfg(feature = "sim-bugs")]
+pub fn reuses_replica_ids() -> bool {
+    bug(Bug::ReuseReplicaIds) || bug(Bug::ReincarnationVotes)
 }
 
 #[cfg(feature = "sim-bugs")]

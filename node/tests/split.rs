@@ -20,7 +20,11 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 const WRITERS: usize = 8;
 const PD_TOML: &str = "[pd]\nheartbeat_ms = 200\ndown_after_ms = 2000\n";
 
-async fn split(c: &Cluster, shard: u64, key: Option<&str>) -> Result<(u64, Vec<u8>), String> {
+async fn split(
+    c: &Cluster,
+    shard: u64,
+    key: Option<&str>,
+) -> Result<(u64, Vec<u8>), atoll_client::Error> {
     let key = key.map(|k| k.as_bytes().to_vec());
     on_leader(&c.endpoints(), SECS(10), |admin| {
         let key = key.clone();
@@ -31,7 +35,6 @@ async fn split(c: &Cluster, shard: u64, key: Option<&str>) -> Result<(u64, Vec<u
         assert_eq!(left.end, right.start, "the halves meet at the split key");
         (right.id, right.start)
     })
-    .map_err(|e| e.to_string())
 }
 
 /// The PD's ranges, by start key: (start, end, id).
@@ -69,7 +72,7 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
     let (first_child, at) = loop {
         match split(&c, 1, Some("m")).await {
             Ok(done) => break done,
-            Err(e) if e.contains("retry") && tries < 50 => {
+            Err(atoll_client::Error::NotApplied(_)) if tries < 50 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -85,7 +88,7 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
     let (second_child, middle) = loop {
         match split(&c, first_child, None).await {
             Ok(done) => break done,
-            Err(e) if e.contains("retry") && tries < 50 => {
+            Err(atoll_client::Error::NotApplied(_)) if tries < 50 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -103,11 +106,17 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
     let e = split(&c, 1, Some("z"))
         .await
         .expect_err("z is not in shard 1");
-    assert!(e.contains("not strictly inside shard 1"), "{e}");
+    assert!(
+        matches!(&e, atoll_client::Error::InvalidArgument(m) if m.contains("not strictly inside shard 1")),
+        "{e}"
+    );
     let e = split(&c, first_child, Some("m"))
         .await
         .expect_err("m starts the child");
-    assert!(e.contains("not strictly inside"), "{e}");
+    assert!(
+        matches!(&e, atoll_client::Error::InvalidArgument(m) if m.contains("not strictly inside")),
+        "{e}"
+    );
 
     // The PD's ranges tile the key space: ["", m) [m, middle) [middle, +inf).
     c.wait_until("the PD knows both splits", SECS(20), || async {

@@ -8,6 +8,28 @@ use serde::{Deserialize, Serialize};
 use crate::node::NodeId;
 use crate::shard::ShardId;
 
+/// A replica id holds its node in its low [`REPLICA_NODE_BITS`] bits and
+/// its *replica number* above them: the number is what the allocator hands
+/// out (0 for a shard's founding members, whose replica id is their node
+/// id). The node crate's `raft::replica_id` builds them.
+pub const REPLICA_NODE_BITS: u32 = 20;
+
+/// The allocated number of replica id `id` (0 for a founding member).
+pub fn replica_number(id: u64) -> u64 {
+    id >> REPLICA_NODE_BITS
+}
+
+/// Replica id `number` on `node`; `None` if it does not fit.
+pub fn pack_replica(number: u64, node: NodeId) -> Option<u64> {
+    if node >= 1 << REPLICA_NODE_BITS {
+        return None;
+    }
+    number
+        .checked_shl(REPLICA_NODE_BITS)
+        .filter(|shifted| shifted >> REPLICA_NODE_BITS == number)
+        .map(|shifted| shifted | node)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IdKind {
     Node,
@@ -89,13 +111,11 @@ pub trait IdSource {
     /// `None` when no committed id is at hand: the caller builds nothing.
     fn next_id(&mut self, kind: IdKind) -> Option<u64>;
 
-    /// The id of a new replica of `shard` on `node`: a fresh one by
-    /// default. A node that runs its Raft groups on node ids derives it
-    /// from shard and node instead, so the PD knows the replica by the id
-    /// its leader reports.
+    /// The id of a new replica of `shard` on `node`: a fresh replica
+    /// number with the node in its low bits ([`pack_replica`]).
     fn replica_id(&mut self, shard: ShardId, node: NodeId) -> Option<u64> {
-        let _ = (shard, node);
-        self.next_id(IdKind::Replica)
+        let _ = shard;
+        pack_replica(self.next_id(IdKind::Replica)?, node)
     }
 }
 

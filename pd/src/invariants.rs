@@ -140,7 +140,7 @@ impl PdState {
                         node: r.node,
                     });
                 }
-                if r.id >= next_replica {
+                if crate::ids::replica_number(r.id) >= next_replica {
                     v.push(Violation::IdNotReserved {
                         kind: IdKind::Replica,
                         id: r.id,

@@ -14,7 +14,7 @@ use rand::Rng;
 use atoll_client::{Client, ClientConfig};
 use atoll_node::codec;
 use atoll_node::config::{Config, PdTuning, RaftTuning, SessionLimits, WalTuning};
-use atoll_node::raft::type_config::StoredMembership;
+use atoll_node::raft::type_config::{ReplicaId, StoredMembership};
 use atoll_node::shard::ShardMeta;
 use atoll_node::sim_hooks;
 use atoll_node::storage::engine::SharedEngine;
@@ -115,10 +115,7 @@ impl SimCluster {
                     );
                     async move {
                         match atoll_node::start_with_engine(config, engine, wal).await {
-                            Ok(node) => {
-                                obs.watch(&node);
-                                std::future::pending::<()>().await;
-                            }
+                            Ok(node) => obs.follow(&node).await,
                             Err(e) => obs.record_error(format!("node {id} failed to start: {e}")),
                         }
                     }
@@ -400,11 +397,13 @@ pub struct ShardState {
 }
 
 /// A shard's applied membership: its voters (of every configuration of a
-/// joint one) and every member node.
+/// joint one) and every member node, by node id, and the members' replica
+/// ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Members {
     pub voters: BTreeSet<u64>,
     pub nodes: BTreeSet<u64>,
+    pub replicas: BTreeSet<ReplicaId>,
     pub joint: bool,
 }
 
@@ -412,8 +411,9 @@ impl Members {
     fn of(m: &StoredMembership) -> Self {
         let membership = m.membership();
         Members {
-            voters: membership.voter_ids().collect(),
-            nodes: membership.nodes().map(|(id, _)| *id).collect(),
+            voters: membership.voter_ids().map(ReplicaId::node).collect(),
+            nodes: membership.nodes().map(|(id, _)| id.node()).collect(),
+            replicas: membership.nodes().map(|(id, _)| *id).collect(),
             joint: membership.get_joint_config().len() > 1,
         }
     }

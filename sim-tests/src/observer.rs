@@ -5,8 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use atoll_node::raft::type_config::ReplicaId;
 use atoll_node::Node;
 use openraft::ServerState;
+
+/// How often a node's new replicas are looked for.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+type MetricsRx =
+    tokio::sync::watch::Receiver<openraft::RaftMetrics<ReplicaId, openraft::BasicNode>>;
 
 #[derive(Default, Clone)]
 pub struct Observer {
@@ -23,6 +30,8 @@ struct State {
     lives: BTreeMap<u64, u64>,
     /// node -> the leader of shard 1 as the node sees it.
     last_leader: BTreeMap<u64, Option<u64>>,
+    /// shard -> log index -> the members of the committed membership there.
+    memberships: BTreeMap<u64, BTreeMap<u64, BTreeSet<ReplicaId>>>,
     errors: Vec<String>,
 }
 
@@ -31,45 +40,96 @@ impl Observer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Watches every replica of `node` until the node dies.
-    pub fn watch(&self, node: &Node) {
+    /// Watches every replica of `node`, also those it gets later (learners,
+    /// split children), until the node dies: never returns.
+    pub async fn follow(&self, node: &Node) {
         let life = {
             let mut s = self.lock();
             let n = s.lives.entry(node.id()).or_default();
             *n += 1;
             *n
         };
-        for replica in node.host().all() {
-            let mut rx = replica.raft.metrics();
-            let (obs, node_id, shard) = (self.clone(), node.id(), replica.id);
-            tokio::spawn(async move {
-                loop {
-                    let m = rx.borrow_and_update().clone();
-                    {
-                        let mut s = obs.lock();
-                        if m.state == ServerState::Leader {
-                            s.leaders
-                                .entry((shard, m.current_term))
-                                .or_default()
-                                .insert(node_id);
-                            s.lives_leading
-                                .entry((shard, m.current_term, node_id))
-                                .or_default()
-                                .insert(life);
-                        }
-                        // "The leader" the nemesis aims at is the first
-                        // data shard's (not the PD group's, nor a split
-                        // child's).
-                        if shard == atoll_node::service::admin::FIRST_SHARD {
-                            s.last_leader.insert(node_id, m.current_leader);
-                        }
+        let mut watched: BTreeSet<(u64, ReplicaId)> = BTreeSet::new();
+        loop {
+            for replica in node.host().all() {
+                if watched.insert((replica.id, replica.me())) {
+                    self.watch(node.id(), life, replica.id, replica.raft.metrics());
+                }
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+        }
+    }
+
+    fn watch(&self, node_id: u64, life: u64, shard: u64, mut rx: MetricsRx) {
+        let obs = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = rx.borrow_and_update().clone();
+                {
+                    let mut s = obs.lock();
+                    if m.state == ServerState::Leader {
+                        s.leaders
+                            .entry((shard, m.current_term))
+                            .or_default()
+                            .insert(node_id);
+                        s.lives_leading
+                            .entry((shard, m.current_term, node_id))
+                            .or_default()
+                            .insert(life);
                     }
-                    if rx.changed().await.is_err() {
-                        break;
+                    // "The leader" the nemesis aims at is the first
+                    // data shard's (not the PD group's, nor a split
+                    // child's).
+                    if shard == atoll_node::service::admin::FIRST_SHARD {
+                        s.last_leader
+                            .insert(node_id, m.current_leader.map(ReplicaId::node));
+                    }
+                    // A membership this replica has applied is committed:
+                    // the one at its log index, for every replica.
+                    let at = m.membership_config.log_id().map(|l| l.index);
+                    if at.is_some() && m.last_applied.map(|l| l.index) >= at {
+                        let members = m
+                            .membership_config
+                            .membership()
+                            .nodes()
+                            .map(|(id, _)| *id)
+                            .collect();
+                        s.memberships
+                            .entry(shard)
+                            .or_default()
+                            .insert(at.unwrap_or(0), members);
                     }
                 }
-            });
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Replica ids that left a shard's committed membership and were in a
+    /// later one again: `(shard, replica, left at index, back at index)`.
+    /// Replica ids are never reused (`atoll_node::raft::replica_id`).
+    pub fn reused_replica_ids(&self) -> Vec<(u64, ReplicaId, u64, u64)> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for (shard, by_index) in &s.memberships {
+            let mut left: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+            let mut seen: BTreeSet<ReplicaId> = BTreeSet::new();
+            for (index, members) in by_index {
+                for r in members {
+                    if let Some(at) = left.remove(r) {
+                        out.push((*shard, *r, at, *index));
+                    }
+                }
+                for r in seen.difference(members) {
+                    left.entry(*r).or_insert(*index);
+                }
+                seen.extend(members.iter().copied());
+                seen.retain(|r| members.contains(r));
+            }
         }
+        out
     }
 
     pub fn record_error(&self, e: String) {

@@ -11,7 +11,7 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 use crate::batch_groups;
 use crate::checks::{
     applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd, ranges,
-    replication, transfers,
+    replica_ids, replication, transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
@@ -211,6 +211,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     }
     leaders::check_one_leader_per_term(&cluster.observer)?;
     leaders::check_no_leadership_across_restarts(&cluster.observer)?;
+    replica_ids::check_replica_ids_never_reused(&cluster.observer)?;
     applied::check_applied_entries_agree()?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;
@@ -281,20 +282,45 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Result<Report, String> {
 
 /// Runs the future `make` builds in a fresh runtime seeded with `seed`,
 /// with `bug` set; a panic anywhere is a failure.
-pub fn run_seed_with<T, Fut>(seed: u64, bug: Bug, make: impl FnOnce() -> Fut) -> Result<T, String>
+///
+/// Each run gets an OS thread of its own: the simulation runs on the
+/// calling thread, and thread-locals outlive a runtime (std's hash map
+/// keys, drawn once per thread from the simulated RNG; the broken-mode
+/// switch). Shared with the previous run, they made a seed replay
+/// differently after other seeds had run in the same process.
+pub fn run_seed_with<T, Fut>(
+    seed: u64,
+    bug: Bug,
+    make: impl FnOnce() -> Fut + Send,
+) -> Result<T, String>
 where
     Fut: std::future::Future<Output = Result<T, String>> + 'static,
-    T: 'static,
+    T: Send + 'static,
 {
     init_logging();
-    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.set_time_limit(Duration::from_secs(900));
-    sim_hooks::set_bug(bug);
-    sim_hooks::reset_applied();
-    sim_hooks::set_net_faults(NetFaults::default());
-    let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(make())));
-    sim_hooks::set_bug(Bug::None);
-    sim_hooks::set_net_faults(NetFaults::default());
+    let run = move || {
+        let mut rt =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        rt.set_time_limit(Duration::from_secs(900));
+        sim_hooks::set_bug(bug);
+        sim_hooks::reset_applied();
+        sim_hooks::set_net_faults(NetFaults::default());
+        let result = std::panic::catch_unwind(AssertUnwindSafe(move || rt.block_on(make())));
+        sim_hooks::set_bug(Bug::None);
+        sim_hooks::set_net_faults(NetFaults::default());
+        result
+    };
+    let result = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("sim-seed-{seed}"))
+            .stack_size(SIM_THREAD_STACK)
+            .spawn_scoped(scope, run)
+            .map_err(|e| format!("cannot start the simulation thread: {e}"))
+            .and_then(|t| {
+                t.join()
+                    .map_err(|_| "the simulation thread panicked".to_string())
+            })
+    })?;
     match result {
         Ok(r) => r,
         Err(p) => Err(match p.downcast_ref::<String>() {
@@ -306,6 +332,10 @@ where
         }),
     }
 }
+
+/// The simulation thread's stack: deep async state machines in debug
+/// builds need more than a spawned thread's 2 MiB default.
+const SIM_THREAD_STACK: usize = 64 << 20;
 
 /// Seeds to run: `SIM_SEED=n` for one, else `SIM_SEED_START` (default 1)
 /// and `SIM_SEEDS` (default `default_count`).
@@ -321,18 +351,33 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
 
 /// Runs `scenario` for every seed; prints each failure with the command
 /// that replays it, and a one-line summary. Returns the failing seeds.
+///
+/// With more than one seed, each runs in a child process of its own (this
+/// test binary again, test `test_name` with `SIM_SEED` set), so a failing
+/// seed replays alone exactly as it ran in the sweep: a simulation leaves
+/// process-wide state behind that made later seeds of one process run
+/// differently (docs/testing.md, "Replaying a seed"). `SIM_IN_PROCESS=1`
+/// runs them all in this process instead.
 pub fn sweep(
     test_file: &str,
     test_name: &str,
     scenario: &Scenario,
     seeds: &[u64],
 ) -> Vec<(u64, String)> {
+    let in_process = seeds.len() <= 1 || std::env::var("SIM_IN_PROCESS").is_ok();
     let mut failures = Vec::new();
     for &seed in seeds {
-        match run_seed(seed, scenario) {
-            Ok(r) => {
+        let outcome = if in_process {
+            run_seed(seed, scenario).map(|r| {
+                format!("{} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, {} splits done, {} failed, {} replicas moved, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.splits_done, r.splits_failed, r.replicas_moved, r.faults)
+            })
+        } else {
+            run_seed_in_child(test_name, seed)
+        };
+        match outcome {
+            Ok(summary) => {
                 if std::env::var("SIM_VERBOSE").is_ok() {
-                    println!("seed {seed}: ok, {} ops, {} acked unique writes, {} leader terms, {} expired sessions seen, {} transfers done, {} failed, {} splits done, {} failed, {} replicas moved, faults: {:?}", r.ops, r.acked_unique_writes, r.leader_terms, r.session_expired, r.transfers_done, r.transfers_failed, r.splits_done, r.splits_failed, r.replicas_moved, r.faults);
+                    println!("seed {seed}: ok, {summary}");
                 }
             }
             Err(msg) => {
@@ -364,4 +409,69 @@ pub fn sweep(
         failures.len()
     );
     failures
+}
+
+/// Runs test `test_name` of this test binary in a child process with
+/// `envs` set; its output, or why it could not run.
+pub fn run_test_in_child(
+    test_name: &str,
+    envs: &[(&str, String)],
+) -> Result<std::process::Output, String> {
+    // /proc/self/exe: this very binary, even if a rebuild replaced the file.
+    let exe = match std::path::Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_path_buf(),
+        _ => std::env::current_exe().map_err(|e| format!("cannot find this test binary: {e}"))?,
+    };
+    std::process::Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env_remove("SIM_SUMMARY")
+        .env_remove("SIM_SEEDS")
+        .env_remove("SIM_SEED_START")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .map_err(|e| format!("cannot run {test_name} in a child process: {e}"))
+}
+
+/// One seed of test `test_name`, in a child process: `Ok` with the
+/// child's verbose line, or its failure message.
+fn run_seed_in_child(test_name: &str, seed: u64) -> Result<String, String> {
+    let out = run_test_in_child(
+        test_name,
+        &[("SIM_SEED", seed.to_string()), ("SIM_VERBOSE", "1".into())],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        let ok = stdout
+            .lines()
+            .find_map(|l| l.split_once(&format!("seed {seed}: ok, ")).map(|(_, r)| r))
+            .unwrap_or("ok");
+        return Ok(ok.to_string());
+    }
+    // The child's own FAILED line carries the message; a child that died
+    // another way (a panic outside the run, a signal) shows its output.
+    let prefix = format!("FAILED {test_name} seed {seed} (schedule ");
+    let failed = stdout.split_once(prefix.as_str()).and_then(|(_, rest)| {
+        let (_, msg) = rest.split_once("): ")?;
+        let msg = msg.split("\n  replay: ").next().unwrap_or(msg);
+        Some(msg.to_string())
+    });
+    Err(failed.unwrap_or_else(|| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail = |s: &str| {
+            s.lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "the child process failed ({}) without a verdict:\n{}\n{}",
+            out.status,
+            tail(&stdout),
+            tail(&stderr)
+        )
+    }))
 }

@@ -55,6 +55,7 @@ const SPLIT_BUGS: &[Bug] = &[
 const MOVE_BUGS: &[Bug] = &[
     Bug::JoinWithoutSnapshot,
     Bug::ReincarnationVotes,
+    Bug::ReuseReplicaIds,
     Bug::KeepStaleReplicas,
     Bug::PdGroupStays,
 ];
@@ -85,6 +86,7 @@ const FINDINGS: &[&str] = &[
     "index out of bounds: the len is 0",
     "key(s) outside every shard",
     "shards not back at",
+    "a replica id was used again",
 ];
 
 /// Every broken mode, the schedule it runs under, and which findings count.
@@ -148,6 +150,11 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             ],
         ),
         (Bug::ReincarnationVotes, Schedule::Mixed, FINDINGS),
+        (
+            Bug::ReuseReplicaIds,
+            Schedule::Mixed,
+            &["a replica id was used again"],
+        ),
         (
             Bug::KeepStaleReplicas,
             Schedule::Crashes,
@@ -257,12 +264,21 @@ fn a_replica_joining_without_a_fresh_snapshot_is_caught_within_40_seeds() {
     assert_caught(Bug::JoinWithoutSnapshot, schedule, 40, expect);
 }
 
-/// A replica added back to a node it was removed from that votes before
-/// its first snapshot lets a lagging replica with an old membership win.
+/// A replica added back to a node it was removed from, under its old id,
+/// that votes before its first snapshot lets a lagging replica with an old
+/// membership win.
 #[test]
 fn votes_of_a_replica_added_back_before_its_snapshot_are_caught_within_200_seeds() {
     let (schedule, expect) = case(Bug::ReincarnationVotes);
     assert_caught(Bug::ReincarnationVotes, schedule, 200, expect);
+}
+
+/// A node added back to a shard it left under its old replica id (its node
+/// id, as before replica ids) is caught by the replica-id check.
+#[test]
+fn a_replica_id_used_again_is_caught_within_40_seeds() {
+    let (schedule, expect) = case(Bug::ReuseReplicaIds);
+    assert_caught(Bug::ReuseReplicaIds, schedule, 40, expect);
 }
 
 /// A node that never compares what it hosts with the PD's view keeps a

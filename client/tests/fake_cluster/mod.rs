@@ -651,6 +651,7 @@ pub async fn start() -> Shared {
             node_id: n,
             addr: addrs[n as usize - 1].clone(),
             voter: true,
+            replica_id: n,
         })
         .collect();
     let world = World {

@@ -21,6 +21,7 @@ use atoll_proto::admin_client::AdminClient;
 
 use super::heartbeat::command;
 use super::{now_ms, report, PdError, PD_SHARD};
+use crate::raft::type_config::ReplicaId;
 use crate::service::admin::FIRST_SHARD;
 use crate::service::NodeCtx;
 use crate::state_machine::{read_pd, SharedPd};
@@ -84,7 +85,7 @@ async fn bootstrap(ctx: &Arc<NodeCtx>) -> Result<(), PdError> {
     shard.term = 0;
     let now = now_ms();
     for r in &shard.replicas {
-        let Some(address) = first.member_addr(r.node) else {
+        let Some(address) = first.member_addr(ReplicaId(r.id)) else {
             continue;
         };
         let labels = if r.node == ctx.node_id() {

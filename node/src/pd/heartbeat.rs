@@ -78,6 +78,24 @@ pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, 
     }
 }
 
+/// Draws `count` fresh ids of `kind` from the PD's replicated allocator:
+/// never handed out before, never again.
+pub async fn alloc_ids(
+    ctx: &Arc<NodeCtx>,
+    kind: atoll_pd::ids::IdKind,
+    count: u64,
+) -> Result<atoll_pd::ids::IdRange, crate::error::KvError> {
+    use crate::error::KvError;
+    let cmd = Command::AllocIds { kind, count };
+    match command(ctx, cmd).await {
+        Ok(CommandResult::AllocIds(Ok(range))) if !range.is_empty() => Ok(range),
+        Ok(other) => Err(KvError::Unavailable(format!(
+            "the placement driver gave no {kind:?} ids: {other:?}"
+        ))),
+        Err(e) => Err(KvError::Unavailable(e.to_string())),
+    }
+}
+
 async fn beat(
     ctx: &Arc<NodeCtx>,
     sizes: &mut super::sizes::Sizes,

@@ -11,12 +11,16 @@
 //! (every step is idempotent); one call per shard is in flight at a time.
 //! Splits stay with `duties` (the leader picks the key), so the
 //! scheduler's split checker is off here.
+//!
+//! A replica an operator adds gets an id that is never reused
+//! (`raft::replica_id`): the PD leader keeps a pool of replica numbers
+//! committed by `Command::AllocIds` and refills it in the background.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_pd::ids::{IdKind, IdSource};
+use atoll_pd::ids::{IdKind, IdPool, IdRange, IdSource};
 use atoll_pd::node::NodeId;
 use atoll_pd::operator::{OperatorSet, Outcome, Step};
 use atoll_pd::scheduler::Scheduler;
@@ -26,25 +30,37 @@ use atoll_proto as pb;
 use atoll_proto::admin_client::AdminClient;
 use tokio::task::JoinHandle;
 
-use super::report;
+use super::heartbeat;
+use crate::error::KvError;
+use crate::raft::type_config::ReplicaId;
 use crate::service::NodeCtx;
 use crate::state_machine::{read_pd, SharedPd};
+use futures::FutureExt;
 
 /// Rounds after which an unconfirmed step is sent again.
 const RESEND_ROUNDS: u64 = 5;
 
-/// Replica ids as this node's Raft groups know them: derived from shard
-/// and node (`pd::report::replica_id`). Shard ids for splits are not
-/// handed out here (splits run through `duties`).
-struct DerivedIds;
+/// Replica numbers fetched at a time, and the level that starts a refill.
+const POOL_REFILL: u64 = 64;
+const POOL_LOW: u64 = 16;
 
-impl IdSource for DerivedIds {
-    fn next_id(&mut self, _kind: IdKind) -> Option<u64> {
-        None
+/// Replica ids for the scheduler: a committed replica number from the
+/// pool, with the node in its low bits as the Raft groups use it
+/// (`raft::replica_id`). Shard ids for splits are not handed out here
+/// (splits run through `duties`).
+struct PooledIds<'a>(&'a mut IdPool);
+
+impl IdSource for PooledIds<'_> {
+    fn next_id(&mut self, kind: IdKind) -> Option<u64> {
+        match kind {
+            IdKind::Replica => self.0.next_id(kind),
+            IdKind::Shard | IdKind::Node => None,
+        }
     }
 
-    fn replica_id(&mut self, shard: ShardId, node: NodeId) -> Option<u64> {
-        Some(report::replica_id(shard, node))
+    fn replica_id(&mut self, _shard: ShardId, node: NodeId) -> Option<u64> {
+        let number = self.0.next_id(IdKind::Replica)?;
+        ReplicaId::new(number, node).map(|r| r.0)
     }
 }
 
@@ -55,6 +71,10 @@ pub struct Operators {
     round: u64,
     /// Per shard: the step index last sent, the round, and the call.
     sent: BTreeMap<ShardId, (usize, u64, JoinHandle<()>)>,
+    /// Committed replica numbers (they stay valid across PD leader changes:
+    /// the allocator never hands them out again).
+    ids: IdPool,
+    refill: Option<JoinHandle<Result<IdRange, KvError>>>,
 }
 
 impl Default for Operators {
@@ -68,6 +88,8 @@ impl Default for Operators {
             },
             round: 0,
             sent: BTreeMap::new(),
+            ids: IdPool::default(),
+            refill: None,
         }
     }
 }
@@ -84,6 +106,7 @@ impl Operators {
     /// One round on the PD leader.
     pub fn round(&mut self, ctx: &Arc<NodeCtx>, state: &SharedPd, now_ms: u64) {
         self.round += 1;
+        self.refill_ids(ctx);
         let pd: PdState = read_pd(state, Clone::clone);
         let mut ended: Vec<Outcome> = pd
             .shards()
@@ -101,7 +124,7 @@ impl Operators {
         }
         let created = self
             .scheduler
-            .run(&pd, &mut self.set, &mut DerivedIds, now_ms)
+            .run(&pd, &mut self.set, &mut PooledIds(&mut self.ids), now_ms)
             .created;
         for (shard, kind) in created {
             let steps = self.set.get(shard).map(|op| op.steps().to_vec());
@@ -130,6 +153,27 @@ impl Operators {
             };
             let call = tokio::spawn(send_step(ctx.clone(), target, step.clone()));
             self.sent.insert(op.shard, (index, self.round, call));
+        }
+    }
+}
+
+impl Operators {
+    /// Takes a finished refill into the pool, and starts one when the pool
+    /// runs low.
+    fn refill_ids(&mut self, ctx: &Arc<NodeCtx>) {
+        if let Some(call) = self.refill.take_if(|c| c.is_finished()) {
+            match call.now_or_never() {
+                Some(Ok(Ok(range))) => self.ids.refill(IdKind::Replica, range),
+                Some(Ok(Err(e))) => tracing::debug!("no replica ids from the PD yet: {e}"),
+                Some(Err(e)) => tracing::warn!("replica id refill task failed: {e}"),
+                None => {}
+            }
+        }
+        if self.refill.is_none() && self.ids.available(IdKind::Replica) < POOL_LOW {
+            let ctx = ctx.clone();
+            self.refill = Some(tokio::spawn(async move {
+                heartbeat::alloc_ids(&ctx, IdKind::Replica, POOL_REFILL).await
+            }));
         }
     }
 }
@@ -170,6 +214,7 @@ async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step) {
         change: kind as i32,
         node_id: node,
         addr: to.addr(node),
+        replica_id: 0,
     };
     let channel = match ctx.peers.channel(&to.leader_addr) {
         Ok(c) => c,
@@ -180,8 +225,11 @@ async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step) {
     };
     let mut admin = AdminClient::new(channel);
     let result = match &step {
-        Step::AddLearner { node, .. } => admin
-            .change_replica(change(pb::ReplicaChange::AddLearner, *node))
+        Step::AddLearner { node, replica } => admin
+            .change_replica(pb::ChangeReplicaRequest {
+                replica_id: *replica,
+                ..change(pb::ReplicaChange::AddLearner, *node)
+            })
             .await
             .map(|r| r.into_inner().error.map(|e| e.message)),
         Step::PromoteLearner { node, .. } => admin

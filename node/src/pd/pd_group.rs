@@ -29,6 +29,7 @@ use atoll_pd::state::PdState;
 use tokio::task::JoinHandle;
 
 use super::{PD_REPLICAS, PD_SHARD};
+use crate::service::admin::fresh_replica_id;
 use crate::service::NodeCtx;
 use crate::shard::membership::{self, Change};
 use crate::shard::transfer::{self, TransferTimeouts};
@@ -160,10 +161,10 @@ fn view(ctx: &NodeCtx) -> Option<GroupView> {
         return None;
     }
     let membership = m.membership_config.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().map(|v| v.node()).collect();
     let learners: BTreeSet<NodeId> = membership
         .nodes()
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id.node())
         .filter(|id| !voters.contains(id))
         .collect();
     let last = m.last_log_index.unwrap_or(0);
@@ -174,10 +175,10 @@ fn view(ctx: &NodeCtx) -> Option<GroupView> {
         .filter(|(_, matched)| {
             matched.is_some_and(|l| last.saturating_sub(l.index) <= CAUGHT_UP_LAG)
         })
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id.node())
         .collect();
     Some(GroupView {
-        leader: m.id,
+        leader: m.id.node(),
         voters,
         learners,
         joint: membership.get_joint_config().len() > 1,
@@ -218,12 +219,14 @@ impl PdGroup {
         self.last = Some((step, self.round));
         let addr = |node: NodeId| pd.node(node).map(|n| n.address.clone()).unwrap_or_default();
         let ctx = ctx.clone();
+        let learner_addr = match step {
+            GroupStep::AddLearner(node) => addr(node),
+            _ => String::new(),
+        };
         let change = match step {
             GroupStep::LeaveJoint => Some(Change::LeaveJoint),
-            GroupStep::AddLearner(node) => Some(Change::AddLearner {
-                node,
-                addr: addr(node),
-            }),
+            // Needs a replica id first (in the task).
+            GroupStep::AddLearner(_) => None,
             GroupStep::Promote(node) => Some(Change::Promote { node }),
             GroupStep::Remove(node) => Some(Change::Remove {
                 node,
@@ -244,6 +247,7 @@ impl PdGroup {
                     .await
                     .map_err(|e| e.to_string()),
                 (None, GroupStep::TransferLeader(to)) => transfer_to(&ctx, to).await,
+                (None, GroupStep::AddLearner(node)) => add_learner(&ctx, node, learner_addr).await,
                 (None, _) => Ok(()),
             };
             match done {
@@ -267,6 +271,25 @@ impl PdGroup {
             call.abort();
         }
     }
+}
+
+/// Adds a learner of the PD group on `node`: its member id if it is one
+/// already (a step asked again), else a fresh one from the PD.
+async fn add_learner(ctx: &Arc<NodeCtx>, node: NodeId, addr: String) -> Result<(), String> {
+    let replica = ctx.replica(PD_SHARD).map_err(|e| e.to_string())?;
+    let learner = match replica.member_on(node) {
+        Some(id) => id,
+        None => fresh_replica_id(ctx, node)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let change = Change::AddLearner {
+        replica: learner,
+        addr,
+    };
+    membership::run(ctx, PD_SHARD, change)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn transfer_to(ctx: &Arc<NodeCtx>, to: NodeId) -> Result<(), String> {

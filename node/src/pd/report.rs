@@ -1,25 +1,18 @@
 //! A local replica as the PD sees it: the descriptor its leader reports
 //! ([`descriptor`]) and its statistics ([`stats`]).
 //!
-//! Replica ids: the PD gives each replica an id that is never reused. Until
-//! the node runs its Raft groups on replica ids, a replica's id is derived
-//! from its shard and node ([`replica_id`]): unique across shards, stable
-//! for the life of the replica, but the same again if a node is added back
-//! to a shard it left.
+//! Replica ids are the Raft member ids (`raft::replica_id`): never reused,
+//! with the node in their low bits. The PD hands out the new ones.
 
 use std::collections::BTreeSet;
 
 use atoll_pd::shard::{Epoch, Replica as PdReplica, Role, ShardDescriptor, ShardStats};
 
+use crate::raft::type_config::ReplicaId;
 use crate::shard::Replica;
 
-/// Node ids below this fit [`replica_id`].
-pub const MAX_NODE_ID: u64 = 1 << 20;
-
-/// The id the PD knows the replica of `shard` on `node` by.
-pub fn replica_id(shard: u64, node: u64) -> u64 {
-    (shard << 20) | (node & (MAX_NODE_ID - 1))
-}
+/// Node ids are below this (they fit a replica id's low bits).
+pub use crate::raft::replica_id::MAX_NODE_ID;
 
 /// A follower this many entries behind the leader, or one that has
 /// nothing yet (a new learner before its snapshot), is reported as pending.
@@ -32,8 +25,8 @@ pub fn descriptor(replica: &Replica) -> ShardDescriptor {
     let m = replica.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let configs = membership.get_joint_config();
-    let role_of = |node: u64| -> Role {
-        let in_cfg: Vec<bool> = configs.iter().map(|c| c.contains(&node)).collect();
+    let role_of = |member: ReplicaId| -> Role {
+        let in_cfg: Vec<bool> = configs.iter().map(|c| c.contains(&member)).collect();
         match in_cfg.as_slice() {
             [true] | [true, true] => Role::Voter,
             [false, true] => Role::IncomingVoter,
@@ -41,7 +34,7 @@ pub fn descriptor(replica: &Replica) -> ShardDescriptor {
             _ => Role::Learner,
         }
     };
-    let nodes: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let members: BTreeSet<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     ShardDescriptor {
         id: meta.id,
         start: meta.start,
@@ -50,15 +43,15 @@ pub fn descriptor(replica: &Replica) -> ShardDescriptor {
             version: meta.epoch.version,
             conf_ver: meta.epoch.conf_ver,
         },
-        replicas: nodes
+        replicas: members
             .into_iter()
-            .map(|node| PdReplica {
-                id: replica_id(meta.id, node),
-                node,
-                role: role_of(node),
+            .map(|member| PdReplica {
+                id: member.0,
+                node: member.node(),
+                role: role_of(member),
             })
             .collect(),
-        leader: m.current_leader.map(|l| replica_id(meta.id, l)),
+        leader: m.current_leader.map(u64::from),
         term: m.current_term,
     }
 }
@@ -75,7 +68,7 @@ pub fn stats(replica: &Replica, (keys, bytes): (u64, u64)) -> ShardStats {
         .filter(|(id, matched)| {
             **id != m.id && matched.is_none_or(|l| last.saturating_sub(l.index) > PENDING_LAG)
         })
-        .map(|(id, _)| replica_id(replica.id, *id))
+        .map(|(id, _)| id.0)
         .collect();
     ShardStats {
         approx_size_bytes: bytes,

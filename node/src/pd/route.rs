@@ -21,6 +21,7 @@ use super::{PdError, PdReply, PdRequest, PD_SHARD};
 use crate::codec;
 use crate::command::{Request, Response};
 use crate::raft::peer_pool::PeerPool;
+use crate::raft::type_config::ReplicaId;
 use crate::service::NodeCtx;
 use crate::shard::Replica;
 use crate::state_machine::read_pd;
@@ -86,7 +87,7 @@ enum Redirect {
 }
 
 async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redirect> {
-    let leader_addr = |leader: Option<u64>| leader.and_then(|id| replica.member_addr(id));
+    let leader_addr = |leader: Option<ReplicaId>| leader.and_then(|id| replica.member_addr(id));
     match req {
         PdRequest::Command(cmd)
             if matches!(**cmd, Command::JoinNode { .. } | Command::AddNode { .. })
@@ -129,7 +130,7 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
                 let pd = replica.pd().ok_or(Redirect::To(None))?;
                 Ok(PdReply::State {
                     state: Box::new(read_pd(pd, Clone::clone)),
-                    leader: replica.raft.metrics().borrow().id,
+                    leader: replica.raft.metrics().borrow().id.node(),
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -157,7 +158,7 @@ fn hosts_pd_voter(replica: &Replica, cmd: &Command) -> bool {
         && m.membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == node)
+            .any(|v| v.node() == node)
 }
 
 /// Where a node without a PD replica sends its requests: the initial

@@ -56,7 +56,7 @@ pub async fn compare(ctx: &Arc<NodeCtx>, state: &PdState, pd_leader: u64) {
             continue;
         };
         let local = replica.meta().epoch.conf_ver;
-        let listed_here = replica.member_addr(me).is_some();
+        let listed_here = replica.member_addr(replica.me()).is_some();
         let newer_elsewhere = info.desc.epoch.conf_ver > local;
         if info.desc.replica_on(me).is_some() || (listed_here && !newer_elsewhere) {
             continue;
@@ -89,6 +89,7 @@ async fn confirm_removed(ctx: &Arc<NodeCtx>, replica: &crate::shard::Replica, ad
         change: pb::ReplicaChange::ConfirmRemoved as i32,
         node_id: ctx.node_id(),
         addr: ctx.config.advertise_addr(),
+        replica_id: replica.me().0,
     };
     let reply = match ctx.peers.channel(addr) {
         Ok(ch) => AdminClient::new(ch).change_replica(ask).await,

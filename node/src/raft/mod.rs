@@ -6,4 +6,5 @@
 mod madsim_runtime;
 pub mod network;
 pub mod peer_pool;
+pub mod replica_id;
 pub mod type_config;

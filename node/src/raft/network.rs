@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::peer_pool::{PeerPool, MAX_MESSAGE_BYTES};
-use super::type_config::{Entry, NodeId, TypeConfig};
+use super::type_config::{Entry, ReplicaId, TypeConfig};
 use crate::cluster::ClusterIdentity;
 use crate::codec;
 use crate::storage::keys::ShardId;
@@ -31,8 +31,8 @@ use atoll_proto::RaftMessage;
 #[derive(Clone)]
 pub struct ShardNetwork {
     shard: ShardId,
-    /// This node: the sender of every RPC.
-    node: NodeId,
+    /// This replica: the sender of every RPC.
+    me: ReplicaId,
     peers: PeerPool,
     cluster: ClusterIdentity,
     /// Largest encoded AppendEntries; larger ones are cut by entry count.
@@ -44,14 +44,14 @@ pub struct ShardNetwork {
 impl ShardNetwork {
     pub fn new(
         shard: ShardId,
-        node: NodeId,
+        me: ReplicaId,
         peers: PeerPool,
         cluster: ClusterIdentity,
         max_append_bytes: usize,
     ) -> Self {
         Self {
             shard,
-            node,
+            me,
             peers,
             cluster,
             max_append_bytes,
@@ -70,10 +70,10 @@ impl ShardNetwork {
 impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> Self::Network {
         PeerClient {
             shard: self.shard,
-            node: self.node,
+            me: self.me,
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
@@ -87,8 +87,8 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
 /// The connection from one shard replica to one peer replica.
 pub struct PeerClient {
     shard: ShardId,
-    node: NodeId,
-    target: NodeId,
+    me: ReplicaId,
+    target: ReplicaId,
     addr: String,
     peers: PeerPool,
     cluster: ClusterIdentity,
@@ -103,7 +103,7 @@ enum Rpc {
     Snapshot,
 }
 
-type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E> = Result<T, RPCError<ReplicaId, BasicNode, RaftError<ReplicaId, E>>>;
 
 impl PeerClient {
     fn request(message: RaftMessage, option: &RPCOption) -> tonic::Request<RaftMessage> {
@@ -170,6 +170,7 @@ impl PeerClient {
             payload,
             cluster_id: self.cluster.get(),
             leader_transfer,
+            target_replica: self.target.0,
         };
         #[cfg(madsim)]
         let fate = crate::sim_hooks::rpc_fate();
@@ -197,7 +198,7 @@ impl PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&lost)));
         }
         let reply = reply.map_err(|status| self.classify(rpc, option, status))?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        let result: Result<Resp, RaftError<ReplicaId, E>> =
             codec::decode("raft response", &reply.into_inner().payload)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
@@ -217,7 +218,7 @@ impl PeerClient {
         rpc: Rpc,
         option: &RPCOption,
         status: tonic::Status,
-    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    ) -> RPCError<ReplicaId, BasicNode, RaftError<ReplicaId, E>> {
         match status.code() {
             // The peer refused our snapshot as older than a split it has
             // seen, or log entries before its first snapshot: build a
@@ -226,7 +227,7 @@ impl PeerClient {
             tonic::Code::Aborted if matches!(rpc, Rpc::Snapshot | Rpc::Append) => {
                 tracing::info!(
                     shard = self.shard,
-                    target = self.target,
+                    target = %self.target,
                     "refused: {}",
                     status.message()
                 );
@@ -241,7 +242,7 @@ impl PeerClient {
             // Alive but slow: retry at once, no backoff.
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
                 action: rpc.kind(),
-                id: self.node,
+                id: self.me,
                 target: self.target,
                 timeout: option.hard_ttl(),
             }),
@@ -254,7 +255,7 @@ impl PeerClient {
             tonic::Code::OutOfRange if matches!(rpc, Rpc::Append) => {
                 tracing::warn!(
                     shard = self.shard,
-                    target = self.target,
+                    target = %self.target,
                     "AppendEntries over the message cap ({status}); resending fewer entries"
                 );
                 RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1))
@@ -296,7 +297,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+    ) -> RpcResult<AppendEntriesResponse<ReplicaId>, Infallible> {
         let payload = codec::encode("raft request", &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // Bound each AppendEntries by bytes, not only by entry count: a
@@ -306,7 +307,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             let fit = entries_within(&rpc.entries, self.max_append_bytes);
             tracing::debug!(
                 shard = self.shard,
-                target = self.target,
+                target = %self.target,
                 bytes = payload.len(),
                 entries = rpc.entries.len(),
                 fit,
@@ -324,15 +325,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+    ) -> RpcResult<InstallSnapshotResponse<ReplicaId>, InstallSnapshotError> {
         self.call(Rpc::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<ReplicaId>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
+    ) -> RpcResult<VoteResponse<ReplicaId>, Infallible> {
         // The leader-transfer mark travels beside the payload: openraft
         // does not serialize it (third_party/PATCHES.md).
         let payload = codec::encode("raft request", &rpc)

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::NodeCtx;
 use crate::cluster::identity;
 use crate::error::KvError;
+use crate::raft::type_config::ReplicaId;
 use crate::shard::membership;
 use crate::shard::meta::{Epoch, ShardMeta};
 use crate::shard::transfer::{self, TransferError, TransferTimeouts, Transferred};
@@ -40,12 +41,12 @@ fn done(r: Result<(), KvError>) -> Reply {
 
 pub(crate) fn write_err(
     shard: u64,
-    e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+    e: RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>>,
 ) -> KvError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => KvError::NotLeader {
             shard,
-            leader_id: f.leader_id,
+            leader_id: f.leader_id.map(ReplicaId::node),
             leader_addr: f.leader_node.map(|n| n.addr),
         },
         other => KvError::Unavailable(other.to_string()),
@@ -126,12 +127,12 @@ async fn initialize(
     let shard = meta.id;
     let replica = ctx
         .host
-        .create(meta, false)
+        .create(meta, false, ReplicaId::founding(ctx.node_id()))
         .await
         .map_err(|e| KvError::Unavailable(e.to_string()))?;
-    let nodes: BTreeMap<u64, BasicNode> = members
+    let nodes: BTreeMap<ReplicaId, BasicNode> = members
         .iter()
-        .map(|(id, a)| (*id, BasicNode::new(a)))
+        .map(|(id, a)| (ReplicaId::founding(*id), BasicNode::new(a)))
         .collect();
     match replica.raft.initialize(nodes).await {
         Ok(()) => Ok(()),
@@ -140,6 +141,29 @@ async fn initialize(
             "initialising shard {shard}: {e}"
         ))),
     }
+}
+
+/// `node`'s replica as `d` lists it; its founding id if `d` lists none
+/// (or comes from a node that predates replica ids).
+pub(crate) fn listed_replica(d: &pb::ShardDescriptor, node: u64) -> ReplicaId {
+    d.replicas
+        .iter()
+        .find(|r| r.node_id == node && r.replica_id != 0)
+        .map_or(ReplicaId::founding(node), |r| ReplicaId(r.replica_id))
+}
+
+/// A new replica id for `node`, drawn from the PD's id allocator.
+pub(crate) async fn fresh_replica_id(
+    ctx: &std::sync::Arc<NodeCtx>,
+    node: u64,
+) -> Result<ReplicaId, KvError> {
+    let range = crate::pd::heartbeat::alloc_ids(ctx, atoll_pd::ids::IdKind::Replica, 1).await?;
+    ReplicaId::new(range.start, node).ok_or_else(|| {
+        KvError::InvalidArgument(format!(
+            "no replica id for node {node} (replica number {})",
+            range.start
+        ))
+    })
 }
 
 fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
@@ -167,17 +191,19 @@ fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
 /// operator mistake, reported as `InvalidArgument` (not retried).
 pub(crate) async fn create_remote_replica(
     ctx: &NodeCtx,
-    id: u64,
+    replica: ReplicaId,
     addr: &str,
     desc: pb::ShardDescriptor,
     awaiting_snapshot: bool,
 ) -> Result<(), KvError> {
+    let id = replica.node();
     let mut client = remote_admin(ctx, addr).await?;
     let reply = client
         .create_replica(pb::CreateReplicaRequest {
             shard: Some(desc),
             cluster_id: ctx.cluster.get(),
             awaiting_snapshot,
+            replica_id: replica.0,
         })
         .await
         .map_err(|s| match s.code() {
@@ -278,7 +304,8 @@ impl AdminService {
             .await
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         for (id, addr) in members.iter().filter(|(id, _)| *id != me) {
-            create_remote_replica(&self.ctx, *id, addr, desc.clone(), false).await?;
+            let founding = ReplicaId::founding(*id);
+            create_remote_replica(&self.ctx, founding, addr, desc.clone(), false).await?;
         }
         bootstrap(&self.ctx, &members).await
     }
@@ -299,18 +326,17 @@ impl AdminService {
                 req.node_id, req.shard_id
             )));
         }
+        // A learner already listed keeps its id; a new one gets a fresh id
+        // from the PD (ids are never reused).
+        let learner = match replica.member_on(req.node_id) {
+            Some(id) => id,
+            None => fresh_replica_id(&self.ctx, req.node_id).await?,
+        };
         // The new node must host an (empty) replica before Raft talks to it.
-        create_remote_replica(
-            &self.ctx,
-            req.node_id,
-            &req.addr,
-            replica.descriptor(),
-            true,
-        )
-        .await?;
+        create_remote_replica(&self.ctx, learner, &req.addr, replica.descriptor(), true).await?;
         replica
             .raft
-            .add_learner(req.node_id, BasicNode::new(&req.addr), true)
+            .add_learner(learner, BasicNode::new(&req.addr), true)
             .await
             .map(|_| ())
             .map_err(|e| write_err(req.shard_id, e))
@@ -318,12 +344,23 @@ impl AdminService {
 
     async fn change_membership(&self, req: pb::ChangeMembershipRequest) -> Result<(), KvError> {
         let replica = self.ctx.replica(req.shard_id)?;
-        let voters: BTreeSet<u64> = req.voters.iter().copied().collect();
-        if voters.is_empty() {
+        if req.voters.is_empty() {
             return Err(KvError::InvalidArgument(
                 "a shard needs at least one voter".into(),
             ));
         }
+        let voters = req
+            .voters
+            .iter()
+            .map(|node| {
+                replica.member_on(*node).ok_or_else(|| {
+                    KvError::InvalidArgument(format!(
+                        "node {node} is no member of shard {}; add it as a learner first",
+                        req.shard_id
+                    ))
+                })
+            })
+            .collect::<Result<BTreeSet<ReplicaId>, KvError>>()?;
         replica
             .raft
             .change_membership(voters, false)
@@ -336,9 +373,19 @@ impl AdminService {
         let desc = req
             .shard
             .ok_or_else(|| KvError::InvalidArgument("create-replica needs a shard".into()))?;
+        let me = match req.replica_id {
+            0 => listed_replica(&desc, self.ctx.node_id()),
+            id => ReplicaId(id),
+        };
+        if me.node() != self.ctx.node_id() {
+            return Err(KvError::InvalidArgument(format!(
+                "replica {me} is not on this node (node {})",
+                self.ctx.node_id()
+            )));
+        }
         self.ctx
             .host
-            .create(to_meta(&desc), req.awaiting_snapshot)
+            .create(to_meta(&desc), req.awaiting_snapshot, me)
             .await
             .map(|_| ())
             .map_err(|e| KvError::Unavailable(e.to_string()))
@@ -377,7 +424,7 @@ impl AdminService {
     async fn remove_replica(&self, req: pb::RemoveReplicaRequest) -> Result<(), KvError> {
         self.ctx
             .host
-            .remove(req.shard_id, req.conf_ver)
+            .remove(req.shard_id, req.conf_ver, ReplicaId(req.replica_id))
             .await
             .map(|_| ())
             .map_err(|e| KvError::Unavailable(e.to_string()))

@@ -22,6 +22,7 @@ use super::{txn, validate, NodeCtx};
 use crate::broken::{self, Mode};
 use crate::command::{self, Rejection, Response, WriteOp};
 use crate::error::KvError;
+use crate::raft::type_config::ReplicaId;
 use crate::shard::Replica;
 use crate::storage::keys;
 
@@ -31,10 +32,10 @@ pub struct KvService {
 
 type Reply<T> = Result<GrpcResponse<T>, Status>;
 
-fn not_leader(shard: u64, f: &ForwardToLeader<u64, BasicNode>) -> KvError {
+fn not_leader(shard: u64, f: &ForwardToLeader<ReplicaId, BasicNode>) -> KvError {
     KvError::NotLeader {
         shard,
-        leader_id: f.leader_id,
+        leader_id: f.leader_id.map(ReplicaId::node),
         leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
     }
 }
@@ -96,7 +97,7 @@ impl KvService {
         }
         #[cfg(all(madsim, feature = "sim-bugs"))]
         if crate::sim_hooks::bug(crate::sim_hooks::Bug::AckBeforeCommit)
-            && replica.raft.metrics().borrow().current_leader == Some(self.ctx.node_id())
+            && replica.raft.metrics().borrow().current_leader == Some(replica.me())
         {
             let fake = match &op {
                 WriteOp::Put { .. } => Response::Put,

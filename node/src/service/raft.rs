@@ -13,6 +13,9 @@
 //! refusal with a new snapshot and a purge of the log it covers
 //! (`shard::snapshot_refresh`), so its next attempt is a snapshot.
 //!
+//! A message names the replica it is for (`target_replica`); a node whose
+//! replica of the shard is another incarnation refuses it as not hosted.
+//!
 //! A snapshot whose range overlaps another shard hosted here is refused at
 //! its first chunk ([`stale_snapshot`]): it is older than a split this node
 //! has already seen, and installing it would delete that shard's data and
@@ -31,7 +34,7 @@ use tonic::{Request, Response, Status};
 
 use super::NodeCtx;
 use crate::codec;
-use crate::raft::type_config::{NodeId, TypeConfig};
+use crate::raft::type_config::{ReplicaId, TypeConfig};
 use crate::shard::transfer::{self, CampaignAsk};
 use crate::shard::Replica;
 use crate::state_machine::snapshot;
@@ -52,6 +55,17 @@ impl RaftService {
         let replica = self.ctx.host.get(msg.shard_id).ok_or_else(|| {
             Status::not_found(format!("shard {} is not hosted on this node", msg.shard_id))
         })?;
+        // A message for another incarnation of this node's replica (an
+        // older one a stale leader still lists, or a newer one not created
+        // here yet) must not reach this one: replica ids are never reused.
+        if msg.target_replica != 0 && msg.target_replica != replica.me().0 {
+            return Err(Status::not_found(format!(
+                "shard {}: this node hosts replica {}, not {}",
+                msg.shard_id,
+                replica.me(),
+                ReplicaId(msg.target_replica)
+            )));
+        }
         // After the lookup: a node only learns its cluster id (trust on first
         // use) from a message for a shard it was given.
         self.ctx.cluster.admit(msg.cluster_id, "raft").await?;
@@ -101,7 +115,7 @@ impl RaftApi for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, mut req): (_, VoteRequest<NodeId>) = self.open(&msg).await?;
+        let (replica, mut req): (_, VoteRequest<ReplicaId>) = self.open(&msg).await?;
         if !replica.may_vote() {
             return Err(Status::aborted(format!(
                 "shard {}: this replica was removed from this node and added back; it grants \
@@ -128,7 +142,7 @@ impl RaftApi for RaftService {
             .admit(req.cluster_id, "timeout-now")
             .await?;
         let ask = CampaignAsk {
-            leader_id: req.leader_id,
+            leader_id: ReplicaId(req.leader_id),
             term: req.term,
             last_log_index: req.last_log_index,
         };

@@ -17,10 +17,10 @@ use openraft::{AsyncRuntime, ServerState};
 use rand::Rng;
 
 use super::hibernation::Sleep;
-use crate::raft::type_config::{Raft, Runtime};
+use crate::raft::type_config::{Raft, ReplicaId, Runtime};
 
 /// Spawns the nudger for `raft`; it ends when the Raft instance shuts down.
-pub fn spawn(raft: Raft, sleep: Arc<Sleep>, node_id: u64, min: Duration, max: Duration) {
+pub fn spawn(raft: Raft, sleep: Arc<Sleep>, me: ReplicaId, min: Duration, max: Duration) {
     tokio::spawn(async move {
         let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
@@ -44,7 +44,7 @@ pub fn spawn(raft: Raft, sleep: Arc<Sleep>, node_id: u64, min: Duration, max: Du
                 .membership_config
                 .membership()
                 .voter_ids()
-                .any(|id| id == node_id);
+                .any(|id| id == me);
             if m.current_leader.is_some() || m.state == ServerState::Leader || !voter {
                 leaderless_since = None;
                 continue;
@@ -52,7 +52,7 @@ pub fn spawn(raft: Raft, sleep: Arc<Sleep>, node_id: u64, min: Duration, max: Du
             let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() >= max {
                 tracing::debug!(
-                    node = node_id,
+                    replica = %me,
                     term = m.current_term,
                     "no leader for a while; starting an election"
                 );

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use openraft::ServerState;
 
-use crate::raft::type_config::{NodeId, Raft};
+use crate::raft::type_config::{NodeId, Raft, ReplicaId};
 
 /// Per-replica sleep state.
 #[derive(Default)]
@@ -150,7 +150,7 @@ impl Sleep {
         }
         let m = raft.metrics().borrow().clone();
         let agrees = matches!(m.state, ServerState::Follower | ServerState::Learner)
-            && m.current_leader == Some(ask.leader)
+            && m.current_leader.map(ReplicaId::node) == Some(ask.leader)
             && m.current_term == ask.term
             && m.last_log_index == Some(ask.last_index)
             && m.last_applied.map(|l| l.index) == Some(ask.last_index);
@@ -169,5 +169,7 @@ impl Sleep {
 pub fn follower_moved_on(raft: &Raft, leader: NodeId, term: u64) -> bool {
     let metrics = raft.metrics();
     let m = metrics.borrow();
-    m.current_term != term || m.current_leader != Some(leader) || m.state == ServerState::Shutdown
+    m.current_term != term
+        || m.current_leader.map(ReplicaId::node) != Some(leader)
+        || m.state == ServerState::Shutdown
 }

@@ -12,7 +12,7 @@ use super::removal::ReplicaError;
 use super::replica::{Replica, ReplicaDeps};
 use crate::codec;
 use crate::error::NodeError;
-use crate::raft::type_config::NodeId;
+use crate::raft::type_config::{NodeId, ReplicaId};
 use crate::storage::engine::WriteBatch;
 use crate::storage::keys::{self, ShardId, SmMeta};
 
@@ -92,20 +92,52 @@ impl ShardHost {
             .is_empty()
     }
 
-    /// Creates an empty replica of `meta.id` (idempotent: an existing
-    /// replica is returned as is). The descriptor is made durable first so
-    /// the replica is re-opened after a restart. `awaiting_snapshot`: the
-    /// replica joins a running shard and must start from a snapshot, never
-    /// from the shard's first log entries (false only for the members of a
-    /// new shard, whose log starts with its initial membership).
+    /// Creates an empty replica `me` of `meta.id` (idempotent: an existing
+    /// replica with that id is returned as is). The descriptor is made
+    /// durable first so the replica is re-opened after a restart.
+    /// `awaiting_snapshot`: the replica joins a running shard and must start
+    /// from a snapshot, never from the shard's first log entries (false only
+    /// for the members of a new shard, whose log starts with its initial
+    /// membership).
+    ///
+    /// Another replica of the shard hosted here, with a membership version
+    /// older than the request's descriptor, was removed from the shard while
+    /// this node did not hear of it (the leader adds a node only once no
+    /// member of it is left in the committed membership): it is removed here
+    /// first. A request whose descriptor is not newer than the hosted
+    /// replica's is stale and refused. (Replica numbers are unique, not
+    /// ordered in time: the PD hands them out in batches.)
     pub async fn create(
         &self,
         meta: ShardMeta,
         awaiting_snapshot: bool,
+        me: ReplicaId,
     ) -> Result<Arc<Replica>, NodeError> {
         let _guard = self.create_lock.lock().await;
         if let Some(r) = self.get(meta.id) {
-            return Ok(r);
+            if r.me() == me {
+                return Ok(r);
+            }
+            let hosted_at = r.meta().epoch.conf_ver;
+            if meta.epoch.conf_ver <= hosted_at {
+                return Err(ReplicaError::OtherReplicaHosted {
+                    shard: meta.id,
+                    hosted: r.me(),
+                    hosted_at,
+                    asked: me,
+                    asked_at: meta.epoch.conf_ver,
+                }
+                .into());
+            }
+            tracing::info!(
+                node = self.node_id(),
+                shard = meta.id,
+                hosted = %r.me(),
+                new = %me,
+                "replacing a replica that was removed from the shard while this node did not hear"
+            );
+            self.remove_held(&r, meta.epoch.conf_ver.saturating_sub(1))
+                .await?;
         }
         if let Some(other) = self.overlapping(&meta) {
             return Err(ReplicaError::Overlaps {
@@ -121,6 +153,10 @@ impl ShardHost {
         let bytes = codec::encode("shard descriptor", &meta)
             .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
         batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);
+        batch.put(
+            keys::sm_meta(meta.id, SmMeta::ReplicaId),
+            me.0.to_be_bytes().to_vec(),
+        );
         if awaiting_snapshot || reincarnated {
             let mark = if reincarnated { vec![1] } else { Vec::new() };
             batch.put(keys::sm_meta(meta.id, SmMeta::AwaitingSnapshot), mark);

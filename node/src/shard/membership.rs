@@ -33,7 +33,7 @@ use openraft::{BasicNode, ChangeMembers};
 
 use super::Replica;
 use crate::error::KvError;
-use crate::raft::type_config::NodeId;
+use crate::raft::type_config::{NodeId, ReplicaId};
 use crate::service::admin::{create_remote_replica, remote_admin, write_err};
 use crate::service::NodeCtx;
 
@@ -41,7 +41,9 @@ use crate::service::NodeCtx;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     AddLearner {
-        node: NodeId,
+        /// The new replica's id, fresh from the PD; its node part is the
+        /// node to add.
+        replica: ReplicaId,
         addr: String,
     },
     Promote {
@@ -57,6 +59,8 @@ pub enum Change {
     ConfirmRemoved {
         node: NodeId,
         addr: String,
+        /// The replica the node hosts (0: not said).
+        replica: ReplicaId,
     },
 }
 
@@ -76,8 +80,19 @@ impl Change {
                         "adding a learner needs the node's address".into(),
                     ));
                 }
+                let replica = ReplicaId(req.replica_id);
+                #[cfg(all(madsim, feature = "sim-bugs"))]
+                let reuse = crate::sim_hooks::reuses_replica_ids();
+                #[cfg(not(all(madsim, feature = "sim-bugs")))]
+                let reuse = false;
+                if (replica.incarnation() == 0 && !reuse) || replica.node() != node {
+                    return Err(KvError::InvalidArgument(format!(
+                        "adding a learner on node {node} needs a fresh replica id of that node \
+                         from the PD, not {replica}"
+                    )));
+                }
                 Ok(Change::AddLearner {
-                    node,
+                    replica,
                     addr: req.addr.clone(),
                 })
             }
@@ -92,6 +107,7 @@ impl Change {
                 Ok(Change::ConfirmRemoved {
                     node,
                     addr: req.addr.clone(),
+                    replica: ReplicaId(req.replica_id),
                 })
             }
             _ => Err(KvError::InvalidArgument(format!(
@@ -115,29 +131,52 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
         .membership_config
         .membership()
         .clone();
-    let in_membership = |n: NodeId| membership.get_node(&n).is_some();
-    let is_voter = |n: NodeId| membership.voter_ids().any(|v| v == n);
-    let changes: Vec<(ChangeMembers<NodeId, BasicNode>, bool)> = match &change {
-        Change::AddLearner { node, addr } => {
-            if !in_membership(*node) {
-                let add = replica.raft.add_learner(*node, BasicNode::new(addr), false);
-                tokio::time::timeout(wait, add)
-                    .await
-                    .map_err(|_| timed_out(shard, "adding the learner"))?
-                    .map_err(|e| write_err(shard, e))?;
+    // Every change but an addition names a node; its member is found here.
+    let member_on = |n: NodeId| {
+        membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .find(|id| id.node() == n)
+    };
+    let is_voter = |r: ReplicaId| membership.voter_ids().any(|v| v == r);
+    let changes: Vec<(ChangeMembers<ReplicaId, BasicNode>, bool)> = match &change {
+        Change::AddLearner {
+            replica: learner,
+            addr,
+        } => {
+            match member_on(learner.node()) {
+                None => {
+                    // Ids are never reused: one the shard had before, or one
+                    // older than a member's, comes from a stale step.
+                    let add = replica
+                        .raft
+                        .add_learner(*learner, BasicNode::new(addr), false);
+                    tokio::time::timeout(wait, add)
+                        .await
+                        .map_err(|_| timed_out(shard, "adding the learner"))?
+                        .map_err(|e| write_err(shard, e))?;
+                }
+                Some(listed) if listed == *learner => {}
+                Some(listed) => {
+                    return Err(KvError::InvalidArgument(format!(
+                        "node {} is already a member of shard {shard} as replica {listed}, \
+                         not {learner}",
+                        learner.node()
+                    )))
+                }
             }
-            return create_remote_replica(ctx, *node, addr, replica.descriptor(), true).await;
+            return create_remote_replica(ctx, *learner, addr, replica.descriptor(), true).await;
         }
         Change::Promote { node } => {
-            if is_voter(*node) && membership.get_joint_config().len() == 1 {
-                return Ok(());
-            }
-            if !in_membership(*node) {
+            let Some(member) = member_on(*node) else {
                 return Err(KvError::InvalidArgument(format!(
                     "node {node} is not a learner of shard {shard}; add it first"
                 )));
+            };
+            if is_voter(member) && membership.get_joint_config().len() == 1 {
+                return Ok(());
             }
-            vec![(ChangeMembers::AddVoterIds(BTreeSet::from([*node])), true)]
+            vec![(ChangeMembers::AddVoterIds(BTreeSet::from([member])), true)]
         }
         Change::Remove { node, .. } => {
             if *node == ctx.node_id() {
@@ -145,20 +184,24 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
                     "node {node} leads shard {shard}; move its leadership away before removing it"
                 )));
             }
-            if is_voter(*node) {
-                vec![(ChangeMembers::RemoveVoters(BTreeSet::from([*node])), false)]
-            } else if in_membership(*node) {
-                vec![(ChangeMembers::RemoveNodes(BTreeSet::from([*node])), false)]
-            } else {
-                vec![]
+            match member_on(*node) {
+                Some(m) if is_voter(m) => {
+                    vec![(ChangeMembers::RemoveVoters(BTreeSet::from([m])), false)]
+                }
+                Some(m) => vec![(ChangeMembers::RemoveNodes(BTreeSet::from([m])), false)],
+                None => vec![],
             }
         }
-        Change::ConfirmRemoved { node, addr } => {
-            if in_membership(*node) {
+        Change::ConfirmRemoved {
+            node,
+            addr,
+            replica: removed,
+        } => {
+            if member_on(*node).is_some() {
                 return Ok(());
             }
             committed_without(&replica, *node).await?;
-            return tell_removed(ctx, &replica, *node, addr).await;
+            return tell_removed(ctx, &replica, *removed, *node, addr).await;
         }
         Change::LeaveJoint => {
             let configs = membership.get_joint_config();
@@ -178,14 +221,16 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
             .map_err(|e| write_err(shard, e))?;
     }
     if let Change::Remove { node, addr } = change {
+        let removed = member_on(node).unwrap_or_default();
         committed_without(&replica, node).await?;
         let addr = membership
-            .get_node(&node)
-            .map(|n| n.addr.clone())
+            .nodes()
+            .find(|(id, _)| id.node() == node)
+            .map(|(_, n)| n.addr.clone())
             .filter(|a| !a.is_empty())
             .unwrap_or(addr);
         if !addr.is_empty() {
-            tell_removed(ctx, &replica, node, &addr).await?;
+            tell_removed(ctx, &replica, removed, node, &addr).await?;
         }
     }
     Ok(())
@@ -211,7 +256,10 @@ async fn committed_without(replica: &Replica, node: NodeId) -> Result<(), KvErro
     let effective = &m.membership_config;
     let applied = m.last_applied.map(|l| l.index);
     let change_at = effective.log_id().map(|l| l.index);
-    let without = effective.membership().get_node(&node).is_none();
+    let without = effective
+        .membership()
+        .nodes()
+        .all(|(id, _)| id.node() != node);
     if without && applied >= change_at {
         Ok(())
     } else {
@@ -225,11 +273,12 @@ fn timed_out(shard: u64, what: &str) -> KvError {
     ))
 }
 
-/// Tells `node` to remove its replica: the membership without it is
-/// committed and applied here.
+/// Tells `node` to remove its replica `removed` (0: whichever it hosts):
+/// the membership without it is committed and applied here.
 async fn tell_removed(
     ctx: &Arc<NodeCtx>,
     replica: &Replica,
+    removed: ReplicaId,
     node: NodeId,
     addr: &str,
 ) -> Result<(), KvError> {
@@ -240,6 +289,7 @@ async fn tell_removed(
             shard_id: replica.id,
             conf_ver,
             cluster_id: ctx.cluster.get(),
+            replica_id: removed.0,
         })
         .await
         .map_err(|s| KvError::Unavailable(format!("node {node} at {addr}: {}", s.message())))?
@@ -263,7 +313,7 @@ pub async fn compact(replica: &Replica) -> Result<(), KvError> {
         .last_applied
         .map(|l| l.index)
         .unwrap_or(0);
-    let stopped = |e: openraft::error::Fatal<u64>| KvError::Unavailable(e.to_string());
+    let stopped = |e: openraft::error::Fatal<ReplicaId>| KvError::Unavailable(e.to_string());
     replica.raft.trigger().snapshot().await.map_err(stopped)?;
     let built = replica
         .raft

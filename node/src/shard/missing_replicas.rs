@@ -25,6 +25,7 @@ use atoll_proto as pb;
 use atoll_proto::admin_client::AdminClient;
 
 use crate::pd::PD_SHARD;
+use crate::raft::type_config::ReplicaId;
 use crate::service::NodeCtx;
 
 /// Heartbeat rounds a member may go without any replication before the
@@ -63,8 +64,8 @@ impl MissingReplicas {
                     .membership_config
                     .membership()
                     .nodes()
-                    .filter(|(id, _)| **id != ctx.node_id())
-                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .filter(|(id, _)| id.node() != ctx.node_id())
+                    .map(|(id, node)| (id.node(), node.addr.clone()))
                     .collect();
                 for (node, addr) in members {
                     if let Err(e) = create(ctx, &addr, replica.descriptor()).await {
@@ -78,20 +79,26 @@ impl MissingReplicas {
                 continue;
             }
             let m = replica.raft.metrics().borrow().clone();
-            let never: Vec<u64> = m
+            let never: Vec<ReplicaId> = m
                 .replication
                 .iter()
                 .flatten()
-                .filter(|(node, matched)| **node != ctx.node_id() && matched.is_none())
-                .map(|(node, _)| *node)
+                .filter(|(r, matched)| r.node() != ctx.node_id() && matched.is_none())
+                .map(|(r, _)| *r)
                 .collect();
-            for node in never {
-                let n = self.rounds.get(&(replica.id, node)).copied().unwrap_or(0) + 1;
-                missing.insert((replica.id, node), n);
+            for member in never {
+                let node = member.node();
+                let n = self
+                    .rounds
+                    .get(&(replica.id, member.0))
+                    .copied()
+                    .unwrap_or(0)
+                    + 1;
+                missing.insert((replica.id, member.0), n);
                 if n % ROUNDS != 0 {
                     continue;
                 }
-                let Some(addr) = replica.member_addr(node) else {
+                let Some(addr) = replica.member_addr(member) else {
                     continue;
                 };
                 let desc = replica.descriptor();
@@ -116,6 +123,8 @@ async fn create(ctx: &NodeCtx, addr: &str, desc: pb::ShardDescriptor) -> Result<
             shard: Some(desc),
             cluster_id: ctx.cluster.get(),
             awaiting_snapshot: true,
+            // The member this node has in `desc` (found there by the node).
+            replica_id: 0,
         })
         .await
         .map_err(|s| s.message().to_string())?

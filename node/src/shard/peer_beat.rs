@@ -23,10 +23,10 @@ use openraft::ServerState;
 
 use super::hibernation::{follower_moved_on, SleepAsk, State};
 use super::Replica;
-use crate::raft::type_config::NodeId;
+use crate::raft::type_config::{NodeId, ReplicaId};
 use crate::service::NodeCtx;
 
-type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+type Metrics = openraft::RaftMetrics<ReplicaId, openraft::BasicNode>;
 
 /// How often a node beats to its peers.
 pub fn beat_every(raft: &crate::config::RaftTuning) -> Duration {
@@ -198,8 +198,8 @@ async fn beat(ctx: &Arc<NodeCtx>, tuning: &crate::config::RaftTuning) {
         let membership = m.membership_config.membership();
         let members: Vec<(NodeId, String)> = membership
             .nodes()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, n)| (*id, n.addr.clone()))
+            .filter(|(id, _)| id.node() != me)
+            .map(|(id, n)| (id.node(), n.addr.clone()))
             .collect();
         // Every peer sharing a shard hears from this node, also one it
         // leads nothing with: a node that just started tells the sleeping
@@ -290,7 +290,7 @@ fn quiet_enough(
         return None;
     }
     let replication = m.replication.as_ref()?;
-    let members: Vec<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    let members: Vec<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     let all_matched = members.iter().filter(|id| **id != m.id).all(|id| {
         replication
             .get(id)
@@ -300,7 +300,7 @@ fn quiet_enough(
         return None;
     }
     Some(SleepAsk {
-        leader: m.id,
+        leader: m.id.node(),
         term: m.current_term,
         last_index: last,
     })
@@ -355,8 +355,8 @@ pub fn handle(ctx: &NodeCtx, beat: &pb::PeerBeat) -> Vec<u64> {
                         .borrow()
                         .membership_config
                         .membership()
-                        .get_node(&from)
-                        .is_some()
+                        .nodes()
+                        .any(|(id, _)| id.node() == from)
                 {
                     replica.sleep.wake(&replica.raft, "a member's node is back");
                 }

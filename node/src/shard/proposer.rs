@@ -29,7 +29,7 @@ use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::command::{Request, Response};
-use crate::raft::type_config::{NodeId, Raft, TypeConfig};
+use crate::raft::type_config::{Raft, ReplicaId, TypeConfig};
 
 /// Entries proposed and not yet applied, at most.
 pub const IN_FLIGHT: usize = 2;
@@ -39,8 +39,10 @@ pub const MAX_BATCH: usize = 256;
 /// goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-pub type WriteResult =
-    Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+pub type WriteResult = Result<
+    ClientWriteResponse<TypeConfig>,
+    RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>>,
+>;
 
 struct Pending {
     req: Request,
@@ -98,7 +100,7 @@ impl Proposer {
     }
 }
 
-fn stopped() -> RaftError<NodeId, ClientWriteError<NodeId, BasicNode>> {
+fn stopped() -> RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>> {
     RaftError::Fatal(Fatal::Stopped)
 }
 

@@ -13,10 +13,10 @@ use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::raft::type_config::{LogId, NodeId, Raft};
+use crate::raft::type_config::{LogId, Raft, ReplicaId};
 
 pub type ReadIndexResult =
-    Result<Option<LogId>, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
+    Result<Option<LogId>, RaftError<ReplicaId, CheckIsLeaderError<ReplicaId, BasicNode>>>;
 
 /// The handle: one per replica.
 #[derive(Clone)]

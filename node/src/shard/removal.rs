@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::ShardHost;
 use super::meta::ShardMeta;
+use super::replica::Replica;
 use crate::codec;
 use crate::error::NodeError;
 use crate::state_machine::install::delete_range;
@@ -55,6 +56,18 @@ pub enum ReplicaError {
         asked: u64,
     },
     #[error(
+        "this node hosts replica {hosted} of shard {shard} at membership version {hosted_at}; \
+         the request for replica {asked} comes with version {asked_at}, not newer (a stale \
+         request); not created"
+    )]
+    OtherReplicaHosted {
+        shard: ShardId,
+        hosted: crate::raft::type_config::ReplicaId,
+        hosted_at: u64,
+        asked: crate::raft::type_config::ReplicaId,
+        asked_at: u64,
+    },
+    #[error(
         "the replica of shard {shard} on this node leads the shard; move its leadership away \
          before removing it"
     )]
@@ -71,7 +84,7 @@ pub enum ReplicaError {
 }
 
 /// Every state-machine record of a replica, apart from its tombstone.
-const STATE_TAGS: [SmMeta; 8] = [
+const STATE_TAGS: [SmMeta; 9] = [
     SmMeta::Applied,
     SmMeta::Membership,
     SmMeta::Shard,
@@ -80,6 +93,7 @@ const STATE_TAGS: [SmMeta; 8] = [
     SmMeta::Installing,
     SmMeta::Pd,
     SmMeta::AwaitingSnapshot,
+    SmMeta::ReplicaId,
 ];
 
 /// What a removed replica leaves in the engine.
@@ -149,18 +163,46 @@ pub async fn prepare_create(
 }
 
 impl ShardHost {
-    /// Removes this node's replica of `shard`, whose leader committed a
-    /// membership at version `conf_ver` without this node. Returns false
-    /// if no replica is hosted here (removed already: the call is
-    /// idempotent).
-    pub async fn remove(&self, shard: ShardId, conf_ver: u64) -> Result<bool, NodeError> {
+    /// Removes this node's replica `which` of `shard` (`ReplicaId(0)`:
+    /// whichever is hosted), whose leader committed a membership at version
+    /// `conf_ver` without it. Returns false if no such replica is hosted
+    /// here (removed already: the call is idempotent; or the node was added
+    /// back since, as another replica, which stays).
+    pub async fn remove(
+        &self,
+        shard: ShardId,
+        conf_ver: u64,
+        which: crate::raft::type_config::ReplicaId,
+    ) -> Result<bool, NodeError> {
         let _guard = self.create_lock.lock().await;
         let Some(replica) = self.get(shard) else {
             return Ok(false);
         };
+        if which.0 != 0 && replica.me() != which {
+            tracing::info!(
+                node = self.node_id(),
+                shard,
+                hosted = %replica.me(),
+                removed = %which,
+                "not removing: this node hosts another replica of the shard now"
+            );
+            return Ok(false);
+        }
         if replica.is_leader() {
             return Err(ReplicaError::Leads { shard }.into());
         }
+        self.remove_held(&replica, conf_ver).await?;
+        Ok(true)
+    }
+
+    /// Removes `replica` (its shard's leader committed a membership at
+    /// `conf_ver` without it); the caller holds the create lock.
+    pub(super) async fn remove_held(
+        &self,
+        replica: &Replica,
+        conf_ver: u64,
+    ) -> Result<(), NodeError> {
+        let shard = replica.id;
         let meta = replica.meta();
         let me = self.node_id();
         if replica.is_voter(me) && meta.epoch.conf_ver > conf_ver {
@@ -210,6 +252,6 @@ impl ShardHost {
             conf_ver = stone.conf_ver,
             "removed this node's replica and left a tombstone"
         );
-        Ok(true)
+        Ok(())
     }
 }

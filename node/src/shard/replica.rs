@@ -18,7 +18,7 @@ use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
-use crate::raft::type_config::{NodeId, Raft};
+use crate::raft::type_config::{NodeId, Raft, ReplicaId};
 use crate::state_machine::snapshot_store::SnapshotStore;
 use crate::state_machine::view::{ApplyGate, ViewGuard};
 use crate::state_machine::{self, SharedMeta, SharedPd, StateMachine};
@@ -29,6 +29,8 @@ use crate::wal::Wal;
 
 pub struct Replica {
     pub id: ShardId,
+    /// This replica's member id in the shard's Raft group.
+    me: ReplicaId,
     pub raft: Raft,
     meta: SharedMeta,
     gate: ApplyGate,
@@ -105,16 +107,17 @@ impl Replica {
         .with_awaiting_snapshot(awaiting_snapshot.clone());
         let (mut log, mut sm) = (log, sm);
         cover_applied_by_snapshot(id, &mut log, &mut sm).await?;
+        let me = own_id(deps, id, &mut sm).await?;
         let stale_snapshot = Arc::new(tokio::sync::Notify::new());
         let network = ShardNetwork::new(
             id,
-            deps.node_id,
+            me,
             deps.peers.clone(),
             deps.cluster.clone(),
             deps.max_append_bytes,
         )
         .on_stale_snapshot(stale_snapshot.clone());
-        let raft = Raft::new(deps.node_id, deps.raft_config.clone(), network, log, sm)
+        let raft = Raft::new(me, deps.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(format!("starting shard {id}: {e}")))?;
         super::snapshot_refresh::spawn(raft.clone(), id, stale_snapshot);
@@ -122,12 +125,13 @@ impl Replica {
         super::election_nudge::spawn(
             raft.clone(),
             sleep.clone(),
-            deps.node_id,
+            me,
             std::time::Duration::from_millis(deps.raft_config.election_timeout_min),
             std::time::Duration::from_millis(deps.raft_config.election_timeout_max),
         );
         Ok(Self {
             id,
+            me,
             // A little longer than any caller waits, so a caller always
             // gets its own timeout answer, never the proposer giving up.
             proposer: Proposer::spawn(raft.clone(), deps.write_timeout + Duration::from_secs(1)),
@@ -141,6 +145,11 @@ impl Replica {
             sleep,
             book: deps.book.clone(),
         })
+    }
+
+    /// This replica's member id in the shard's Raft group.
+    pub fn me(&self) -> ReplicaId {
+        self.me
     }
 
     /// The shard is being used: it wakes if it sleeps, and stays awake for
@@ -227,13 +236,14 @@ impl Replica {
         let meta = self.meta();
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let voters: Vec<ReplicaId> = membership.voter_ids().collect();
         let replicas = membership
             .nodes()
             .map(|(id, node)| pb::Replica {
-                node_id: *id,
+                node_id: id.node(),
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
+                replica_id: id.0,
             })
             .collect();
         pb::ShardDescriptor {
@@ -245,7 +255,7 @@ impl Replica {
                 conf_ver: meta.epoch.conf_ver,
             }),
             replicas,
-            leader_id: m.current_leader,
+            leader_id: m.current_leader.map(ReplicaId::node),
         }
     }
 
@@ -255,15 +265,27 @@ impl Replica {
         m.membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == node)
+            .any(|v| v.node() == node)
     }
 
-    /// Address of a member node of this shard, if known.
-    pub fn member_addr(&self, node: NodeId) -> Option<String> {
+    /// The member (voter or learner) on `node`, as this replica knows it.
+    pub fn member_on(&self, node: NodeId) -> Option<ReplicaId> {
+        let m = self.raft.metrics().borrow().clone();
+        let found = m
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(id, _)| id.node() == node)
+            .map(|(id, _)| *id);
+        found
+    }
+
+    /// Address of a member of this shard, if known.
+    pub fn member_addr(&self, member: ReplicaId) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config
             .membership()
-            .get_node(&node)
+            .get_node(&member)
             .map(|n| n.addr.clone())
     }
 
@@ -280,7 +302,7 @@ impl Replica {
             shard: Some(self.descriptor()),
             role: role.to_string(),
             term: m.current_term,
-            leader_id: m.current_leader,
+            leader_id: m.current_leader.map(ReplicaId::node),
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
@@ -288,6 +310,40 @@ impl Replica {
             asleep: self.sleep.is_asleep(),
         }
     }
+}
+
+/// This node's member id in shard `shard`: pinned in the engine
+/// (`SmMeta::ReplicaId`) when the replica was created to join the shard;
+/// otherwise this node's member of the membership the state machine holds
+/// (a founding member, or a split child, which shares its parent's ids),
+/// pinned from then on; a founding id when neither names one.
+async fn own_id(
+    deps: &ReplicaDeps,
+    shard: ShardId,
+    sm: &mut StateMachine,
+) -> Result<ReplicaId, NodeError> {
+    use openraft::storage::RaftStateMachine;
+    let key = keys::sm_meta(shard, SmMeta::ReplicaId);
+    if let Some(bytes) = deps.engine.get(&key)? {
+        let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            NodeError::Engine(crate::storage::EngineError::Corrupt(format!(
+                "shard {shard}: the stored replica id has {} bytes, not 8",
+                bytes.len()
+            )))
+        })?;
+        return Ok(ReplicaId(u64::from_be_bytes(raw)));
+    }
+    let (_, membership) = sm.applied_state().await?;
+    let me = membership
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .find(|id| id.node() == deps.node_id)
+        .unwrap_or(ReplicaId::founding(deps.node_id));
+    let mut batch = crate::storage::engine::WriteBatch::new();
+    batch.put(key, me.0.to_be_bytes().to_vec());
+    deps.engine.write(batch)?;
+    Ok(me)
 }
 
 /// Before the Raft starts: if the state machine applied entries that the

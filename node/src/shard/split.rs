@@ -21,8 +21,9 @@ use super::meta::ShardMeta;
 use super::Replica;
 use crate::command::{Rejection, Request, Response};
 use crate::error::{show, KvError};
-use crate::pd::heartbeat::command;
+use crate::pd::heartbeat::{alloc_ids, command};
 use crate::pd::{report, route, PdReply, PdRequest, PD_SHARD};
+use crate::raft::type_config::ReplicaId;
 use crate::service::NodeCtx;
 use crate::state_machine::SplitChild;
 use crate::storage::keys;
@@ -98,12 +99,17 @@ pub async fn split(
         }
         None => middle_key(ctx, &meta)?,
     };
+    // Nothing is proposed before these answer: a failure is `NotApplied`.
     ensure_pd_is_current(ctx, &replica).await?;
-    let child = alloc_shard_id(ctx).await?;
+    let child = alloc_shard_id(ctx).await.map_err(not_proposed)?;
+    let child_replicas = child_replica_ids(ctx, &replica)
+        .await
+        .map_err(not_proposed)?;
     let req = Request::Split {
         expected_version: meta.epoch.version,
         key,
         child,
+        child_replicas,
     };
     let wait = ctx.config.raft.write_timeout();
     let applied = tokio::time::timeout(wait, replica.propose(req))
@@ -117,8 +123,13 @@ pub async fn split(
         Ok(r) => match r.data {
             Response::Split { left, right } => (left, right),
             Response::Rejected(Rejection::VersionChanged { expected, current }) => {
-                return Err(KvError::Unavailable(format!(
-                    "shard {shard} changed during the split (version {expected} -> {current}); retry"
+                return Err(KvError::NotApplied(format!(
+                    "shard {shard} changed during the split (version {expected} -> {current})"
+                )))
+            }
+            Response::Rejected(Rejection::MembersChanged) => {
+                return Err(KvError::NotApplied(format!(
+                    "shard {shard}'s members changed during the split"
                 )))
             }
             Response::Rejected(Rejection::BadSplitKey { key }) => {
@@ -136,7 +147,7 @@ pub async fn split(
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             return Err(KvError::NotLeader {
                 shard,
-                leader_id: f.leader_id,
+                leader_id: f.leader_id.map(ReplicaId::node),
                 leader_addr: f.leader_node.map(|n| n.addr),
             })
         }
@@ -170,7 +181,7 @@ pub(crate) fn leader_or_redirect(replica: &Replica) -> Result<(), KvError> {
     let leader = replica.raft.metrics().borrow().current_leader;
     Err(KvError::NotLeader {
         shard: replica.id,
-        leader_id: leader,
+        leader_id: leader.map(ReplicaId::node),
         leader_addr: leader.and_then(|l| replica.member_addr(l)),
     })
 }
@@ -199,7 +210,7 @@ fn middle_key(ctx: &NodeCtx, meta: &ShardMeta) -> Result<Vec<u8>, KvError> {
 /// Fails unless the PD knows `replica`'s shard at its current version,
 /// after reporting a split it missed if there is one.
 async fn ensure_pd_is_current(ctx: &Arc<NodeCtx>, replica: &Replica) -> Result<(), KvError> {
-    let pd_err = |e: crate::pd::PdError| KvError::Unavailable(e.to_string());
+    let pd_err = |e: crate::pd::PdError| KvError::NotApplied(e.to_string());
     let known = match route::call(ctx, PdRequest::State, 0)
         .await
         .map_err(pd_err)?
@@ -212,30 +223,54 @@ async fn ensure_pd_is_current(ctx: &Arc<NodeCtx>, replica: &Replica) -> Result<(
         Some(v) if v == local => Ok(()),
         Some(_) => {
             report_pending(ctx, replica).await.map_err(pd_err)?;
-            Err(KvError::Unavailable(format!(
-                "the previous split of shard {} was just reported to the placement driver; retry",
+            Err(KvError::NotApplied(format!(
+                "the previous split of shard {} was just reported to the placement driver",
                 replica.id
             )))
         }
-        None => Err(KvError::Unavailable(format!(
-            "the placement driver does not know shard {} yet; retry in a moment",
+        None => Err(KvError::NotApplied(format!(
+            "the placement driver does not know shard {} yet",
             replica.id
         ))),
     }
 }
 
-async fn alloc_shard_id(ctx: &Arc<NodeCtx>) -> Result<u64, KvError> {
-    let cmd = Command::AllocIds {
-        kind: IdKind::Shard,
-        count: 1,
-    };
-    match command(ctx, cmd).await {
-        Ok(CommandResult::AllocIds(Ok(range))) => Ok(range.start),
-        Ok(other) => Err(KvError::Unavailable(format!(
-            "the placement driver gave no shard id: {other:?}"
-        ))),
-        Err(e) => Err(KvError::Unavailable(e.to_string())),
+/// An error met before the split was proposed: nothing changed.
+fn not_proposed(e: KvError) -> KvError {
+    match e {
+        KvError::Unavailable(m) => KvError::NotApplied(m),
+        other => other,
     }
+}
+
+async fn alloc_shard_id(ctx: &Arc<NodeCtx>) -> Result<u64, KvError> {
+    Ok(alloc_ids(ctx, IdKind::Shard, 1).await?.start)
+}
+
+/// Fresh replica ids for the child's group, one per member node of the
+/// shard (replica ids are never shared between shards).
+async fn child_replica_ids(ctx: &Arc<NodeCtx>, replica: &Replica) -> Result<Vec<u64>, KvError> {
+    let nodes: Vec<u64> = {
+        let m = replica.raft.metrics().borrow().clone();
+        let nodes = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| id.node())
+            .collect();
+        nodes
+    };
+    let count = u64::try_from(nodes.len()).unwrap_or(u64::MAX);
+    let range = alloc_ids(ctx, IdKind::Replica, count).await?;
+    nodes
+        .iter()
+        .zip(range.start..range.end)
+        .map(|(node, number)| {
+            ReplicaId::new(number, *node).map(|r| r.0).ok_or_else(|| {
+                KvError::Unavailable(format!("no replica id for node {node} (number {number})"))
+            })
+        })
+        .collect()
 }
 
 async fn wait_open(ctx: &NodeCtx, child: u64) -> Option<Arc<Replica>> {

@@ -32,13 +32,13 @@ use tracing::Instrument;
 
 use super::replica::Replica;
 use crate::raft::peer_pool::PeerPool;
-use crate::raft::type_config::{NodeId, Raft};
+use crate::raft::type_config::{NodeId, Raft, ReplicaId};
 
 /// The target may lag by this many entries before writes are paused; the
 /// rest it receives during the pause.
 pub const MAX_LAG: u64 = 64;
 
-type Metrics = RaftMetrics<NodeId, BasicNode>;
+type Metrics = RaftMetrics<ReplicaId, BasicNode>;
 
 /// How long each phase may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,28 +109,30 @@ pub enum TransferError {
 
 /// Entries the target misses, as the leader's replication metrics tell;
 /// `None` when this node is not leader or does not replicate to `target`.
-pub fn lag(m: &Metrics, target: NodeId) -> Option<u64> {
+pub fn lag(m: &Metrics, target: ReplicaId) -> Option<u64> {
     let matched = m.replication.as_ref()?.get(&target)?;
     let last = m.last_log_index.unwrap_or(0);
     Some(last.saturating_sub(matched.map_or(0, |l| l.index)))
 }
 
-fn matched(m: &Metrics, target: NodeId) -> u64 {
+fn matched(m: &Metrics, target: ReplicaId) -> u64 {
     let last = m.last_log_index.unwrap_or(0);
     last.saturating_sub(lag(m, target).unwrap_or(last))
 }
 
-fn is_voter(m: &Metrics, node: NodeId) -> bool {
+/// The voter of `m`'s membership on `node`, if any.
+fn voter_on(m: &Metrics, node: NodeId) -> Option<ReplicaId> {
     m.membership_config
         .membership()
         .voter_ids()
-        .any(|v| v == node)
+        .find(|v| v.node() == node)
 }
 
 /// What the leader asks the target to check before it campaigns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignAsk {
-    pub leader_id: NodeId,
+    /// The asking leader's replica id (`TimeoutNowRequest.leader_id`).
+    pub leader_id: ReplicaId,
     pub term: u64,
     pub last_log_index: u64,
 }
@@ -142,12 +144,12 @@ pub fn may_campaign(m: &Metrics, ask: &CampaignAsk) -> Result<(), String> {
     if m.state != ServerState::Follower {
         return Err(format!("it is {:?}, not a follower", m.state));
     }
-    if !is_voter(m, m.id) {
+    if voter_on(m, m.id.node()) != Some(m.id) {
         return Err("it is not a voter".into());
     }
     if m.current_term != ask.term || m.current_leader != Some(ask.leader_id) {
         return Err(format!(
-            "it follows {:?} in term {}, not node {} in term {}",
+            "it follows {:?} in term {}, not replica {} in term {}",
             m.current_leader, m.current_term, ask.leader_id, ask.term
         ));
     }
@@ -181,9 +183,9 @@ pub async fn campaign(raft: &Raft, ask: &CampaignAsk) -> Result<(), String> {
     };
     may_campaign(&m, ask)?;
     tracing::info!(
-        node = m.id,
+        replica = %m.id,
         term = m.current_term,
-        leader = ask.leader_id,
+        leader = %ask.leader_id,
         "campaigning at the leader's request"
     );
     raft.trigger()
@@ -209,7 +211,7 @@ pub async fn transfer(
     let m = replica.raft.metrics().borrow().clone();
     let span = tracing::info_span!(
         "transfer",
-        node = m.id,
+        replica = %m.id,
         shard = replica.id,
         term = m.current_term,
         target
@@ -229,19 +231,19 @@ async fn run(
     if m.state != ServerState::Leader {
         return Err(not_leader(replica, &m));
     }
-    if target == m.id {
+    if target == m.id.node() {
         return Ok(Transferred {
-            leader: m.id,
+            leader: target,
             term: m.current_term,
             paused: Duration::ZERO,
         });
     }
-    if !is_voter(&m, target) {
+    let Some(target) = voter_on(&m, target) else {
         return Err(TransferError::TargetNotVoter {
             shard: replica.id,
             target,
         });
-    }
+    };
     let term = m.current_term;
     let deadline = start + t.total;
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -296,7 +298,7 @@ async fn run(
         Ok(m) if m.current_leader == Some(target) => {
             tracing::info!(new_term = m.current_term, ?paused, "leadership transferred");
             Ok(Transferred {
-                leader: target,
+                leader: target.node(),
                 term: m.current_term,
                 paused,
             })
@@ -336,12 +338,15 @@ where
 
 async fn ask_to_campaign(
     replica: &Replica,
-    target: NodeId,
+    target: ReplicaId,
     peers: &Peers<'_>,
     ask: &CampaignAsk,
     within: Duration,
 ) -> Result<(), TransferError> {
-    let unreachable = |reason: String| TransferError::TargetUnreachable { target, reason };
+    let unreachable = |reason: String| TransferError::TargetUnreachable {
+        target: target.node(),
+        reason,
+    };
     let addr = replica
         .member_addr(target)
         .ok_or_else(|| unreachable("its address is not in the membership".into()))?;
@@ -353,7 +358,7 @@ async fn ask_to_campaign(
     let mut request = tonic::Request::new(pb::TimeoutNowRequest {
         shard_id: replica.id,
         cluster_id: peers.cluster_id,
-        leader_id: ask.leader_id,
+        leader_id: ask.leader_id.0,
         term: ask.term,
         last_log_index: ask.last_log_index,
     });
@@ -372,27 +377,27 @@ async fn ask_to_campaign(
 
 fn not_leader(replica: &Replica, m: &Metrics) -> TransferError {
     TransferError::NotLeader {
-        leader_id: m.current_leader,
+        leader_id: m.current_leader.map(ReplicaId::node),
         leader_addr: m.current_leader.and_then(|l| replica.member_addr(l)),
     }
 }
 
-fn lagging(replica: &Replica, target: NodeId, m: &Metrics) -> TransferError {
+fn lagging(replica: &Replica, target: ReplicaId, m: &Metrics) -> TransferError {
     if m.state != ServerState::Leader {
         return not_leader(replica, m);
     }
     TransferError::TargetLagging {
-        target,
+        target: target.node(),
         matched: matched(m, target),
         last: m.last_log_index.unwrap_or(0),
     }
 }
 
-fn timed_out(target: NodeId, start: Instant, m: &Metrics) -> TransferError {
+fn timed_out(target: ReplicaId, start: Instant, m: &Metrics) -> TransferError {
     TransferError::TimedOut {
-        target,
+        target: target.node(),
         waited: start.elapsed(),
-        leader: m.current_leader,
+        leader: m.current_leader.map(ReplicaId::node),
     }
 }
 
@@ -405,21 +410,25 @@ mod tests {
 
     use super::*;
 
-    fn log_id(index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(1, 0), index)
+    fn r(n: u64) -> ReplicaId {
+        ReplicaId::founding(n)
+    }
+
+    fn log_id(index: u64) -> LogId<ReplicaId> {
+        LogId::new(CommittedLeaderId::new(1, r(0)), index)
     }
 
     /// Node `id` of a shard whose voters are 1, 2, 3 (and learner 4).
-    fn metrics(id: NodeId, state: ServerState, last: u64) -> Metrics {
-        let voters = BTreeSet::from([1, 2, 3]);
-        let nodes: BTreeMap<NodeId, BasicNode> = (1..=4)
-            .map(|n| (n, BasicNode::new(format!("n{n}"))))
+    fn metrics(id: u64, state: ServerState, last: u64) -> Metrics {
+        let voters = BTreeSet::from([r(1), r(2), r(3)]);
+        let nodes: BTreeMap<ReplicaId, BasicNode> = (1..=4)
+            .map(|n| (r(n), BasicNode::new(format!("n{n}"))))
             .collect();
         let membership = Membership::new(vec![voters], nodes);
-        let mut m = Metrics::new_initial(id);
+        let mut m = Metrics::new_initial(r(id));
         m.state = state;
         m.current_term = 5;
-        m.current_leader = Some(1);
+        m.current_leader = Some(r(1));
         m.last_log_index = Some(last);
         m.membership_config = Arc::new(StoredMembership::new(Some(log_id(1)), membership));
         m
@@ -428,18 +437,18 @@ mod tests {
     #[test]
     fn lag_is_what_the_leader_has_and_the_target_lacks() {
         let mut m = metrics(1, ServerState::Leader, 100);
-        assert_eq!(lag(&m, 2), None, "no replication metrics: not a leader");
-        m.replication = Some(BTreeMap::from([(2, Some(log_id(90))), (3, None)]));
-        assert_eq!(lag(&m, 2), Some(10));
-        assert_eq!(lag(&m, 3), Some(100), "nothing matched yet");
-        assert_eq!(lag(&m, 4), None, "not replicated to");
-        assert_eq!(matched(&m, 2), 90);
-        assert_eq!(matched(&m, 3), 0);
+        assert_eq!(lag(&m, r(2)), None, "no replication metrics: not a leader");
+        m.replication = Some(BTreeMap::from([(r(2), Some(log_id(90))), (r(3), None)]));
+        assert_eq!(lag(&m, r(2)), Some(10));
+        assert_eq!(lag(&m, r(3)), Some(100), "nothing matched yet");
+        assert_eq!(lag(&m, r(4)), None, "not replicated to");
+        assert_eq!(matched(&m, r(2)), 90);
+        assert_eq!(matched(&m, r(3)), 0);
     }
 
     fn ask() -> CampaignAsk {
         CampaignAsk {
-            leader_id: 1,
+            leader_id: r(1),
             term: 5,
             last_log_index: 100,
         }
@@ -467,7 +476,7 @@ mod tests {
         later.current_term = 6;
         assert!(may_campaign(&later, &ask()).is_err());
         let mut other = metrics(2, ServerState::Follower, 100);
-        other.current_leader = Some(3);
+        other.current_leader = Some(r(3));
         assert!(may_campaign(&other, &ask()).is_err());
         assert!(may_campaign(&metrics(2, ServerState::Candidate, 100), &ask()).is_err());
         assert!(may_campaign(&metrics(1, ServerState::Leader, 100), &ask()).is_err());

@@ -273,7 +273,8 @@ impl StateMachine {
                 expected_version,
                 key,
                 child,
-            } => Ok(self.apply_split(expected_version, key, child)),
+                child_replicas,
+            } => Ok(self.apply_split(expected_version, key, child, &child_replicas)),
         }
     }
 

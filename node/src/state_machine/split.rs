@@ -23,7 +23,9 @@ use super::dedup::Sessions;
 use super::{sm_write_err, StateMachine};
 use crate::codec;
 use crate::command::{Rejection, Response};
-use crate::raft::type_config::{LogId, StorageError, StoredMembership};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::raft::type_config::{LogId, ReplicaId, StorageError, StoredMembership};
 use crate::shard::meta::{Epoch, ShardMeta};
 use crate::storage::engine::WriteBatch;
 use crate::storage::keys::{self, ShardId, SmMeta};
@@ -47,7 +49,12 @@ impl StateMachine {
         expected_version: u64,
         key: Vec<u8>,
         child: ShardId,
+        child_replicas: &[u64],
     ) -> Response {
+        let Some(child_membership) = child_membership(self.membership.membership(), child_replicas)
+        else {
+            return Response::Rejected(Rejection::MembersChanged);
+        };
         let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
         if meta.epoch.version != expected_version {
             return Response::Rejected(Rejection::VersionChanged {
@@ -81,8 +88,7 @@ impl StateMachine {
         meta.epoch.version = version;
         let left = meta.clone();
         drop(meta);
-        let membership =
-            StoredMembership::new(Some(child_start()), self.membership.membership().clone());
+        let membership = StoredMembership::new(Some(child_start()), child_membership);
         self.children.push(ChildInit {
             parent: self.shard,
             meta: right.clone(),
@@ -91,6 +97,40 @@ impl StateMachine {
         });
         Response::Split { left, right }
     }
+}
+
+/// The child's membership: the parent's, each member replaced by the child
+/// replica on its node; `None` unless `child_replicas` names exactly the
+/// parent's member nodes, once each. Empty `child_replicas`: the parent's
+/// members as they are.
+fn child_membership(
+    parent: &openraft::Membership<ReplicaId, openraft::BasicNode>,
+    child_replicas: &[u64],
+) -> Option<openraft::Membership<ReplicaId, openraft::BasicNode>> {
+    if child_replicas.is_empty() {
+        return Some(parent.clone());
+    }
+    let by_node: BTreeMap<u64, ReplicaId> = child_replicas
+        .iter()
+        .map(|id| (ReplicaId(*id).node(), ReplicaId(*id)))
+        .collect();
+    let parent_nodes: BTreeSet<u64> = parent.nodes().map(|(id, _)| id.node()).collect();
+    if by_node.len() != child_replicas.len()
+        || by_node.keys().copied().collect::<BTreeSet<u64>>() != parent_nodes
+    {
+        return None;
+    }
+    let map = |id: &ReplicaId| by_node.get(&id.node()).copied();
+    let configs = parent
+        .get_joint_config()
+        .iter()
+        .map(|c| c.iter().map(map).collect::<Option<BTreeSet<ReplicaId>>>())
+        .collect::<Option<Vec<_>>>()?;
+    let nodes = parent
+        .nodes()
+        .map(|(id, n)| Some((map(id)?, n.clone())))
+        .collect::<Option<BTreeMap<ReplicaId, openraft::BasicNode>>>()?;
+    Some(openraft::Membership::new(configs, nodes))
 }
 
 impl ChildInit {
@@ -124,5 +164,51 @@ impl ChildInit {
             codec::encode("membership", &self.membership),
         )?;
         self.sessions.persist_into(id, batch).map_err(sm_write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{BasicNode, Membership};
+
+    use super::child_membership;
+    use crate::raft::type_config::ReplicaId;
+
+    fn parent() -> Membership<ReplicaId, BasicNode> {
+        let voters = BTreeSet::from([ReplicaId(1), ReplicaId(2)]);
+        let nodes = BTreeMap::from([
+            (ReplicaId(1), BasicNode::new("a")),
+            (ReplicaId(2), BasicNode::new("b")),
+            (ReplicaId::new(9, 3).expect("fits"), BasicNode::new("c")),
+        ]);
+        Membership::new(vec![voters], nodes)
+    }
+
+    fn id(number: u64, node: u64) -> u64 {
+        ReplicaId::new(number, node).expect("fits").0
+    }
+
+    #[test]
+    fn the_child_gets_one_fresh_member_per_parent_node_in_the_same_roles() {
+        let child = child_membership(&parent(), &[id(20, 1), id(21, 2), id(22, 3)])
+            .expect("the ids name the parent's nodes");
+        let voters: Vec<u64> = child.voter_ids().map(|r| r.0).collect();
+        assert_eq!(voters, vec![id(20, 1), id(21, 2)]);
+        let learners: Vec<u64> = child.learner_ids().map(|r| r.0).collect();
+        assert_eq!(learners, vec![id(22, 3)]);
+        let addr = child
+            .get_node(&ReplicaId(id(22, 3)))
+            .map(|n| n.addr.clone());
+        assert_eq!(addr.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn ids_that_do_not_name_exactly_the_parent_nodes_are_refused() {
+        assert!(child_membership(&parent(), &[id(20, 1), id(21, 2)]).is_none());
+        assert!(child_membership(&parent(), &[id(20, 1), id(21, 2), id(22, 4)]).is_none());
+        assert!(child_membership(&parent(), &[id(20, 1), id(21, 1), id(22, 3)]).is_none());
+        assert_eq!(child_membership(&parent(), &[]), Some(parent()));
     }
 }

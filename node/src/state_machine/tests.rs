@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use openraft::testing::log_id;
 
+use crate::raft::type_config::ReplicaId;
+
 use super::*;
 use crate::storage::MemoryEngine;
 
@@ -24,7 +26,7 @@ fn open(engine: &SharedEngine) -> StateMachine {
 
 fn entry(index: u64, req: Request) -> Entry {
     Entry {
-        log_id: log_id(1, 1, index),
+        log_id: log_id(1, ReplicaId(1), index),
         payload: EntryPayload::Normal(req),
     }
 }
@@ -208,9 +210,13 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
 async fn conf_ver_counts_membership_entries_and_only_grows() {
     use std::collections::BTreeSet;
     let membership = |index: u64, voters: &[u64]| Entry {
-        log_id: log_id(1, 1, index),
+        log_id: log_id(1, ReplicaId(1), index),
         payload: EntryPayload::Membership(openraft::Membership::new(
-            vec![voters.iter().copied().collect::<BTreeSet<u64>>()],
+            vec![voters
+                .iter()
+                .copied()
+                .map(ReplicaId::founding)
+                .collect::<BTreeSet<_>>()],
             None,
         )),
     };

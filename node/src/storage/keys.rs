@@ -39,6 +39,9 @@ pub enum SmMeta {
     /// first snapshot (`shard::replica`). Value `[1]`: created again after
     /// a removal, so it grants no vote before then either.
     AwaitingSnapshot = 9,
+    /// This node's replica id in the shard's Raft group (8 bytes, big
+    /// endian; `raft::replica_id`). Local: never in a snapshot.
+    ReplicaId = 10,
 }
 
 fn shard_prefix(tag: u8, shard: ShardId) -> Vec<u8> {

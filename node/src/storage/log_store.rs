@@ -113,10 +113,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let rows = self.wal.entries(self.shard, start, end).map_err(read_err)?;
-        rows.iter()
+        let entries = rows
+            .iter()
             .map(|v| codec::decode("log entry", v).map_err(read_err))
-            .collect()
+            .collect::<Result<Vec<Entry>, _>>()?;
+        Ok(consecutive_from(start, entries))
     }
+}
+
+/// The entries that follow on from index `start` without a hole: openraft
+/// takes what a read returns as the consecutive entries from `start`. A
+/// purge that runs while a replication stream reads (the leader compacts
+/// its log while a follower lags) can leave the start of the range gone and
+/// its rest present; sent as is, that was a follower log with a hole, and a
+/// panic when the follower applied it (`splits`, crashes, seed 538). An
+/// empty answer makes the stream look again, find the entries purged, and
+/// send a snapshot.
+fn consecutive_from(start: u64, mut entries: Vec<Entry>) -> Vec<Entry> {
+    let run = entries
+        .iter()
+        .zip(start..)
+        .take_while(|(e, want)| e.log_id.index == *want)
+        .count();
+    entries.truncate(run);
+    entries
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -222,9 +242,29 @@ mod tests {
     use openraft::storage::RaftLogStorage;
 
     use super::*;
+    use crate::raft::type_config::ReplicaId;
     use crate::storage::engine::SharedEngine;
     use crate::storage::MemoryEngine;
     use crate::wal::{self, SimFs, WalOptions};
+
+    #[test]
+    fn a_read_returns_only_the_entries_that_follow_on_from_its_start() {
+        let e = |index: u64| Entry {
+            log_id: openraft::testing::log_id(1, ReplicaId(1), index),
+            payload: openraft::EntryPayload::Blank,
+        };
+        let idx = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        assert_eq!(
+            idx(consecutive_from(5, vec![e(5), e(6), e(7)])),
+            vec![5, 6, 7]
+        );
+        assert_eq!(idx(consecutive_from(5, vec![e(5), e(6), e(9)])), vec![5, 6]);
+        assert!(
+            consecutive_from(5, vec![e(8), e(9)]).is_empty(),
+            "start purged"
+        );
+        assert!(consecutive_from(5, vec![]).is_empty());
+    }
 
     #[tokio::test]
     async fn a_restarted_leader_does_not_resume_leadership_but_keeps_its_term() {
@@ -232,12 +272,14 @@ mod tests {
         let disk = Arc::new(SimFs::new());
         let wal = wal::open(disk, "/wal", WalOptions::default()).unwrap();
         let mut log = LogStore::new(1, wal, Flusher::spawn(engine));
-        log.save_vote(&Vote::new_committed(7, 3)).await.unwrap();
+        log.save_vote(&Vote::new_committed(7, ReplicaId(3)))
+            .await
+            .unwrap();
         let back = log.read_vote().await.unwrap().unwrap();
         assert!(
             !back.is_committed(),
             "a committed vote would restart the node as leader"
         );
-        assert_eq!(back, Vote::new(7, 3));
+        assert_eq!(back, Vote::new(7, ReplicaId(3)));
     }
 }

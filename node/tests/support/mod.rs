@@ -367,9 +367,9 @@ pub async fn split_retrying(c: &Cluster, shard: u64, key: &[u8]) {
         .await;
         match r {
             Ok(_) => return,
-            Err(e)
-                if tries < 50
-                    && (e.to_string().contains("retry") || e.to_string().contains("leader")) =>
+            // Refused with nothing changed, or asked while the leader moved.
+            Err(atoll_client::Error::NotApplied(_) | atoll_client::Error::NotLeader { .. })
+                if tries < 50 =>
             {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;

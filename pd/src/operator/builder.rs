@@ -212,7 +212,7 @@ pub fn split(
     let mut child_replicas = Vec::with_capacity(d.replicas.len());
     for r in &d.replicas {
         child_replicas.push(Replica {
-            id: fresh(ids, IdKind::Replica)?,
+            id: fresh_replica(ids, child, r.node)?,
             node: r.node,
             role: r.role,
         });

@@ -25,6 +25,9 @@ fn shard3() -> ShardInfo {
     }
 }
 
+/// The learner's id: replica number 100 (the pool's first) on node 4.
+const NEW: u64 = (100 << crate::ids::REPLICA_NODE_BITS) | 4;
+
 fn pool() -> IdPool {
     let mut p = IdPool::default();
     p.refill(
@@ -55,15 +58,15 @@ fn moving_the_leaders_replica_adds_promotes_transfers_then_removes() {
         &[
             Step::AddLearner {
                 node: 4,
-                replica: 100
+                replica: NEW
             },
             Step::PromoteLearner {
                 node: 4,
-                replica: 100
+                replica: NEW
             },
             Step::TransferLeader {
                 node: 4,
-                replica: 100
+                replica: NEW
             },
             Step::RemoveReplica {
                 node: 1,
@@ -78,27 +81,27 @@ fn each_step_is_confirmed_by_a_later_report_through_joint_states() {
     let mut s = shard3();
     let mut op = build::move_replica(&s, 1, 4, OpKind::Replica, &mut pool(), 0).unwrap();
     // Learner present but still catching up: not yet confirmed.
-    set_role(&mut s, 100, 4, Some(Role::Learner));
-    s.stats.pending_replicas = vec![100];
+    set_role(&mut s, NEW, 4, Some(Role::Learner));
+    s.stats.pending_replicas = vec![NEW];
     assert_eq!(op.observe(&s, 1), &OpStatus::Running);
     assert_eq!(op.current_index(), 0);
     s.stats.pending_replicas.clear();
     op.observe(&s, 2);
     assert_eq!(op.current_index(), 1);
     // Joint, then uniform.
-    set_role(&mut s, 100, 4, Some(Role::IncomingVoter));
+    set_role(&mut s, NEW, 4, Some(Role::IncomingVoter));
     assert_eq!(op.observe(&s, 3), &OpStatus::Running);
     assert_eq!(op.current_index(), 1);
-    set_role(&mut s, 100, 4, Some(Role::Voter));
+    set_role(&mut s, NEW, 4, Some(Role::Voter));
     op.observe(&s, 4);
     assert_eq!(
         op.current_step(),
         Some(&Step::TransferLeader {
             node: 4,
-            replica: 100
+            replica: NEW
         })
     );
-    s.desc.leader = Some(100);
+    s.desc.leader = Some(NEW);
     s.desc.term += 1;
     op.observe(&s, 5);
     set_role(&mut s, 1, 1, Some(Role::OutgoingVoter));

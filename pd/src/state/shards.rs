@@ -132,7 +132,8 @@ impl PdState {
     fn insert_shard(&mut self, desc: ShardDescriptor, stats: ShardStats, now_ms: u64) {
         self.ids.reserve_through(IdKind::Shard, desc.id);
         for r in &desc.replicas {
-            self.ids.reserve_through(IdKind::Replica, r.id);
+            self.ids
+                .reserve_through(IdKind::Replica, crate::ids::replica_number(r.id));
         }
         if let Some(old) = self.shards.get(&desc.id) {
             if self.ranges.get(&old.desc.start) == Some(&desc.id) {
@@ -208,7 +209,9 @@ mod tests {
         c.id = child;
         c.start = at.to_vec();
         c.end = s.shard(1).and_then(|i| i.desc.end.clone());
-        c.replicas.iter_mut().for_each(|r| r.id += 10 * child);
+        c.replicas.iter_mut().for_each(|r| {
+            r.id = crate::ids::pack_replica(10 * child + r.node, r.node).unwrap_or_default()
+        });
         Command::ReportSplit {
             parent,
             child: c,

@@ -213,6 +213,10 @@ mod tests {
             membership: Some(Ok(Members {
                 voters: members.iter().copied().collect(),
                 nodes: members.iter().copied().collect(),
+                replicas: members
+                    .iter()
+                    .map(|n| atoll_node::raft::type_config::ReplicaId::founding(*n))
+                    .collect(),
                 joint: false,
             })),
         };

@@ -9,5 +9,6 @@ pub mod linearizable;
 pub mod liveness;
 pub mod pd;
 pub mod ranges;
+pub mod replica_ids;
 pub mod replication;
 pub mod transfers;

@@ -207,7 +207,12 @@ fn classify(error: Error) -> Round {
             kind: ServerErrorKind::ShardNotFound,
             ..
         } => true,
-        Error::Unavailable(message) => refused_before_proposing(message),
+        // Refused with nothing proposed (the PD does not know the shard's
+        // current version yet, the shard changed meanwhile, the PD is
+        // unavailable): asking again cannot split twice. Any `Unavailable`
+        // ("not committed within 5s; it may still apply") leaves the
+        // outcome open, so it is not retried.
+        Error::NotApplied(_) => true,
         _ => false,
     };
     if retry {
@@ -215,18 +220,6 @@ fn classify(error: Error) -> Round {
     } else {
         Round::Fail(error)
     }
-}
-
-/// Whether the leader's `Unavailable` came before it proposed the split,
-/// so that asking again cannot split twice. The wire error has no flag for
-/// it, so this reads the message: the node says "retry" then (the placement
-/// driver does not know the shard yet, the previous split is not reported
-/// yet, the shard changed meanwhile), or that the placement driver, which
-/// it asks first, is unavailable. Any other `Unavailable` ("the split was
-/// not committed within 5s (no quorum?); it may still apply") leaves the
-/// outcome open, so it is not retried.
-fn refused_before_proposing(message: &str) -> bool {
-    message.contains("retry") || message.contains("the placement driver is unavailable")
 }
 
 /// The error of a split the leader refused: exit status 2 for a bad key or
@@ -249,7 +242,7 @@ fn refused(shard: u64, error: Error) -> anyhow::Error {
 /// (none when the first round was cut short), and what to do next.
 fn gave_up(shard: u64, timeout: Duration, last: Option<&Error>) -> anyhow::Error {
     let next = match last {
-        Some(Error::Unavailable(_)) => {
+        Some(Error::NotApplied(_)) => {
             "the cluster was not ready for it yet: run the command again, or give a longer --timeout"
         }
         Some(Error::NotLeader { .. } | Error::Server { .. }) => {
@@ -329,18 +322,20 @@ mod tests {
 
     #[test]
     fn refusals_before_the_proposal_are_retried_and_the_rest_are_not() {
-        // The node's messages (node/src/shard/split.rs, node/src/pd).
+        // The node's `NotApplied` refusals (node/src/shard/split.rs): nothing
+        // was proposed, or the split was refused when applied.
         for message in [
-            "unavailable: the placement driver does not know shard 1 yet; retry in a moment",
-            "unavailable: the previous split of shard 1 was just reported to the placement driver; retry",
-            "unavailable: shard 1 changed during the split (version 1 -> 2); retry",
-            "unavailable: the placement driver is unavailable: the placement driver has no leader yet (election in progress?)",
+            "not applied: the placement driver does not know shard 1 yet; nothing changed, retry",
+            "not applied: shard 1 changed during the split (version 1 -> 2); nothing changed, retry",
+            "not applied: the placement driver is unavailable: no leader yet; nothing changed, retry",
         ] {
-            assert!(retried(Error::Unavailable(message.into())), "{message}");
+            assert!(retried(Error::NotApplied(message.into())), "{message}");
         }
+        // `Unavailable` may hide a split that still applies, whatever it says.
         let open =
             "unavailable: the split was not committed within 5s (no quorum?); it may still apply";
         assert!(!retried(Error::Unavailable(open.into())));
+        assert!(!retried(Error::Unavailable("retry".into())));
         let not_leader = Error::NotLeader {
             shard_id: 1,
             leader_id: None,
@@ -376,12 +371,16 @@ mod tests {
             "{err}"
         );
 
-        let later =
-            Error::Unavailable("the placement driver does not know shard 1 yet; retry".into());
+        let later = Error::NotApplied("the placement driver does not know shard 1 yet".into());
         let err = gave_up(1, Duration::from_secs(10), Some(&later));
         assert!(err.is::<Failed>());
         let text = err.to_string();
-        assert!(text.starts_with("shard 1 was not split within 10s: cluster unavailable: the placement driver does not know"), "{text}");
+        assert!(
+            text.starts_with(
+                "shard 1 was not split within 10s: not applied: the placement driver does not know"
+            ),
+            "{text}"
+        );
         assert!(
             text.ends_with("run the command again, or give a longer --timeout"),
             "{text}"
