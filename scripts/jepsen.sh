@@ -12,6 +12,11 @@
 # Any other flags go to atoll-jepsen (see --help): --nodes, --clients, --quiet, --fault,
 # --out (default target/jepsen), --loopback, --seed. One summary line per run; reports in
 # target/jepsen/<workload>-<nemeses>-<time>/index.html. Exit 1 if any verdict is false.
+#
+# ATOLL_JEPSEN_LANE=k (0..=200, default 0; or --lane k) runs in network lane k: bridge
+# atj{k}-br0, namespaces atj{k}-n{i}, subnet 10.77.k.0/24 (lane 0: atj-*, 10.77.0.0/24), so
+# runs in different lanes (a soak beside the smoke run) do not collide; --cleanup only
+# clears its own lane. One run at a time per lane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::checker::Verdict;
 use crate::control::interrupt::Interrupt;
+use crate::control::net::Lane;
 use crate::control::{status, Cluster, ClusterOptions, ControlError};
 use crate::nemesis::{self, NemesisKind, Schedule};
 use crate::report::{self, ReportError, Summary};
@@ -47,6 +48,9 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub binary: PathBuf,
     pub namespaces: bool,
+    /// The network names and subnet of the namespaces ([`Lane`]): runs in different lanes
+    /// can share the machine.
+    pub lane: Lane,
     pub schedule: Schedule,
     pub seed: u64,
     /// The share of `register` gets sent straight to a random node (see
@@ -156,6 +160,7 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         work_dir: cfg.out.join("data"),
         log_dir: log_dir.clone(),
         namespaces: cfg.namespaces,
+        lane: cfg.lane,
         lazyfs: cfg.nemeses.contains(&NemesisKind::Power),
         node_args: cfg.node_args.clone(),
     })?;
@@ -298,6 +303,8 @@ fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
 }
 
 /// A fresh report directory under `base`: `{base}/{workload}-{nemeses}-{unix secs}-{n}`.
+/// Claimed with a non-recursive `create_dir`, so two runs started in the same second (e.g. in
+/// two lanes) never share one.
 pub fn report_dir(
     base: &Path,
     workload: WorkloadKind,
@@ -313,11 +320,13 @@ pub fn report_dir(
     } else {
         names.join("+")
     };
-    for n in 0.. {
+    std::fs::create_dir_all(base)?;
+    for n in 0..10_000 {
         let dir = base.join(format!("{}-{tag}-{stamp}-{n}", workload.name()));
-        if !dir.exists() {
-            std::fs::create_dir_all(&dir)?;
-            return Ok(dir);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(std::io::Error::other("no free report directory name"))

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use atoll_jepsen::checker::Verdict;
 use atoll_jepsen::control::interrupt::Interrupt;
+use atoll_jepsen::control::net::Lane;
 use atoll_jepsen::nemesis::{NemesisKind, Schedule};
 use atoll_jepsen::report::Summary;
 use atoll_jepsen::runner::{self, RunConfig};
@@ -52,6 +53,7 @@ fn caught(case: &Case) -> (Summary, Vec<Verdict>, String) {
             out: out.clone(),
             binary: binary.clone(),
             namespaces: true,
+            lane: Lane::default(),
             schedule: case.schedule,
             seed: 1000 + attempt,
             direct_reads: case.direct_reads,

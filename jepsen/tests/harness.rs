@@ -20,6 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use atoll_jepsen::control::interrupt::Interrupt;
+use atoll_jepsen::control::net::Lane;
 use atoll_jepsen::nemesis::{NemesisKind, Schedule};
 use atoll_jepsen::runner::{self, RunConfig};
 use atoll_jepsen::workload::WorkloadKind;
@@ -56,6 +57,8 @@ fn a_short_register_run_under_kill_writes_a_report_with_plots_and_leaves_nothing
         out: out.clone(),
         binary,
         namespaces: true,
+        // Lane 0 (atj-*), the names leftover_namespaces() looks for.
+        lane: Lane::default(),
         schedule: Schedule {
             quiet: Duration::from_secs(2),
             fault: Duration::from_secs(3),

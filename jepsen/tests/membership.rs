@@ -20,6 +20,7 @@ use common::leftover_namespaces;
 use std::time::Duration;
 
 use atoll_jepsen::control::interrupt::Interrupt;
+use atoll_jepsen::control::net::Lane;
 use atoll_jepsen::nemesis::{NemesisKind, Schedule, Window};
 use atoll_jepsen::runner::{self, RunConfig};
 use atoll_jepsen::workload::WorkloadKind;
@@ -45,6 +46,8 @@ fn a_register_run_under_membership_changes_is_linearizable_and_leaves_nothing_be
         out: out.clone(),
         binary,
         namespaces: true,
+        // Lane 0 (atj-*), the names leftover_namespaces() looks for.
+        lane: Lane::default(),
         schedule: Schedule {
             quiet: Duration::from_secs(2),
             fault: Duration::from_secs(5),

@@ -4,6 +4,7 @@
 //! atoll-jepsen --workload register --nemesis kill,partition --time 300
 //! atoll-jepsen --workload set,append --nemesis pause --time 60   # one run per workload
 //! atoll-jepsen --cleanup                                         # remove leftovers of a killed run
+//! ATOLL_JEPSEN_LANE=1 atoll-jepsen --time 600                    # beside a lane-0 run (or --lane 1)
 //! ```
 //!
 //! Prints one summary line per run; each run writes a report directory (see
@@ -70,6 +71,12 @@ mod real {
         /// Run on loopback instead of network namespaces.
         #[arg(long)]
         loopback: bool,
+        /// Network lane (0..=200): lane 0 uses bridge atj-br0, namespaces atj-n{i} and
+        /// 10.77.0.0/24; lane k uses atj{k}-br0, atj{k}-n{i} and 10.77.k.0/24, so runs in
+        /// different lanes can run at the same time. --cleanup only clears its own lane.
+        #[arg(long, env = "ATOLL_JEPSEN_LANE", default_value_t = 0,
+              value_parser = clap::value_parser!(u8).range(0..=net::MAX_LANE as i64))]
+        lane: u8,
         /// The atoll-node binary (default: next to this one, or $ATOLL_NODE_BIN).
         #[arg(long)]
         node_bin: Option<PathBuf>,
@@ -94,8 +101,9 @@ mod real {
 
     pub fn main() -> anyhow::Result<()> {
         let args = Args::parse();
+        let lane = net::Lane::new(args.lane.into()).map_err(anyhow::Error::msg)?;
         if args.cleanup {
-            let removed = net::remove_stale();
+            let removed = net::remove_stale(lane);
             println!("removed {} leftovers: {removed:?}", removed.len());
             return Ok(());
         }
@@ -143,6 +151,7 @@ mod real {
                 out: out.clone(),
                 binary: binary.clone(),
                 namespaces: !args.loopback,
+                lane,
                 schedule: Schedule {
                     quiet: Duration::from_secs(args.quiet),
                     fault: Duration::from_secs(args.fault),

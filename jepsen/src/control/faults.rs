@@ -1,10 +1,11 @@
 //! Network faults inside the nodes' namespaces: packet filters that cut links between nodes
 //! (nftables, or iptables where nft is missing), and `tc netem` on a node's interface.
-//! Both act only inside namespaces this harness created; the root namespace is never touched.
+//! Both act only inside namespaces this harness created (those of the run's [`Lane`]); the
+//! root namespace is never touched, so the table names below cannot clash between lanes.
 
 use std::collections::BTreeSet;
 
-use super::net::{namespace, node_ip};
+use super::net::Lane;
 use super::shell::{self, run_in};
 use super::ControlError;
 
@@ -31,13 +32,18 @@ impl Firewall {
 
 /// Makes `node` drop every packet that comes from the nodes in `from` (replacing any earlier
 /// rules). Cutting a link both ways takes this on both of its ends.
-pub fn drop_from(fw: Firewall, node: u64, from: &BTreeSet<u64>) -> Result<(), ControlError> {
-    heal(fw, node)?;
+pub fn drop_from(
+    lane: Lane,
+    fw: Firewall,
+    node: u64,
+    from: &BTreeSet<u64>,
+) -> Result<(), ControlError> {
+    heal(lane, fw, node)?;
     if from.is_empty() {
         return Ok(());
     }
-    let ns = namespace(node);
-    let ips: Vec<String> = from.iter().map(|&p| node_ip(p)).collect();
+    let ns = lane.namespace(node);
+    let ips: Vec<String> = from.iter().map(|&p| lane.node_ip(p)).collect();
     match fw {
         Firewall::Nft => {
             let script = format!(
@@ -46,7 +52,7 @@ pub fn drop_from(fw: Firewall, node: u64, from: &BTreeSet<u64>) -> Result<(), Co
                  add rule inet {TABLE} input ip saddr {{ {} }} drop\n",
                 ips.join(", ")
             );
-            let file = std::env::temp_dir().join(format!("atj-nft-{node}-{}", std::process::id()));
+            let file = lane.temp_file("nft", node);
             std::fs::write(&file, script).map_err(|source| ControlError::Io {
                 what: format!("writing {}", file.display()),
                 source,
@@ -66,8 +72,8 @@ pub fn drop_from(fw: Firewall, node: u64, from: &BTreeSet<u64>) -> Result<(), Co
 }
 
 /// Removes the partition rules of `node`.
-pub fn heal(fw: Firewall, node: u64) -> Result<(), ControlError> {
-    let ns = namespace(node);
+pub fn heal(lane: Lane, fw: Firewall, node: u64) -> Result<(), ControlError> {
+    let ns = lane.namespace(node);
     match fw {
         Firewall::Nft => {
             // Deleting a table that does not exist fails; that is the healed state.
@@ -122,11 +128,11 @@ const LOSS_TABLE: &str = "atjloss";
 /// Applies `netem` on the node's interface with `tc netem`; if the kernel lacks netem,
 /// falls back to random packet loss with nftables (delay and reordering are then not
 /// possible; the loss is at least 10%).
-pub fn netem_on(node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
+pub fn netem_on(lane: Lane, node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
     let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
     let extra = netem.args();
     args.extend(extra.iter().map(String::as_str));
-    match run_in(&namespace(node), "tc", &args) {
+    match run_in(&lane.namespace(node), "tc", &args) {
         Ok(_) => Ok(NetemVia::Tc),
         Err(ControlError::Command { stderr, .. })
             if stderr.contains("qdisc kind is unknown") && shell::have("nft") =>
@@ -137,13 +143,13 @@ pub fn netem_on(node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
                  add chain inet {LOSS_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n\
                  add rule inet {LOSS_TABLE} input numgen random mod 100 < {loss} drop\n"
             );
-            let file = std::env::temp_dir().join(format!("atj-loss-{node}-{}", std::process::id()));
+            let file = lane.temp_file("loss", node);
             std::fs::write(&file, script).map_err(|source| ControlError::Io {
                 what: format!("writing {}", file.display()),
                 source,
             })?;
             let path = file.to_string_lossy().into_owned();
-            let r = run_in(&namespace(node), "nft", &["-f", &path]);
+            let r = run_in(&lane.namespace(node), "nft", &["-f", &path]);
             let _ = std::fs::remove_file(&file);
             r.map(|_| NetemVia::NftLoss)
         }
@@ -151,16 +157,16 @@ pub fn netem_on(node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
     }
 }
 
-pub fn netem_off(node: u64) -> Result<(), ControlError> {
+pub fn netem_off(lane: Lane, node: u64) -> Result<(), ControlError> {
     // No qdisc / table to delete is the healed state.
     let _ = run_in(
-        &namespace(node),
+        &lane.namespace(node),
         "tc",
         &["qdisc", "del", "dev", "eth0", "root"],
     );
     if shell::have("nft") {
         let _ = run_in(
-            &namespace(node),
+            &lane.namespace(node),
             "nft",
             &["delete", "table", "inet", LOSS_TABLE],
         );

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::lazyfs::{LazyMount, Unsynced};
 use faults::{Firewall, Netem};
-use net::{NetMode, Network, NODE_PORT};
+use net::{Lane, NetMode, Network, NODE_PORT};
 use process::{NodeProc, NodeSpec};
 
 /// What can go wrong controlling the cluster.
@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     pub log_dir: PathBuf,
     /// Try network namespaces (else loopback straight away).
     pub namespaces: bool,
+    /// Which names and subnet the namespaces use ([`Lane`]; lane 0 by default).
+    pub lane: Lane,
     /// Put every data dir on a lazyfs layer (needed by the `power` nemesis).
     pub lazyfs: bool,
     /// More arguments for every node (e.g. `--broken-mode stale-reads` for a test build).
@@ -184,7 +186,10 @@ impl Cluster {
             addr: addr.to_string(),
             data_dir,
             log: self.opts.log_dir.join(format!("n{id}.log")),
-            namespace: self.mode.is_namespaced().then(|| net::namespace(id)),
+            namespace: self
+                .mode
+                .is_namespaced()
+                .then(|| self.opts.lane.namespace(id)),
             binary: self.opts.binary.clone(),
             args,
         }))
@@ -197,7 +202,7 @@ impl Cluster {
     pub fn next_node(&self) -> (u64, String) {
         let id = self.last_id + 1;
         let addr = match self.mode {
-            NetMode::Namespaces => format!("{}:{NODE_PORT}", net::node_ip(id)),
+            NetMode::Namespaces(lane) => format!("{}:{NODE_PORT}", lane.node_ip(id)),
             NetMode::Loopback { .. } => format!("127.0.0.1:{}", free_port()),
         };
         (id, addr)
@@ -221,7 +226,7 @@ impl Cluster {
         }
         self.last_id = id;
         if self.mode.is_namespaced() {
-            let expected = format!("{}:{NODE_PORT}", net::node_ip(id));
+            let expected = format!("{}:{NODE_PORT}", self.opts.lane.node_ip(id));
             if addr != expected {
                 return Err(cannot(format!(
                     "in namespaces node {id} must be at {expected} (the placement driver gave an id the harness did not expect)"
@@ -270,15 +275,15 @@ impl Cluster {
             let reason = "namespaces switched off (--loopback)".to_string();
             return (None, NetMode::Loopback { reason });
         }
-        if let Some(reason) = net::unavailable_reason() {
+        if let Some(reason) = net::unavailable_reason(opts.lane) {
             eprintln!("atoll-jepsen: LOOPBACK FALLBACK: {reason}");
             return (None, NetMode::Loopback { reason });
         }
-        for r in net::remove_stale() {
+        for r in net::remove_stale(opts.lane) {
             eprintln!("atoll-jepsen: removed stale {r} from an earlier run");
         }
-        match Network::create(opts.nodes) {
-            Ok(n) => (Some(n), NetMode::Namespaces),
+        match Network::create(opts.lane, opts.nodes) {
+            Ok(n) => (Some(n), NetMode::Namespaces(opts.lane)),
             Err(e) => {
                 let reason = format!("creating namespaces failed: {e}");
                 eprintln!("atoll-jepsen: LOOPBACK FALLBACK: {reason}");
@@ -374,7 +379,7 @@ impl Cluster {
                     }
                 })
                 .collect();
-            faults::drop_from(fw, id, &peers)?;
+            faults::drop_from(self.opts.lane, fw, id, &peers)?;
         }
         Ok(())
     }
@@ -383,7 +388,7 @@ impl Cluster {
     pub fn heal(&mut self) -> Result<(), ControlError> {
         let fw = self.firewall("partition")?;
         for id in self.ids() {
-            faults::heal(fw, id)?;
+            faults::heal(self.opts.lane, fw, id)?;
         }
         Ok(())
     }
@@ -392,14 +397,14 @@ impl Cluster {
         if !self.mode.is_namespaced() {
             return Err(ControlError::NeedsNamespaces("netem"));
         }
-        faults::netem_on(id, netem)
+        faults::netem_on(self.opts.lane, id, netem)
     }
 
     pub fn netem_off(&mut self, id: u64) -> Result<(), ControlError> {
         if !self.mode.is_namespaced() {
             return Err(ControlError::NeedsNamespaces("netem"));
         }
-        faults::netem_off(id)
+        faults::netem_off(self.opts.lane, id)
     }
 
     /// Whether power cuts are possible (every data dir is on a layer).
@@ -460,7 +465,7 @@ impl Drop for Cluster {
 fn addresses(n: u64, mode: &NetMode) -> Vec<String> {
     (1..=n)
         .map(|id| match mode {
-            NetMode::Namespaces => format!("{}:{NODE_PORT}", net::node_ip(id)),
+            NetMode::Namespaces(lane) => format!("{}:{NODE_PORT}", lane.node_ip(id)),
             NetMode::Loopback { .. } => format!("127.0.0.1:{}", free_port()),
         })
         .collect()
