@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use atoll_client::admin::NodeTarget;
 
+use crate::control::faults::NetemVia;
 use crate::control::status::PdNode;
 use crate::control::{Cluster, ControlError};
 use crate::workload::Clock;
@@ -244,13 +245,23 @@ fn inject(
             };
             let n = netem::pick(rng);
             let mut c = lock(cluster);
+            let mut fallback = false;
             for &id in &t {
-                c.netem(id, &n)?;
+                fallback |= c.netem(id, &n)? == NetemVia::NftLoss;
             }
-            Ok((
-                Fault::Netem(t.clone()),
-                format!("netem {} on {how} {t:?}", n.describe()),
-            ))
+            // Say what was injected: without `sch_netem` in the kernel only
+            // the loss part is (nftables random drop, at least 10 %).
+            let what = if fallback {
+                format!(
+                    "packet loss {}% (nftables fallback: this kernel has no netem, so no \
+                     delay or reordering; asked: {})",
+                    n.loss_percent.max(10),
+                    n.describe()
+                )
+            } else {
+                format!("netem {}", n.describe())
+            };
+            Ok((Fault::Netem(t.clone()), format!("{what} on {how} {t:?}")))
         }
         NemesisKind::Transfer => Ok((Fault::Nothing, String::from("leader transfers"))),
         NemesisKind::Split => Ok((Fault::Nothing, String::from("shard splits"))),
