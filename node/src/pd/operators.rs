@@ -151,7 +151,11 @@ impl Operators {
             let Some(target) = Target::of(&pd, op.shard) else {
                 continue;
             };
-            let call = tokio::spawn(send_step(ctx.clone(), target, step.clone()));
+            // A first step is made for the shard's membership version when
+            // the operator was created; the leader refuses it at another
+            // (later steps follow changes of the operator's own).
+            let expected = if index == 0 { op.epoch().conf_ver } else { 0 };
+            let call = tokio::spawn(send_step(ctx.clone(), target, step.clone(), expected));
             self.sent.insert(op.shard, (index, self.round, call));
         }
     }
@@ -207,7 +211,7 @@ impl Target {
 /// How long the shard leader may take over a leader transfer.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step) {
+async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step, expected_conf_ver: u64) {
     let shard = to.shard;
     let change = |kind: pb::ReplicaChange, node: NodeId| pb::ChangeReplicaRequest {
         shard_id: shard,
@@ -215,6 +219,7 @@ async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step) {
         node_id: node,
         addr: to.addr(node),
         replica_id: 0,
+        expected_conf_ver: 0,
     };
     let channel = match ctx.peers.channel(&to.leader_addr) {
         Ok(c) => c,
@@ -228,6 +233,7 @@ async fn send_step(ctx: Arc<NodeCtx>, to: Target, step: Step) {
         Step::AddLearner { node, replica } => admin
             .change_replica(pb::ChangeReplicaRequest {
                 replica_id: *replica,
+                expected_conf_ver,
                 ..change(pb::ReplicaChange::AddLearner, *node)
             })
             .await

@@ -286,6 +286,7 @@ async fn add_learner(ctx: &Arc<NodeCtx>, node: NodeId, addr: String) -> Result<(
     let change = Change::AddLearner {
         replica: learner,
         addr,
+        expected_conf_ver: 0,
     };
     membership::run(ctx, PD_SHARD, change)
         .await

@@ -90,6 +90,7 @@ async fn confirm_removed(ctx: &Arc<NodeCtx>, replica: &crate::shard::Replica, ad
         node_id: ctx.node_id(),
         addr: ctx.config.advertise_addr(),
         replica_id: replica.me().0,
+        expected_conf_ver: 0,
     };
     let reply = match ctx.peers.channel(addr) {
         Ok(ch) => AdminClient::new(ch).change_replica(ask).await,

@@ -45,6 +45,8 @@ pub enum Change {
         /// node to add.
         replica: ReplicaId,
         addr: String,
+        /// The membership version the step was made for (0: any).
+        expected_conf_ver: u64,
     },
     Promote {
         node: NodeId,
@@ -94,6 +96,7 @@ impl Change {
                 Ok(Change::AddLearner {
                     replica,
                     addr: req.addr.clone(),
+                    expected_conf_ver: req.expected_conf_ver,
                 })
             }
             Ok(pb::ReplicaChange::Promote) => need_node().map(|_| Change::Promote { node }),
@@ -143,8 +146,16 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
         Change::AddLearner {
             replica: learner,
             addr,
+            expected_conf_ver,
         } => {
+            let conf_ver = replica.meta().epoch.conf_ver;
             match member_on(learner.node()) {
+                None if *expected_conf_ver != 0 && *expected_conf_ver != conf_ver => {
+                    return Err(KvError::NotApplied(format!(
+                        "shard {shard} is at membership version {conf_ver}, not the \
+                         {expected_conf_ver} this step was made for (a stale step)"
+                    )))
+                }
                 None => {
                     // Ids are never reused: one the shard had before, or one
                     // older than a member's, comes from a stale step.

@@ -113,22 +113,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let rows = self.wal.entries(self.shard, start, end).map_err(read_err)?;
-        let entries = rows
-            .iter()
+        rows.iter()
             .map(|v| codec::decode("log entry", v).map_err(read_err))
-            .collect::<Result<Vec<Entry>, _>>()?;
+            .collect()
+    }
+
+    /// The replication streams' read. openraft sends what it returns as
+    /// the consecutive entries from `start`. A purge that runs while a
+    /// stream reads (the leader compacts its log while a follower lags) can
+    /// leave the start of the range gone and its rest present; sent as is,
+    /// that was a follower log with a hole, and a panic when the follower
+    /// applied it (`splits`, crashes, seed 538). So this returns only
+    /// entries from `start` on, without a hole; none if `start` is gone, and
+    /// the stream looks again, finds the entries purged and sends a snapshot.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let entries = self.try_get_log_entries(start..end).await?;
         Ok(consecutive_from(start, entries))
     }
 }
 
-/// The entries that follow on from index `start` without a hole: openraft
-/// takes what a read returns as the consecutive entries from `start`. A
-/// purge that runs while a replication stream reads (the leader compacts
-/// its log while a follower lags) can leave the start of the range gone and
-/// its rest present; sent as is, that was a follower log with a hole, and a
-/// panic when the follower applied it (`splits`, crashes, seed 538). An
-/// empty answer makes the stream look again, find the entries purged, and
-/// send a snapshot.
+/// The entries that follow on from index `start` without a hole.
 fn consecutive_from(start: u64, mut entries: Vec<Entry>) -> Vec<Entry> {
     let run = entries
         .iter()
