@@ -68,24 +68,40 @@ impl SimCluster {
     /// [`SimCluster::start`] with `sessions.max_per_shard` set (`None`:
     /// the default).
     pub fn start_with_session_cap(n: u64, session_cap: Option<u64>) -> Self {
+        Self::start_with(n, session_cap, 0)
+    }
+
+    /// `n` nodes, of which the last `joiners` are not initial members: each
+    /// starts 1-4 s into the run with node id 0 and the other nodes as its
+    /// `join` addresses, and gets its id from the PD (a node addition, as
+    /// `atoll-node --join`). Their ids are the PD's next ones after the
+    /// initial members', which the nodes' order here assumes; a node that
+    /// gets another id is reported as a node error.
+    pub fn start_with(n: u64, session_cap: Option<u64>, joiners: u64) -> Self {
         let sessions = match session_cap {
             Some(max_per_shard) => SessionLimits { max_per_shard },
             None => SessionLimits::default(),
         };
         let handle = Handle::current();
         let observer = Observer::default();
-        let initial: Vec<String> = (1..=n).map(|i| format!("{i}={}:{PORT}", ip(i))).collect();
+        let members = n.saturating_sub(joiners).max(1);
+        let initial: Vec<String> = (1..=members)
+            .map(|i| format!("{i}={}:{PORT}", ip(i)))
+            .collect();
+        let join: Vec<String> = (1..=members).map(|i| format!("{}:{PORT}", ip(i))).collect();
         let mut nodes = Vec::new();
         for id in 1..=n {
+            let joiner = id > members;
             let addr = format!("{}:{PORT}", ip(id));
             let engine = Arc::new(MemoryEngine::new());
             let wal = Arc::new(SimFs::new());
             let config = Config {
-                id,
+                id: if joiner { 0 } else { id },
                 data_dir: format!("/sim/node{id}").into(),
                 listen: addr.clone(),
                 advertise: Some(addr.clone()),
-                initial_cluster: initial.clone(),
+                initial_cluster: if joiner { Vec::new() } else { initial.clone() },
+                join: if joiner { join.clone() } else { Vec::new() },
                 raft: sim_tuning(),
                 sessions: sessions.clone(),
                 // Small segments, so rotation and purge by whole segments
@@ -102,6 +118,12 @@ impl SimCluster {
                 ..Config::default()
             };
             let (engine2, wal2, obs) = (engine.clone(), wal.clone(), observer.clone());
+            // A joiner's first start waits 1-4 s (later starts, after a
+            // crash, do not).
+            let first_start =
+                Arc::new(std::sync::Mutex::new(joiner.then(|| {
+                    Duration::from_millis(madsim::rand::thread_rng().gen_range(1000..4000))
+                })));
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
@@ -113,8 +135,17 @@ impl SimCluster {
                         wal2.clone() as SharedFs,
                         obs.clone(),
                     );
+                    let wait = first_start.lock().unwrap_or_else(|p| p.into_inner()).take();
                     async move {
+                        if let Some(wait) = wait {
+                            tokio::time::sleep(wait).await;
+                        }
                         match atoll_node::start_with_engine(config, engine, wal).await {
+                            Ok(node) if node.id() != id => obs.record_error(format!(
+                                "the node at {} joined as node {}, not {id}",
+                                ip(id),
+                                node.id()
+                            )),
                             Ok(node) => obs.follow(&node).await,
                             Err(e) => obs.record_error(format!("node {id} failed to start: {e}")),
                         }

@@ -12,7 +12,7 @@ use atoll_client::admin::{set_node_state, NodeTarget};
 use rand::Rng;
 
 /// When the first drain is asked for: the PD must be up and know the nodes.
-const FIRST_AFTER: Duration = Duration::from_secs(3);
+const FIRST_AFTER: Duration = Duration::from_secs(6);
 
 /// One state change asked for and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,19 +61,35 @@ pub fn drained_for(attempts: &[Attempt], nodes: &[u64], min: Duration) -> bool {
     })
 }
 
-pub async fn run(endpoints: Vec<String>, nodes: Vec<u64>, duration: Duration) -> Vec<Attempt> {
+/// Drains and un-drains random nodes of `nodes` for `duration`. The first
+/// drain picks one of the first `initial` nodes (those that bootstrapped the
+/// cluster, which hold the first shard), so a calm run always moves a
+/// replica; later ones pick any node, a node that joined later included.
+pub async fn run(
+    endpoints: Vec<String>,
+    nodes: Vec<u64>,
+    initial: usize,
+    duration: Duration,
+) -> Vec<Attempt> {
     let start = tokio::time::Instant::now();
     let mut attempts = Vec::new();
     tokio::time::sleep(FIRST_AFTER).await;
+    let mut first = true;
     while start.elapsed() < duration {
         let (pause, node, hold) = {
             let mut rng = madsim::rand::thread_rng();
+            let among = if first {
+                initial.clamp(1, nodes.len())
+            } else {
+                nodes.len()
+            };
             (
                 Duration::from_millis(rng.gen_range(2000..4000)),
-                nodes[rng.gen_range(0..nodes.len())],
+                nodes[rng.gen_range(0..among)],
                 Duration::from_millis(rng.gen_range(3000..6000)),
             )
         };
+        first = false;
         tokio::time::sleep(pause).await;
         set(&endpoints, node, NodeTarget::Draining, start, &mut attempts).await;
         tokio::time::sleep(hold).await;

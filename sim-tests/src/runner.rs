@@ -38,6 +38,9 @@ pub struct Scenario {
     /// An operator drains random nodes and sets them Up again during the
     /// run (with `Schedule::Calm`, at least one replica must move).
     pub moves: bool,
+    /// The last this many of `nodes` join the running cluster 1-4 s in
+    /// (`join` addresses, id from the PD) instead of bootstrapping it.
+    pub joiners: u64,
 }
 
 impl Scenario {
@@ -51,6 +54,7 @@ impl Scenario {
             transfers: false,
             splits: false,
             moves: false,
+            joiners: 0,
         }
     }
 }
@@ -78,7 +82,7 @@ const FINAL_READER: u64 = 1_000;
 
 /// The scenario inside the simulation.
 pub async fn run(scenario: Scenario) -> Result<Report, String> {
-    let cluster = SimCluster::start_with_session_cap(scenario.nodes, scenario.session_cap);
+    let cluster = SimCluster::start_with(scenario.nodes, scenario.session_cap, scenario.joiners);
     let w = scenario.workload.clone();
     let rec = Arc::new(Recorder::new());
     let stats = Arc::new(workload::Stats::default());
@@ -131,7 +135,9 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
         cluster.client_node().spawn(fut)
     });
     let mover = scenario.moves.then(|| {
-        let fut = moves::run(cluster.endpoints(), cluster.ids(), w.duration);
+        let initial =
+            usize::try_from(scenario.nodes.saturating_sub(scenario.joiners)).unwrap_or(usize::MAX);
+        let fut = moves::run(cluster.endpoints(), cluster.ids(), initial, w.duration);
         cluster.client_node().spawn(fut)
     });
     let faults = nemesis::run(&cluster, scenario.schedule, w.duration).await;

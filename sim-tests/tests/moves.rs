@@ -15,8 +15,11 @@ use atoll_sim_tests::runner::{seeds, sweep, Scenario};
 const DEFAULT_SEEDS: u64 = 4;
 
 fn moves_under(name: &str, s: Schedule, splits: bool) {
+    // Node 4 joins the running cluster (a node addition), so the PD gives
+    // it its id and every move to it starts from a node it just learnt of.
     let scenario = Scenario {
         nodes: 4,
+        joiners: 1,
         moves: true,
         splits,
         ..Scenario::new(s)

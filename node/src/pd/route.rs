@@ -89,9 +89,14 @@ enum Redirect {
 async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redirect> {
     let leader_addr = |leader: Option<ReplicaId>| leader.and_then(|id| replica.member_addr(id));
     match req {
+        // Judged on this replica's applied state, whatever its role: a JoinNode
+        // it proposes then lands after the bootstrap in the log, which
+        // reserved the initial members' ids. (Asking "do I lead?" first let
+        // a just-elected leader whose metrics did not say so yet propose a
+        // join before the bootstrap, and the joining node got id 1 again:
+        // found by a simulated node addition under crashes.)
         PdRequest::Command(cmd)
             if matches!(**cmd, Command::JoinNode { .. } | Command::AddNode { .. })
-                && replica.is_leader()
                 && !replica
                     .pd()
                     .is_some_and(|pd| read_pd(pd, |s| s.is_bootstrapped())) =>
