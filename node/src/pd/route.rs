@@ -160,10 +160,7 @@ fn hosts_pd_voter(replica: &Replica, cmd: &Command) -> bool {
     };
     let m = replica.raft.metrics().borrow().clone();
     m.state == openraft::ServerState::Leader
-        && m.membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v.node() == node)
+        && crate::raft::replica_id::voter_on(m.membership_config.membership(), node).is_some()
 }
 
 /// Where a node without a PD replica sends its requests: the initial

@@ -63,6 +63,20 @@ impl ReplicaId {
     }
 }
 
+/// A shard's membership, keyed by replica id.
+pub type Members = openraft::Membership<ReplicaId, openraft::BasicNode>;
+
+/// The member (voter or learner) of `m` on `node`: a node is at most one
+/// member of a shard.
+pub fn member_on(m: &Members, node: NodeId) -> Option<ReplicaId> {
+    m.nodes().map(|(id, _)| *id).find(|id| id.node() == node)
+}
+
+/// The voter of `m` (of any configuration of a joint one) on `node`.
+pub fn voter_on(m: &Members, node: NodeId) -> Option<ReplicaId> {
+    m.voter_ids().find(|v| v.node() == node)
+}
+
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.incarnation() {

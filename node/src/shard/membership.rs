@@ -33,6 +33,7 @@ use openraft::{BasicNode, ChangeMembers};
 
 use super::Replica;
 use crate::error::KvError;
+use crate::raft::replica_id::member_on;
 use crate::raft::type_config::{NodeId, ReplicaId};
 use crate::service::admin::{create_remote_replica, remote_admin, write_err};
 use crate::service::NodeCtx;
@@ -135,12 +136,7 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
         .membership()
         .clone();
     // Every change but an addition names a node; its member is found here.
-    let member_on = |n: NodeId| {
-        membership
-            .nodes()
-            .map(|(id, _)| *id)
-            .find(|id| id.node() == n)
-    };
+    let member_on = |n: NodeId| member_on(&membership, n);
     let is_voter = |r: ReplicaId| membership.voter_ids().any(|v| v == r);
     let changes: Vec<(ChangeMembers<ReplicaId, BasicNode>, bool)> = match &change {
         Change::AddLearner {
@@ -235,9 +231,8 @@ pub async fn run(ctx: &Arc<NodeCtx>, shard: u64, change: Change) -> Result<(), K
         let removed = member_on(node).unwrap_or_default();
         committed_without(&replica, node).await?;
         let addr = membership
-            .nodes()
-            .find(|(id, _)| id.node() == node)
-            .map(|(_, n)| n.addr.clone())
+            .get_node(&removed)
+            .map(|n| n.addr.clone())
             .filter(|a| !a.is_empty())
             .unwrap_or(addr);
         if !addr.is_empty() {
@@ -267,10 +262,7 @@ async fn committed_without(replica: &Replica, node: NodeId) -> Result<(), KvErro
     let effective = &m.membership_config;
     let applied = m.last_applied.map(|l| l.index);
     let change_at = effective.log_id().map(|l| l.index);
-    let without = effective
-        .membership()
-        .nodes()
-        .all(|(id, _)| id.node() != node);
+    let without = member_on(effective.membership(), node).is_none();
     if without && applied >= change_at {
         Ok(())
     } else {

@@ -349,14 +349,7 @@ pub fn handle(ctx: &NodeCtx, beat: &pb::PeerBeat) -> Vec<u64> {
                 // A member that restarted, or that was cut off and may have
                 // campaigned, hears heartbeats again before its own timeout.
                 if matches!(news, News::Restarted | News::BackFromSilence)
-                    && replica
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .nodes()
-                        .any(|(id, _)| id.node() == from)
+                    && replica.member_on(from).is_some()
                 {
                     replica.sleep.wake(&replica.raft, "a member's node is back");
                 }

@@ -18,6 +18,7 @@ use crate::cluster::ClusterIdentity;
 use crate::error::NodeError;
 use crate::raft::network::ShardNetwork;
 use crate::raft::peer_pool::PeerPool;
+use crate::raft::replica_id::{member_on, voter_on};
 use crate::raft::type_config::{NodeId, Raft, ReplicaId};
 use crate::state_machine::snapshot_store::SnapshotStore;
 use crate::state_machine::view::{ApplyGate, ViewGuard};
@@ -262,22 +263,13 @@ impl Replica {
     /// Whether `node` is a voter of this shard (as this replica knows it).
     pub fn is_voter(&self, node: NodeId) -> bool {
         let m = self.raft.metrics().borrow().clone();
-        m.membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v.node() == node)
+        voter_on(m.membership_config.membership(), node).is_some()
     }
 
     /// The member (voter or learner) on `node`, as this replica knows it.
     pub fn member_on(&self, node: NodeId) -> Option<ReplicaId> {
         let m = self.raft.metrics().borrow().clone();
-        let found = m
-            .membership_config
-            .membership()
-            .nodes()
-            .find(|(id, _)| id.node() == node)
-            .map(|(id, _)| *id);
-        found
+        member_on(m.membership_config.membership(), node)
     }
 
     /// Address of a member of this shard, if known.
@@ -334,11 +326,7 @@ async fn own_id(
         return Ok(ReplicaId(u64::from_be_bytes(raw)));
     }
     let (_, membership) = sm.applied_state().await?;
-    let me = membership
-        .membership()
-        .nodes()
-        .map(|(id, _)| *id)
-        .find(|id| id.node() == deps.node_id)
+    let me = member_on(membership.membership(), deps.node_id)
         .unwrap_or(ReplicaId::founding(deps.node_id));
     let mut batch = crate::storage::engine::WriteBatch::new();
     batch.put(key, me.0.to_be_bytes().to_vec());

@@ -122,10 +122,7 @@ fn matched(m: &Metrics, target: ReplicaId) -> u64 {
 
 /// The voter of `m`'s membership on `node`, if any.
 fn voter_on(m: &Metrics, node: NodeId) -> Option<ReplicaId> {
-    m.membership_config
-        .membership()
-        .voter_ids()
-        .find(|v| v.node() == node)
+    crate::raft::replica_id::voter_on(m.membership_config.membership(), node)
 }
 
 /// What the leader asks the target to check before it campaigns.
