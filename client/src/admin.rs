@@ -201,11 +201,11 @@ impl AdminClient {
     ) -> Result<NodeStateChange, Error> {
         let mut pd = pd_client(self.channel.clone());
         let reply = self
-            .within_timeout(pd.set_node_state(SetNodeStateRequest {
+            .within_timeout(pd.set_node_state(self.with_deadline(SetNodeStateRequest {
                 node_id: node,
                 target: target.to_wire() as i32,
                 force,
-            }))
+            })))
             .await?;
         match reply.error {
             Some(e) => Err(Error::from_wire(&e)),
@@ -226,10 +226,10 @@ impl AdminClient {
     ) -> Result<AddedNode, Error> {
         let mut pd = pd_client(self.channel.clone());
         let reply = self
-            .within_timeout(pd.add_node(AddNodeRequest {
+            .within_timeout(pd.add_node(self.with_deadline(AddNodeRequest {
                 address: address.to_string(),
                 labels: labels.clone().into_iter().collect(),
-            }))
+            })))
             .await?;
         match reply.error {
             Some(e) => Err(Error::from_wire(&e)),
@@ -261,6 +261,15 @@ impl AdminClient {
     {
         self.within_timeout(f(admin_client(self.channel.clone())))
             .await
+    }
+
+    /// `message` with this client's timeout as its gRPC deadline: the node
+    /// proposes nothing for it after that (a drain that timed out is not
+    /// applied later, behind the caller's next request).
+    fn with_deadline<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
     }
 
     /// Runs one RPC to this node, bounded by the client's timeout.

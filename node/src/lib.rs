@@ -239,6 +239,7 @@ pub async fn start_with_engine(
         peers,
         cluster,
         peer_book: book,
+        pd_hint: Default::default(),
     });
     tracing::info!(
         node = ctx.node_id(),

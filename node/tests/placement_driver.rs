@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use atoll_client::admin::{set_node_state, NodeTarget};
 use atoll_proto::pd_client::PdClient;
 use atoll_proto::{ClusterStateRequest, ClusterStateResponse};
 use support::Cluster;
@@ -131,6 +132,58 @@ async fn the_pd_tracks_nodes_and_shards_and_survives_its_leader() {
     );
     c.restart(old);
     wait_node_state(&c, 4, old, "up").await;
+}
+
+/// A drain whose caller timed out is not proposed later, behind the
+/// caller's next request: node 4 (no PD replica) forwards it to node 1
+/// first, which is paused, and gives up at the caller's deadline instead of
+/// forwarding to node 2 once its wait for node 1 ends (the simulation's
+/// moves seed 438: a node stayed Draining after the operator set it Up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_caller_timed_out_does_not_apply_after_the_next_request() {
+    // Node states here come from requests only, not from missed heartbeats.
+    let mut c = Cluster::start(4, "[pd]\nheartbeat_ms = 200\ndown_after_ms = 60000\n");
+    for node in 1..=4 {
+        wait_node_state(&c, 4, node, "up").await;
+    }
+    // Node 1 must not lead the PD: the "up" below is to commit at once.
+    // Node 4 (no PD replica) last heard the PD through node 1, the first
+    // it asks: node 1 answered all along.
+    c.pause(1, true);
+    let drain = set_node_state(
+        &[c.addr(4)],
+        Duration::from_secs(1),
+        3,
+        NodeTarget::Draining,
+        false,
+    )
+    .await;
+    // If node 1 led the PD, the "up" waits for the next leader.
+    let paused = tokio::time::Instant::now();
+    let up = loop {
+        let up = set_node_state(
+            &[c.addr(2)],
+            Duration::from_secs(2),
+            3,
+            NodeTarget::Up,
+            false,
+        )
+        .await;
+        if up.is_ok() || paused.elapsed() > Duration::from_secs(20) {
+            break up;
+        }
+    };
+    // Node 4's wait for node 1 ends 6 s (write timeout + 1 s) after it
+    // started; without a deadline it then forwarded the drain to node 2.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed())).await;
+    let s = cluster_state(&c, 2).await;
+    c.pause(1, false);
+    assert_eq!(up.expect("set node 3 up").to, "up");
+    let s = s.expect("the PD's state");
+    assert_eq!(node_state(&s, 3), Some("up"), "{s:?}");
+    // The caller was told that nothing was applied.
+    let err = drain.expect_err("the drain had no way to the PD");
+    assert!(err.to_string().contains("deadline passed"), "{err}");
 }
 
 /// Issue 9, item 1: "a fresh node joining with --join gets its node id from

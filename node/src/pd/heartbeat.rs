@@ -70,29 +70,20 @@ enum Beat {
 
 /// Runs a command on the PD leader.
 pub async fn command(ctx: &Arc<NodeCtx>, cmd: Command) -> Result<CommandResult, PdError> {
-    match route::call(ctx, PdRequest::Command(Box::new(cmd)), 0).await? {
+    command_until(ctx, cmd, None).await
+}
+
+/// [`command`], not proposed after `deadline` ([`route::call_until`]).
+pub async fn command_until(
+    ctx: &Arc<NodeCtx>,
+    cmd: Command,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<CommandResult, PdError> {
+    match route::call_until(ctx, PdRequest::Command(Box::new(cmd)), 0, deadline).await? {
         PdReply::Result(r) => Ok(r),
         PdReply::State { .. } => Err(PdError::Malformed(
             "the PD answered a command with its state".into(),
         )),
-    }
-}
-
-/// Draws `count` fresh ids of `kind` from the PD's replicated allocator:
-/// never handed out before, never again.
-pub async fn alloc_ids(
-    ctx: &Arc<NodeCtx>,
-    kind: atoll_pd::ids::IdKind,
-    count: u64,
-) -> Result<atoll_pd::ids::IdRange, crate::error::KvError> {
-    use crate::error::KvError;
-    let cmd = Command::AllocIds { kind, count };
-    match command(ctx, cmd).await {
-        Ok(CommandResult::AllocIds(Ok(range))) if !range.is_empty() => Ok(range),
-        Ok(other) => Err(KvError::Unavailable(format!(
-            "the placement driver gave no {kind:?} ids: {other:?}"
-        ))),
-        Err(e) => Err(KvError::Unavailable(e.to_string())),
     }
 }
 

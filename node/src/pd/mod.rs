@@ -21,6 +21,7 @@
 //!   [`operators`]: runs the scheduler's operators (replica repair, drains,
 //!   balance), sending each step to the shard's leader; [`pd_group`]: moves
 //!   the PD's own group off nodes that are not up.
+//! - [`ids`]: fresh shard ids and replica ids from the PD's allocator.
 //! - [`join`]: a fresh node started with `join` addresses gets its id.
 //! - [`report`]: a local replica as the PD sees it (descriptor, statistics);
 //!   [`sizes`]: its approximate size and key count;
@@ -33,6 +34,7 @@
 
 pub mod duties;
 pub mod heartbeat;
+pub mod ids;
 pub mod join;
 pub mod operators;
 pub mod own_record;

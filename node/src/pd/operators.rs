@@ -30,7 +30,6 @@ use atoll_proto as pb;
 use atoll_proto::admin_client::AdminClient;
 use tokio::task::JoinHandle;
 
-use super::heartbeat;
 use crate::error::KvError;
 use crate::raft::type_config::ReplicaId;
 use crate::service::NodeCtx;
@@ -176,7 +175,7 @@ impl Operators {
         if self.refill.is_none() && self.ids.available(IdKind::Replica) < POOL_LOW {
             let ctx = ctx.clone();
             self.refill = Some(tokio::spawn(async move {
-                heartbeat::alloc_ids(&ctx, IdKind::Replica, POOL_REFILL).await
+                super::ids::alloc_ids(&ctx, IdKind::Replica, POOL_REFILL).await
             }));
         }
     }

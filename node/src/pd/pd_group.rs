@@ -28,8 +28,8 @@ use atoll_pd::node::{NodeId, NodeState};
 use atoll_pd::state::PdState;
 use tokio::task::JoinHandle;
 
+use super::ids::fresh_replica_id;
 use super::{PD_REPLICAS, PD_SHARD};
-use crate::service::admin::fresh_replica_id;
 use crate::service::NodeCtx;
 use crate::shard::membership::{self, Change};
 use crate::shard::transfer::{self, TransferTimeouts};

@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use atoll_proto as pb;
 use atoll_proto::pd_client::PdClient;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -32,12 +34,56 @@ pub const MAX_HOPS: u32 = 2;
 /// Runs `req` on the PD leader and returns its reply. `hops`: how many
 /// times the request was forwarded to get here (0 for a local caller).
 pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdReply, PdError> {
+    call_until(ctx, req, hops, None).await
+}
+
+/// [`call`], given up at `deadline`: nothing is proposed or forwarded after
+/// it, and every forward carries what is left as its gRPC deadline, so the
+/// next node stops then too. A caller that timed out (an operator's drain)
+/// thus knows the command cannot be proposed later, behind its next one.
+/// A command proposed before the deadline may still apply after it.
+pub async fn call_until(
+    ctx: &Arc<NodeCtx>,
+    req: PdRequest,
+    hops: u32,
+    deadline: Option<Instant>,
+) -> Result<PdReply, PdError> {
+    let run = route(ctx, req, hops, deadline);
+    match deadline {
+        None => run.await,
+        Some(at) => tokio::time::timeout(at.saturating_duration_since(Instant::now()), run)
+            .await
+            .unwrap_or_else(|_| Err(PdError::Unavailable(DEADLINE_PASSED.into()))),
+    }
+}
+
+/// How long a node waits for a forwarded PD request, and the forward's
+/// own limit when its sender gave no deadline.
+pub fn forward_wait(ctx: &NodeCtx) -> Duration {
+    ctx.config.raft.write_timeout() + Duration::from_secs(1)
+}
+
+/// The most an operator's PD command (`SetNodeState`, `AddNode`) may take
+/// when its caller gave no deadline: the local attempt and one forward.
+pub fn command_limit(ctx: &NodeCtx) -> Duration {
+    ctx.config.raft.write_timeout() + forward_wait(ctx)
+}
+
+const DEADLINE_PASSED: &str =
+    "the request's deadline passed before the placement driver's leader took it; not applied";
+
+async fn route(
+    ctx: &Arc<NodeCtx>,
+    req: PdRequest,
+    hops: u32,
+    deadline: Option<Instant>,
+) -> Result<PdReply, PdError> {
     let timeout = ctx.config.raft.write_timeout();
     let local = match ctx.host.get(PD_SHARD) {
         Some(replica) => match tokio::time::timeout(timeout, on_member(&replica, &req)).await {
             Ok(Ok(reply)) => return Ok(reply),
             Ok(Err(Redirect::To(Some(addr)))) if hops < MAX_HOPS => {
-                return forward(ctx, &addr, &req, hops + 1).await
+                return forward(ctx, &addr, &req, hops + 1, deadline).await
             }
             Ok(Err(Redirect::NotBootstrapped)) => {
                 return Err(PdError::Unavailable(
@@ -61,9 +107,12 @@ pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdRep
     match hops {
         0 => {
             let mut last = local;
-            for addr in candidates(ctx) {
-                match forward(ctx, &addr, &req, 1).await {
-                    Ok(reply) => return Ok(reply),
+            for addr in ctx.pd_hint.first(candidates(ctx)) {
+                match forward(ctx, &addr, &req, 1, deadline).await {
+                    Ok(reply) => {
+                        ctx.pd_hint.answered(&addr);
+                        return Ok(reply);
+                    }
                     Err(e) => {
                         tracing::debug!(node = ctx.node_id(), %addr, "pd request: {e}");
                         last = e;
@@ -73,6 +122,30 @@ pub async fn call(ctx: &Arc<NodeCtx>, req: PdRequest, hops: u32) -> Result<PdRep
             Err(last)
         }
         _ => Err(local),
+    }
+}
+
+/// The address that last answered a forwarded PD request. It is tried
+/// first: otherwise every request of a node without a PD replica would
+/// start with the lowest initial member, and wait out its timeout each
+/// time that member hangs (paused, or its packets dropped), long enough
+/// for the PD to think this node Down.
+#[derive(Debug, Default)]
+pub struct PdHint(std::sync::Mutex<Option<String>>);
+
+impl PdHint {
+    /// `candidates`, the hinted address moved to the front if among them.
+    fn first(&self, mut candidates: Vec<String>) -> Vec<String> {
+        let hint = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(i) = hint.and_then(|h| candidates.iter().position(|c| *c == h)) {
+            let addr = candidates.remove(i);
+            candidates.insert(0, addr);
+        }
+        candidates
+    }
+
+    fn answered(&self, addr: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_string());
     }
 }
 
@@ -197,13 +270,21 @@ async fn forward(
     addr: &str,
     req: &PdRequest,
     hops: u32,
+    deadline: Option<Instant>,
 ) -> Result<PdReply, PdError> {
-    let wait = ctx.config.raft.write_timeout() + Duration::from_secs(1);
+    let mut wait = forward_wait(ctx);
+    if let Some(at) = deadline {
+        wait = wait.min(at.saturating_duration_since(Instant::now()));
+        if wait.is_zero() {
+            return Err(PdError::Unavailable(DEADLINE_PASSED.into()));
+        }
+    }
     send(&ctx.peers, ctx.cluster.get(), wait, addr, req, hops).await
 }
 
 /// Sends `req` to the node at `addr` (`Pd.Forward`), carrying `cluster_id`
-/// (0: not known yet), and waits up to `wait` for the reply.
+/// (0: not known yet), and waits up to `wait` for the reply, which is also
+/// the request's gRPC deadline: the other node gives up then too.
 pub async fn send(
     peers: &PeerPool,
     cluster_id: u64,
@@ -217,11 +298,13 @@ pub async fn send(
         .channel(addr)
         .map_err(|e| PdError::Unavailable(e.to_string()))?;
     let mut client = PdClient::new(channel);
-    let call = client.forward(pb::PdForwardRequest {
+    let mut request = tonic::Request::new(pb::PdForwardRequest {
         request: bytes,
         hops,
         cluster_id,
     });
+    request.set_timeout(wait);
+    let call = client.forward(request);
     let reply = match tokio::time::timeout(wait, call).await {
         Err(_) => {
             return Err(PdError::Unavailable(format!(

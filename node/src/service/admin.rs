@@ -152,20 +152,6 @@ pub(crate) fn listed_replica(d: &pb::ShardDescriptor, node: u64) -> ReplicaId {
         .map_or(ReplicaId::founding(node), |r| ReplicaId(r.replica_id))
 }
 
-/// A new replica id for `node`, drawn from the PD's id allocator.
-pub(crate) async fn fresh_replica_id(
-    ctx: &std::sync::Arc<NodeCtx>,
-    node: u64,
-) -> Result<ReplicaId, KvError> {
-    let range = crate::pd::heartbeat::alloc_ids(ctx, atoll_pd::ids::IdKind::Replica, 1).await?;
-    ReplicaId::new(range.start, node).ok_or_else(|| {
-        KvError::InvalidArgument(format!(
-            "no replica id for node {node} (replica number {})",
-            range.start
-        ))
-    })
-}
-
 fn to_meta(d: &pb::ShardDescriptor) -> ShardMeta {
     let epoch = d.epoch.unwrap_or_default();
     // The wire says "no end" with empty bytes; the PD group's range is the
@@ -330,7 +316,7 @@ impl AdminService {
         // from the PD (ids are never reused).
         let learner = match replica.member_on(req.node_id) {
             Some(id) => id,
-            None => fresh_replica_id(&self.ctx, req.node_id).await?,
+            None => crate::pd::ids::fresh_replica_id(&self.ctx, req.node_id).await?,
         };
         // The new node must host an (empty) replica before Raft talks to it.
         create_remote_replica(&self.ctx, learner, &req.addr, replica.descriptor(), true).await?;

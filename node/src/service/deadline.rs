@@ -112,6 +112,11 @@ impl Deadline {
         }
     }
 
+    /// The instant the wait ends.
+    pub fn at(&self) -> Instant {
+        self.start + self.wait.limit
+    }
+
     /// Runs `f` until the deadline; `Err` with the wait that passed if the
     /// deadline comes first.
     pub async fn run<F: Future>(&self, f: F) -> Result<F::Output, Wait> {

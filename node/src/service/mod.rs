@@ -33,6 +33,8 @@ pub struct NodeCtx {
     pub cluster: ClusterIdentity,
     /// Peers' beats, for sleeping shards (`shard::peer_beat`).
     pub peer_book: Arc<crate::shard::peer_beat::PeerBook>,
+    /// The node that last answered a forwarded PD request: asked first.
+    pub pd_hint: crate::pd::route::PdHint,
 }
 
 impl NodeCtx {

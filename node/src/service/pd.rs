@@ -13,10 +13,11 @@ use atoll_pd::state::PdState;
 use atoll_proto as pb;
 use tonic::{Request, Response, Status};
 
+use super::deadline::Deadline;
 use super::NodeCtx;
 use crate::codec;
 use crate::error::KvError;
-use crate::pd::heartbeat::command;
+use crate::pd::heartbeat::command_until;
 use crate::pd::{now_ms, route, PdError, PdReply, PdRequest};
 
 pub struct PdService {
@@ -44,11 +45,16 @@ impl pb::pd_server::Pd for PdService {
         &self,
         request: Request<pb::PdForwardRequest>,
     ) -> Result<Response<pb::PdForwardResponse>, Status> {
+        // The sender stops waiting at its deadline; so does this node, and
+        // it proposes nothing after it.
+        let deadline = Deadline::of(request.metadata(), route::forward_wait(&self.ctx)).at();
         let req = request.into_inner();
         self.ctx.cluster.admit(req.cluster_id, "pd-forward").await?;
         let reply = match codec::decode::<PdRequest>("pd request", &req.request) {
             Err(e) => Err(PdError::Malformed(e.to_string())),
-            Ok(pd_req) => route::call(&self.ctx, pd_req, req.hops.max(1)).await,
+            Ok(pd_req) => {
+                route::call_until(&self.ctx, pd_req, req.hops.max(1), Some(deadline)).await
+            }
         };
         let reply = reply.and_then(|r| {
             codec::encode("pd reply", &r).map_err(|e| PdError::Malformed(e.to_string()))
@@ -89,6 +95,10 @@ impl pb::pd_server::Pd for PdService {
         &self,
         request: Request<pb::SetNodeStateRequest>,
     ) -> Result<Response<pb::SetNodeStateResponse>, Status> {
+        // A drain whose caller timed out must not apply later, after the
+        // caller's next request (an "up" that cancels it): nothing is
+        // proposed after the caller's deadline.
+        let deadline = Deadline::of(request.metadata(), route::command_limit(&self.ctx)).at();
         let req = request.into_inner();
         let failed = |e: KvError| pb::SetNodeStateResponse {
             error: Some(e.to_proto()),
@@ -110,7 +120,7 @@ impl pb::pd_server::Pd for PdService {
             target,
             force: req.force,
         };
-        let reply = match command(&self.ctx, cmd).await {
+        let reply = match command_until(&self.ctx, cmd, Some(deadline)).await {
             Ok(CommandResult::SetNodeState(Ok(change))) => pb::SetNodeStateResponse {
                 error: None,
                 from: state_name(change.from).into(),
@@ -134,6 +144,7 @@ impl pb::pd_server::Pd for PdService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let deadline = Deadline::of(request.metadata(), route::command_limit(&self.ctx)).at();
         let req = request.into_inner();
         let failed = |e: KvError| pb::AddNodeResponse {
             error: Some(e.to_proto()),
@@ -143,7 +154,7 @@ impl pb::pd_server::Pd for PdService {
             address: req.address,
             labels: req.labels.into_iter().collect(),
         };
-        let reply = match command(&self.ctx, cmd).await {
+        let reply = match command_until(&self.ctx, cmd, Some(deadline)).await {
             Ok(CommandResult::AddNode(Ok(added))) => pb::AddNodeResponse {
                 error: None,
                 node_id: added.node,

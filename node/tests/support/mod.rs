@@ -146,6 +146,19 @@ impl Cluster {
         false
     }
 
+    /// SIGSTOP (`stop = true`) or SIGCONT: a paused node keeps its sockets,
+    /// so calls to it hang instead of failing.
+    pub fn pause(&mut self, id: u64, stop: bool) {
+        let pid = self.node(id).child.as_ref().map(|c| c.id().to_string());
+        let pid = pid.unwrap_or_else(|| panic!("node {id} is not running"));
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "could not send {signal} to node {id}");
+    }
+
     /// The node's data directory.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("data{id}"))
