@@ -20,13 +20,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2 (ip netns, tc), nftables, and chromium for the report test. Debian packages.
+# iproute2 (ip netns, tc), nftables, libfaketime (the clock nemesis), and chromium for the
+# report test. Debian packages.
 setup() {
   local missing=()
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v tc >/dev/null 2>&1 || missing+=(iproute2)
   command -v nft >/dev/null 2>&1 || command -v iptables >/dev/null 2>&1 || missing+=(nftables)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "jepsen.sh: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}); runs fall back to loopback without them" >&2
@@ -61,7 +63,7 @@ case "${1:-}" in
     build
     # Four runs, ~32 s each with start-up and checking: every nemesis and workload at least once.
     status=0
-    "$(bin)" --workload register --nemesis kill,pause --time 22 --quiet 3 --fault 4 "$@" || status=1
+    "$(bin)" --workload register --nemesis kill,pause,clock --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload set --nemesis partition,netem,split --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload append --nemesis power,kill --time 22 --quiet 3 --fault 4 "$@" || status=1
     "$(bin)" --workload bank --nemesis partition,transfer --time 22 --quiet 3 --fault 4 "$@" || status=1

@@ -154,6 +154,18 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         .map_err(RunError::Runtime)?;
     let log_dir = cfg.out.join("nodes");
     let mut notes = Vec::new();
+    let faketime = if cfg.nemeses.contains(&NemesisKind::Clock) {
+        let found = crate::control::clock::find_library();
+        if found.is_none() {
+            notes.push(
+                "nemesis clock skipped: libfaketime is not installed (scripts/jepsen.sh --setup)"
+                    .into(),
+            );
+        }
+        found
+    } else {
+        None
+    };
     let cluster = Cluster::start(&ClusterOptions {
         nodes: cfg.nodes,
         binary: cfg.binary.clone(),
@@ -163,6 +175,7 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
         lane: cfg.lane,
         lazyfs: cfg.nemeses.contains(&NemesisKind::Power),
         node_args: cfg.node_args.clone(),
+        faketime: faketime.clone(),
     })?;
     let network = cluster.mode().describe();
     let mut nemeses = cfg.nemeses.clone();
@@ -177,6 +190,9 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
             }
             keep
         });
+    }
+    if faketime.is_none() {
+        nemeses.retain(|k| *k != NemesisKind::Clock);
     }
     if nemeses.contains(&NemesisKind::Power) && !cluster.has_lazyfs() {
         nemeses.retain(|k| *k != NemesisKind::Power);
@@ -224,6 +240,10 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
             let set_node =
                 |node, target| handle.block_on(status::set_node_state(&eps(), node, target));
             let pd_nodes = || handle.block_on(status::pd_nodes(&eps()));
+            let clock_offset_ms = |id| {
+                let addr = lock(&cluster).addr(id).ok_or(format!("no node {id}"))?;
+                handle.block_on(status::clock_offset_ms(&addr))
+            };
             let probes = nemesis::Probes {
                 leader: &leader,
                 transfer: &transfer,
@@ -231,6 +251,7 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
                 add_node: &add_node,
                 set_node: &set_node,
                 pd_nodes: &pd_nodes,
+                clock_offset_ms: &clock_offset_ms,
             };
             nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &probes)
         })

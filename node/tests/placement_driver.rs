@@ -186,6 +186,57 @@ async fn a_drain_whose_caller_timed_out_does_not_apply_after_the_next_request() 
     assert!(err.to_string().contains("deadline passed"), "{err}");
 }
 
+/// libfaketime, which `scripts/jepsen.sh --setup` installs (Debian
+/// `libfaketime`); the tests that need it say so if it is missing.
+fn libfaketime() -> String {
+    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).is_file());
+    found.expect("libfaketime is not installed: run scripts/jepsen.sh --setup (Debian: apt-get install libfaketime)")
+}
+
+/// A node whose wall clock is 2 minutes behind stays Up: the PD leader
+/// times heartbeats by its own clock. (Stamped by the sender, every
+/// heartbeat of this node looked 2 minutes old, and the PD marked it Down
+/// with `down_after_ms` = 2 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_behind_stays_up() {
+    let library = libfaketime();
+    let mut c = Cluster::start(4, PD_TOML);
+    for node in 1..=4 {
+        wait_node_state(&c, 1, node, "up").await;
+    }
+    // Only the wall clock: a skewed machine, not a broken timer.
+    c.restart_with_env(
+        4,
+        &[],
+        &[
+            ("LD_PRELOAD", &library),
+            ("FAKETIME", "-120"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    c.wait_until("node 4 to answer", Duration::from_secs(20), || async {
+        c.status(4).await.is_some()
+    })
+    .await;
+    let node_now = c.status(4).await.map_or(0, |s| s.now_ms);
+    let skew = i128::from(node_now) - i128::from(atoll_node::pd::now_ms());
+    assert!(
+        (-121_000..=-119_000).contains(&skew),
+        "node 4's clock is {skew} ms off, not -120 s: libfaketime not in effect?"
+    );
+    // Well past down_after_ms (2 s), node 4 is Up every time the PD is asked.
+    wait_node_state(&c, 1, 4, "up").await;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(s) = cluster_state(&c, 1).await {
+            assert_eq!(node_state(&s, 4), Some("up"), "{s:?}");
+        }
+    }
+}
+
 /// Issue 9, item 1: "a fresh node joining with --join gets its node id from
 /// the PD and keeps it in its data dir".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

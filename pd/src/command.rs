@@ -1,7 +1,7 @@
 //! The commands of the PD state machine and their typed results. Each
 //! command is a Raft log entry of the PD group; time travels inside it
-//! (`now_ms`, read once by the proposer), so every replica applies the same
-//! entry to the same result.
+//! (`now_ms`, stamped by the PD leader that proposes it, [`Command::time_mut`]),
+//! so every replica applies the same entry to the same result.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +93,27 @@ pub enum NodeTarget {
 }
 
 /// One variant per command, each with the command's own result type.
+impl Command {
+    /// The time the command carries, if it carries one: the PD leader
+    /// stamps it with its own clock before proposing (see the node's
+    /// `pd::route`), so that node clocks never meet in the PD's arithmetic.
+    pub fn time_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Command::JoinNode { now_ms, .. }
+            | Command::RegisterNode { now_ms, .. }
+            | Command::NodeHeartbeat { now_ms, .. }
+            | Command::ShardHeartbeat { now_ms, .. }
+            | Command::ReportSplit { now_ms, .. }
+            | Command::Tick { now_ms } => Some(now_ms),
+            Command::Bootstrap { .. }
+            | Command::SetNodeState { .. }
+            | Command::AllocIds { .. }
+            | Command::SetConfig { .. }
+            | Command::AddNode { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Bootstrap(Result<(), BootstrapError>),

@@ -632,6 +632,7 @@ impl Admin for Node {
             addr: world.addr(self.id),
             shards,
             pd: None,
+            now_ms: 0,
         }))
     }
 }

@@ -46,7 +46,7 @@ mod real {
         #[arg(long, default_value = "register")]
         workload: String,
         /// Nemeses combined in each run, comma-separated: kill, pause, partition, netem,
-        /// power, transfer, split, membership, or none.
+        /// power, transfer, split, membership, clock, or none.
         #[arg(long, default_value = "kill")]
         nemesis: String,
         /// Seconds of load per run.

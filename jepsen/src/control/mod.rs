@@ -7,6 +7,7 @@
 //! - [`net`]: namespaces, veths and the bridge ([`net::Network`]), or the loopback fallback.
 //! - [`process`]: one node process ([`process::NodeProc`]) and its signals.
 //! - [`faults`]: packet filters and netem inside the namespaces.
+//! - [`clock`]: node clocks moved with libfaketime (the `clock` nemesis).
 //! - [`status`]: who leads, asked over the admin API.
 //! - [`interrupt`]: Ctrl-C / SIGTERM turn into a flag that ends the run early and cleanly.
 //! - `shell`: running the system tools.
@@ -14,6 +15,7 @@
 //! Everything a [`Cluster`] creates (processes, namespaces, veths, bridge, FUSE mounts) is
 //! removed when it is dropped, so also on error and on panic.
 
+pub mod clock;
 pub mod faults;
 pub mod interrupt;
 pub mod net;
@@ -55,6 +57,11 @@ pub enum ControlError {
     NeedsNamespaces(&'static str),
     #[error("no packet filter tool (nft or iptables) installed; run scripts/jepsen.sh --setup")]
     NoFirewall,
+    #[error(
+        "clock faults need the nodes started on libfaketime (Debian: apt-get install \
+         libfaketime; scripts/jepsen.sh --setup installs it)"
+    )]
+    NoFakeClock,
     #[error("power cuts need the nodes' data dirs on the lazyfs layer (mount failed: {0})")]
     NoLazyFs(String),
     #[error("node {id} cannot join at {addr}: {why}")]
@@ -79,6 +86,9 @@ pub struct ClusterOptions {
     pub lazyfs: bool,
     /// More arguments for every node (e.g. `--broken-mode stale-reads` for a test build).
     pub node_args: Vec<String>,
+    /// libfaketime, to start every node on a clock the harness can move (the `clock`
+    /// nemesis); `None`: real clocks.
+    pub faketime: Option<PathBuf>,
 }
 
 /// A running cluster. Node ids are `1..=n` at the start; nodes added later get the ids the
@@ -91,6 +101,8 @@ pub struct Cluster {
     retired: Vec<NodeProc>,
     /// By node id; `None` where the layer could not be mounted (or was not asked for).
     layers: BTreeMap<u64, Option<LazyMount>>,
+    /// By node id, with [`ClusterOptions::faketime`].
+    clocks: BTreeMap<u64, clock::FakeClock>,
     network: Option<Network>,
     mode: NetMode,
     firewall: Option<Firewall>,
@@ -112,6 +124,7 @@ impl Cluster {
             nodes: Vec::new(),
             retired: Vec::new(),
             layers: BTreeMap::new(),
+            clocks: BTreeMap::new(),
             network,
             firewall: if mode.is_namespaced() {
                 Firewall::detect()
@@ -171,6 +184,16 @@ impl Cluster {
             None
         };
         self.layers.insert(id, layer);
+        let env = match &self.opts.faketime {
+            Some(library) => {
+                let clock =
+                    clock::FakeClock::new(library, self.opts.work_dir.join(format!("clock{id}")))?;
+                let env = clock.env();
+                self.clocks.insert(id, clock);
+                env
+            }
+            None => Vec::new(),
+        };
         let args = [
             "--data-dir".into(),
             data_dir.to_string_lossy().into_owned(),
@@ -192,6 +215,7 @@ impl Cluster {
                 .then(|| self.opts.lane.namespace(id)),
             binary: self.opts.binary.clone(),
             args,
+            env,
         }))
     }
 
@@ -311,6 +335,14 @@ impl Cluster {
         self.nodes.iter().map(|n| n.spec.addr.clone()).collect()
     }
 
+    /// Member `id`'s address.
+    pub fn addr(&self, id: u64) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .map(|n| n.spec.addr.clone())
+    }
+
     /// Every node's log, retired nodes' too.
     pub fn log_paths(&self) -> Vec<PathBuf> {
         self.nodes
@@ -423,6 +455,15 @@ impl Cluster {
                     .clone()
                     .unwrap_or_else(|| "the run was started without --lazyfs".into()),
             )),
+        }
+    }
+
+    /// Moves node `id`'s clock to `offset_s` seconds from real time (0: real time again).
+    pub fn set_clock(&mut self, id: u64, offset_s: i64) -> Result<(), ControlError> {
+        self.node(id)?;
+        match self.clocks.get(&id) {
+            Some(clock) => clock.set(offset_s),
+            None => Err(ControlError::NoFakeClock),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct NodeSpec {
     pub namespace: Option<String>,
     pub binary: PathBuf,
     pub args: Vec<String>,
+    /// More environment (libfaketime's, for the `clock` nemesis).
+    pub env: Vec<(String, String)>,
 }
 
 /// A node and, while it runs, its process.
@@ -92,6 +94,7 @@ impl NodeProc {
         };
         cmd.args(&self.spec.args)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

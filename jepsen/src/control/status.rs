@@ -109,3 +109,22 @@ pub async fn pd_nodes(endpoints: &[String]) -> Result<BTreeMap<u64, PdNode>, Str
         })
         .collect())
 }
+
+/// How far node `addr`'s wall clock is from this machine's, in ms (its `Status` answer's
+/// `now_ms`, less the local time halfway through the call).
+pub async fn clock_offset_ms(addr: &str) -> Result<i64, String> {
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    let admin = atoll_client::admin::AdminClient::connect(addr.to_string())
+        .await
+        .map_err(|e| e.to_string())?
+        .with_timeout(Duration::from_secs(2));
+    let before = ms();
+    let status = admin.status().await.map_err(|e| e.to_string())?;
+    let after = ms();
+    let node = i64::try_from(status.now_ms).unwrap_or(i64::MAX);
+    Ok(node - (before + after) / 2)
+}

@@ -18,8 +18,10 @@
 //! - `membership`: nodes join, are drained and removed under load ([`membership`]): a
 //!   spare node joins at the start; each window drains an initial node and brings it back,
 //!   or adds a fresh node and drains and removes the newest later one.
-//!
-//! `clock` is not offered: see docs/decisions/0015-jepsen-harness.md.
+//! - `clock`: one node, a minority, the leader or all nodes have their clocks (wall and
+//!   monotonic) jump by 2 to 10 s, forward or back, each by its own amount; at the window's
+//!   end they jump back to real time ([`crate::control::clock`], libfaketime). Each move is
+//!   checked through the node's `Status` answer, and the window says what was observed.
 
 pub mod membership;
 pub mod netem;
@@ -52,9 +54,10 @@ pub enum NemesisKind {
     Transfer,
     Split,
     Membership,
+    Clock,
 }
 
-pub const ALL: [NemesisKind; 8] = [
+pub const ALL: [NemesisKind; 9] = [
     NemesisKind::Kill,
     NemesisKind::Pause,
     NemesisKind::Partition,
@@ -63,6 +66,7 @@ pub const ALL: [NemesisKind; 8] = [
     NemesisKind::Transfer,
     NemesisKind::Split,
     NemesisKind::Membership,
+    NemesisKind::Clock,
 ];
 
 impl NemesisKind {
@@ -76,6 +80,7 @@ impl NemesisKind {
             NemesisKind::Transfer => "transfer",
             NemesisKind::Split => "split",
             NemesisKind::Membership => "membership",
+            NemesisKind::Clock => "clock",
         }
     }
 
@@ -87,14 +92,15 @@ impl NemesisKind {
             | NemesisKind::Power
             | NemesisKind::Transfer
             | NemesisKind::Split
-            | NemesisKind::Membership => false,
+            | NemesisKind::Membership
+            | NemesisKind::Clock => false,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, split, membership, none; clock is not offered)"
+    "unknown nemesis {0:?} (kill, pause, partition, netem, power, transfer, split, membership, clock, none)"
 )]
 pub struct UnknownNemesis(String);
 
@@ -139,6 +145,8 @@ enum Fault {
     Partitioned,
     Netem(Vec<u64>),
     PowerCut(Vec<u64>),
+    /// Clocks moved: node and offset (s).
+    Clocks(Vec<(u64, i64)>),
     /// Leadership moved, shards split, or membership changed (undone within the window);
     /// nothing to undo.
     Nothing,
@@ -161,6 +169,9 @@ pub struct Probes<'a> {
     /// Every node's state and replica count in the placement driver, by id
     /// ([`crate::control::status::pd_nodes`]).
     pub pd_nodes: &'a dyn Fn() -> Result<BTreeMap<u64, PdNode>, String>,
+    /// How far a node's wall clock is from the harness's, in ms
+    /// ([`crate::control::status::clock_offset_ms`]).
+    pub clock_offset_ms: &'a dyn Fn(u64) -> Result<i64, String>,
 }
 
 /// Timing of the scheduler.
@@ -266,6 +277,25 @@ fn inject(
         NemesisKind::Transfer => Ok((Fault::Nothing, String::from("leader transfers"))),
         NemesisKind::Split => Ok((Fault::Nothing, String::from("shard splits"))),
         NemesisKind::Membership => Ok((Fault::Nothing, String::from("membership change"))),
+        NemesisKind::Clock => {
+            let (t, how) = targets(&ids, leader, rng, true, all);
+            let mut c = lock(cluster);
+            let mut moved = Vec::new();
+            for &id in &t {
+                let size = rng.gen_range(CLOCK_JUMP_S);
+                let offset = if rng.gen_bool(0.5) { size } else { -size };
+                c.set_clock(id, offset)?;
+                moved.push((id, offset));
+            }
+            let list: Vec<String> = moved
+                .iter()
+                .map(|(id, o)| format!("{id}: {o:+} s"))
+                .collect();
+            Ok((
+                Fault::Clocks(moved),
+                format!("clock jumps on {how} [{}]", list.join(", ")),
+            ))
+        }
         NemesisKind::Power => {
             let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
@@ -288,6 +318,7 @@ fn heal(fault: &Fault, cluster: &SharedCluster) -> Result<(), ControlError> {
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| c.resume(id)),
         Fault::Partitioned => c.heal(),
         Fault::Netem(ids) => ids.iter().try_for_each(|&id| c.netem_off(id)),
+        Fault::Clocks(moved) => moved.iter().try_for_each(|&(id, _)| c.set_clock(id, 0)),
         Fault::Nothing => Ok(()),
     }
 }
@@ -327,6 +358,60 @@ fn each_second(
             return (done, false);
         }
     }
+}
+
+/// How far a `clock` window moves a node's clocks (s), forward or back. A jump back
+/// freezes the node's timers that long (tokio's clock is the monotonic one), so this is
+/// kept within a fault window's order of magnitude.
+const CLOCK_JUMP_S: std::ops::RangeInclusive<i64> = 2..=10;
+
+/// How close an observed clock offset must be to the one asked for: libfaketime reads
+/// its file again within a second, and a `Status` call takes a little time.
+const CLOCK_TOLERANCE_MS: i64 = 1_000;
+
+/// Waits (up to 5 s) until every moved node's clock reads its new offset. Returns what
+/// was observed, and an error naming the nodes whose clocks did not move.
+fn observe_clocks(moved: &[(u64, i64)], probes: &Probes<'_>) -> (String, Option<String>) {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen: BTreeMap<u64, Result<i64, String>> = BTreeMap::new();
+    loop {
+        for &(id, offset) in moved {
+            let done = matches!(seen.get(&id), Some(Ok(ms)) if (ms - offset * 1000).abs() <= CLOCK_TOLERANCE_MS);
+            if !done {
+                seen.insert(id, (probes.clock_offset_ms)(id));
+            }
+        }
+        let all_moved = moved.iter().all(|&(id, offset)| {
+            matches!(seen.get(&id), Some(Ok(ms)) if (ms - offset * 1000).abs() <= CLOCK_TOLERANCE_MS)
+        });
+        if all_moved || std::time::Instant::now() >= until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut observed = Vec::new();
+    let mut wrong = Vec::new();
+    for &(id, offset) in moved {
+        match seen.get(&id) {
+            Some(Ok(ms)) => {
+                observed.push(format!("{id}: {:+.1} s", *ms as f64 / 1000.0));
+                if (ms - offset * 1000).abs() > CLOCK_TOLERANCE_MS {
+                    wrong.push(format!(
+                        "node {id}'s clock reads {:+.1} s, not {offset:+} s",
+                        *ms as f64 / 1000.0
+                    ));
+                }
+            }
+            Some(Err(e)) => {
+                observed.push(format!("{id}: no answer"));
+                wrong.push(format!("node {id}'s clock could not be read: {e}"));
+            }
+            None => {}
+        }
+    }
+    let error =
+        (!wrong.is_empty()).then(|| format!("{} (is libfaketime loaded?)", wrong.join("; ")));
+    (format!("observed [{}]", observed.join(", ")), error)
 }
 
 /// One leader transfer to a random node other than the leader.
@@ -452,6 +537,16 @@ pub fn run(
                 let done = membership_window(cluster, probes, schedule.fault, stop, &mut rng);
                 window_error = done.error;
                 (done.what, done.stopped)
+            }
+            NemesisKind::Clock => {
+                let started = std::time::Instant::now();
+                let (observed, error) = match &fault {
+                    Some(Fault::Clocks(moved)) => observe_clocks(moved, probes),
+                    _ => (String::new(), None),
+                };
+                window_error = error;
+                let rest = schedule.fault.saturating_sub(started.elapsed());
+                (format!("{what}; {observed}"), nap(rest, stop))
             }
             NemesisKind::Kill
             | NemesisKind::Pause

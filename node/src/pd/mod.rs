@@ -126,19 +126,8 @@ pub fn now_ms() -> u64 {
 /// mode `PdLocalClock`).
 #[cfg(all(madsim, feature = "sim-bugs"))]
 pub fn with_local_clock(mut cmd: Command) -> Command {
-    let local = now_ms() + u64::from(madsim::rand::random::<u16>());
-    match &mut cmd {
-        Command::JoinNode { now_ms, .. }
-        | Command::RegisterNode { now_ms, .. }
-        | Command::NodeHeartbeat { now_ms, .. }
-        | Command::ShardHeartbeat { now_ms, .. }
-        | Command::ReportSplit { now_ms, .. }
-        | Command::Tick { now_ms } => *now_ms = local,
-        Command::Bootstrap { .. }
-        | Command::SetNodeState { .. }
-        | Command::AllocIds { .. }
-        | Command::SetConfig { .. }
-        | Command::AddNode { .. } => {}
+    if let Some(t) = cmd.time_mut() {
+        *t = now_ms() + u64::from(madsim::rand::random::<u16>());
     }
     cmd
 }

@@ -184,7 +184,7 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
                 SetNodeStateError::HostsPlacementDriver { node },
             ))))
         }
-        PdRequest::Command(cmd) => match replica.propose(Request::Pd(cmd.clone())).await {
+        PdRequest::Command(cmd) => match replica.propose(Request::Pd(stamped(cmd))).await {
             Ok(resp) => match resp.data {
                 Response::Pd(result) => Ok(PdReply::Result(result)),
                 other => {
@@ -217,6 +217,20 @@ async fn on_member(replica: &Replica, req: &PdRequest) -> Result<PdReply, Redire
             Err(_) => Err(Redirect::To(None)),
         },
     }
+}
+
+/// `cmd` with its time (if it carries one) read from this node's clock: the
+/// PD leader's, as only the leader's proposal commits. A heartbeat stamped by
+/// the node that sent it made a node whose clock runs behind by more than
+/// `down_after_ms` look silent, and one ahead look alive after it died;
+/// now one clock, the PD leader's, measures every interval the PD judges
+/// (TiKV's PD, too, times store heartbeats on arrival by its own clock).
+fn stamped(cmd: &Command) -> Box<Command> {
+    let mut cmd = Box::new(cmd.clone());
+    if let Some(t) = cmd.time_mut() {
+        *t = super::now_ms();
+    }
+    cmd
 }
 
 /// Whether `cmd` removes (without `--force`) a node that holds a voter of

@@ -489,6 +489,7 @@ impl Admin for AdminService {
             addr: self.ctx.config.advertise_addr(),
             shards,
             pd,
+            now_ms: crate::pd::now_ms(),
         }))
     }
 

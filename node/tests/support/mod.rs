@@ -238,6 +238,11 @@ impl Cluster {
 
     /// (Re)starts a node from its config and data dir, with extra flags.
     pub fn restart_with(&mut self, id: u64, flags: &[&str]) {
+        self.restart_with_env(id, flags, &[]);
+    }
+
+    /// (Re)starts a node with extra flags and environment variables.
+    pub fn restart_with_env(&mut self, id: u64, flags: &[&str], env: &[(&str, &str)]) {
         self.kill9(id);
         let log = self.dir.path().join(format!("node{id}.log"));
         let out = std::fs::OpenOptions::new()
@@ -252,6 +257,7 @@ impl Cluster {
             .arg(&p.config)
             .args(flags)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

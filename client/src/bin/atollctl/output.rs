@@ -141,6 +141,7 @@ impl Printer {
             "reachable": true,
             "node_id": status.node_id,
             "addr": status.addr,
+            "now_ms": status.now_ms,
             "shards": shards,
         })
     }
