@@ -202,6 +202,9 @@ pub async fn start_with_engine(
                 id
             }
         };
+    } else if !config.join.is_empty() && identity::read(&engine)?.node_id.is_none() {
+        joined_cluster = pd::join::cluster_from_pd(&config).await?;
+        tracing::info!(node = config.id, cluster = %identity::show(joined_cluster), "joining the cluster the placement driver runs");
     }
     let stored = check_owner(&config, &engine)?;
     let fresh = stored.node_id.is_none();

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use atoll_client::admin::{set_node_state, NodeTarget};
+use atoll_client::admin::{add_node, set_node_state, NodeTarget};
 use atoll_proto::pd_client::PdClient;
 use atoll_proto::{ClusterStateRequest, ClusterStateResponse};
 use support::Cluster;
@@ -184,6 +184,37 @@ async fn a_drain_whose_caller_timed_out_does_not_apply_after_the_next_request() 
     // The caller was told that nothing was applied.
     let err = drain.expect_err("the drain had no way to the PD");
     assert!(err.to_string().contains("deadline passed"), "{err}");
+}
+
+/// `atollctl node add`, then the node started with the id it was given
+/// and join addresses (not id 0): it learns the cluster id from the PD,
+/// registers, and turns Up. (It used to wait for a first message from the
+/// cluster and stayed `joining`, so it never got a replica.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_ahead_and_started_with_its_id_and_join_turns_up() {
+    let mut c = Cluster::start(3, PD_TOML);
+    c.wait_until("the PD bootstrapped", Duration::from_secs(30), || async {
+        cluster_state(&c, 1).await.is_some_and(|s| s.bootstrapped)
+    })
+    .await;
+    let id = c.add_node_with_id(2);
+    let added = add_node(
+        &c.endpoints()[..3],
+        Duration::from_secs(10),
+        &c.addr(id),
+        &Default::default(),
+    )
+    .await
+    .expect("node add");
+    assert_eq!(added.node, id);
+    wait_node_state(&c, 1, id, "joining").await;
+    c.restart(id);
+    let s = wait_node_state(&c, 1, id, "up").await;
+    let n = s.nodes.iter().find(|n| n.id == id).expect("node listed");
+    assert_eq!(n.addr, c.addr(id));
+    assert!(c
+        .log_of(id)
+        .contains("joining the cluster the placement driver runs"));
 }
 
 /// libfaketime, which `scripts/jepsen.sh --setup` installs (Debian

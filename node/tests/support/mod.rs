@@ -187,6 +187,14 @@ impl Cluster {
         self.add_node(|_, _| format!("id = 0\njoin = [\"{join}\"]\n{extra_toml}"))
     }
 
+    /// Adds node `len + 1` configured with its id and `join = [via]`, as a
+    /// node registered ahead with `atollctl node add` is started. Returns
+    /// its id.
+    pub fn add_node_with_id(&mut self, via: u64) -> u64 {
+        let join = self.addr(via);
+        self.add_node(|id, _| format!("id = {id}\njoin = [\"{join}\"]\n"))
+    }
+
     /// Adds node `len + 1` on a free port with its own data dir; `toml`
     /// gives the rest of its config from its slot id and address.
     fn add_node(&mut self, toml: impl FnOnce(u64, &str) -> String) -> u64 {
