@@ -20,13 +20,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2 (ip netns, tc), nftables, libfaketime (the clock nemesis), and chromium for the
-# report test. Debian packages.
+# iproute2 (ip netns, tc), nftables, iptables (NFQUEUE for netem without sch_netem),
+# libfaketime (the clock nemesis), and chromium for the report test. Debian packages.
 setup() {
   local missing=()
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v tc >/dev/null 2>&1 || missing+=(iproute2)
-  command -v nft >/dev/null 2>&1 || command -v iptables >/dev/null 2>&1 || missing+=(nftables)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  # iptables' NFQUEUE target: netem's delay and reordering where the kernel has no netem.
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi

@@ -240,6 +240,10 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
             let set_node =
                 |node, target| handle.block_on(status::set_node_state(&eps(), node, target));
             let pd_nodes = || handle.block_on(status::pd_nodes(&eps()));
+            let connect_rtt_ms = |id| {
+                let addr = lock(&cluster).addr(id).ok_or(format!("no node {id}"))?;
+                status::connect_rtt_ms(&addr)
+            };
             let clock_offset_ms = |id| {
                 let addr = lock(&cluster).addr(id).ok_or(format!("no node {id}"))?;
                 handle.block_on(status::clock_offset_ms(&addr))
@@ -252,6 +256,7 @@ pub fn run(cfg: &RunConfig, interrupt: &Interrupt) -> Result<(Summary, Vec<Verdi
                 set_node: &set_node,
                 pd_nodes: &pd_nodes,
                 clock_offset_ms: &clock_offset_ms,
+                connect_rtt_ms: &connect_rtt_ms,
             };
             nemesis::run(&nemeses, &cluster, schedule, clock, seed, &stop, &probes)
         })

@@ -1,10 +1,14 @@
 //! Node clocks moved with libfaketime (Debian `libfaketime`): a node started with the
 //! library in `LD_PRELOAD` reads its time offset from a file of its own
-//! ([`FakeClock::set`] rewrites it; the library reads it again at most a second later).
+//! ([`FakeClock::jump`] rewrites it; the library reads it again at most a second later).
 //! `FAKETIME_DONT_FAKE_MONOTONIC=0` makes the offset apply to `CLOCK_MONOTONIC` too, the
-//! clock behind tokio's timers and so behind every Raft timeout of the node: moving a clock
-//! forward fires the node's timers at once, moving it back freezes them until real time
-//! catches up. The nemesis checks that the move happened through the node's `Status`
+//! clock behind tokio's timers and so behind every Raft timeout of the node: a jump fires
+//! the node's timers at once, as after a stall of the machine (a paused VM). Clocks only
+//! jump forward: `CLOCK_MONOTONIC` never goes back on Linux, and openraft asserts it (the
+//! first clock soak also moved clocks back, at the end of each window, and openraft's
+//! `UTime::touch` debug assertion "expect now >= utime" stopped the Raft core of every node
+//! within 30 s). So the offsets grow over a run, and the nodes' wall clocks drift apart
+//! (skew) as well as jump. The nemesis checks each jump through the node's `Status`
 //! answer (its `now_ms`).
 
 use std::path::{Path, PathBuf};
@@ -27,11 +31,13 @@ pub fn find_library() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A node's fake clock: the library and the node's offset file.
+/// A node's fake clock: the library, the node's offset file, and the offset.
 #[derive(Debug, Clone)]
 pub struct FakeClock {
     library: PathBuf,
     file: PathBuf,
+    /// Seconds ahead of real time.
+    offset_s: u64,
 }
 
 impl FakeClock {
@@ -40,8 +46,9 @@ impl FakeClock {
         let clock = FakeClock {
             library: library.to_path_buf(),
             file,
+            offset_s: 0,
         };
-        clock.set(0)?;
+        clock.write()?;
         Ok(clock)
     }
 
@@ -59,18 +66,24 @@ impl FakeClock {
         ]
     }
 
-    /// Moves the clock to `offset_s` seconds from real time (0: back to real time).
-    pub fn set(&self, offset_s: i64) -> Result<(), ControlError> {
-        std::fs::write(&self.file, offset_spec(offset_s)).map_err(|source| ControlError::Io {
+    /// Moves the clock `by_s` seconds forward; returns how far ahead of real time it is.
+    pub fn jump(&mut self, by_s: u64) -> Result<u64, ControlError> {
+        self.offset_s = self.offset_s.saturating_add(by_s);
+        self.write()?;
+        Ok(self.offset_s)
+    }
+
+    fn write(&self) -> Result<(), ControlError> {
+        std::fs::write(&self.file, offset_spec(self.offset_s)).map_err(|source| ControlError::Io {
             what: format!("writing the clock offset file {}", self.file.display()),
             source,
         })
     }
 }
 
-/// libfaketime's relative offset syntax: `+30`, `-12`, `+0`.
-pub fn offset_spec(offset_s: i64) -> String {
-    format!("{offset_s:+}\n")
+/// libfaketime's relative offset syntax: `+30`, `+0`.
+pub fn offset_spec(offset_s: u64) -> String {
+    format!("+{offset_s}\n")
 }
 
 #[cfg(test)]
@@ -80,23 +93,18 @@ mod tests {
     #[test]
     fn offsets_are_written_as_libfaketime_reads_them() {
         assert_eq!(offset_spec(30), "+30\n");
-        assert_eq!(offset_spec(-12), "-12\n");
         assert_eq!(offset_spec(0), "+0\n");
     }
 
     #[test]
-    fn a_new_clock_starts_at_real_time_and_moves() {
+    fn a_new_clock_starts_at_real_time_and_only_moves_forward() {
         let dir = tempfile::tempdir().unwrap();
-        let c = FakeClock::new(Path::new("/lib/x.so"), dir.path().join("clock1")).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("clock1")).unwrap(),
-            "+0\n"
-        );
-        c.set(-7).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("clock1")).unwrap(),
-            "-7\n"
-        );
+        let file = dir.path().join("clock1");
+        let mut c = FakeClock::new(Path::new("/lib/x.so"), file.clone()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "+0\n");
+        assert_eq!(c.jump(7).unwrap(), 7);
+        assert_eq!(c.jump(3).unwrap(), 10);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "+10\n");
         assert!(c
             .env()
             .contains(&("FAKETIME_DONT_FAKE_MONOTONIC".into(), "0".into())));

@@ -118,43 +118,53 @@ impl Netem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetemVia {
     Tc,
-    /// The kernel has no `sch_netem` (e.g. a minimal VM kernel): only the loss part, as a
-    /// random-drop nftables rule on the node's input.
+    /// The kernel has no `sch_netem` (e.g. a minimal VM kernel): every setting, delay,
+    /// jitter, loss and reordering, by the harness's NFQUEUE delayer
+    /// ([`super::packet_delay`]).
+    Queue,
+    /// Neither netem nor NFQUEUE: only the loss part, as a random-drop nftables rule on
+    /// the node's input.
     NftLoss,
 }
 
 const LOSS_TABLE: &str = "atjloss";
 
-/// Applies `netem` on the node's interface with `tc netem`; if the kernel lacks netem,
-/// falls back to random packet loss with nftables (delay and reordering are then not
-/// possible; the loss is at least 10%).
-pub fn netem_on(lane: Lane, node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
+/// Applies `netem` on the node's interface with `tc netem`. `Ok(false)`: the kernel has no
+/// netem qdisc.
+pub fn tc_netem(lane: Lane, node: u64, netem: &Netem) -> Result<bool, ControlError> {
     let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
     let extra = netem.args();
     args.extend(extra.iter().map(String::as_str));
     match run_in(&lane.namespace(node), "tc", &args) {
-        Ok(_) => Ok(NetemVia::Tc),
-        Err(ControlError::Command { stderr, .. })
-            if stderr.contains("qdisc kind is unknown") && shell::have("nft") =>
-        {
-            let loss = netem.loss_percent.max(10);
-            let script = format!(
-                "add table inet {LOSS_TABLE}\n\
-                 add chain inet {LOSS_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n\
-                 add rule inet {LOSS_TABLE} input numgen random mod 100 < {loss} drop\n"
-            );
-            let file = lane.temp_file("loss", node);
-            std::fs::write(&file, script).map_err(|source| ControlError::Io {
-                what: format!("writing {}", file.display()),
-                source,
-            })?;
-            let path = file.to_string_lossy().into_owned();
-            let r = run_in(&lane.namespace(node), "nft", &["-f", &path]);
-            let _ = std::fs::remove_file(&file);
-            r.map(|_| NetemVia::NftLoss)
+        Ok(_) => Ok(true),
+        Err(ControlError::Command { stderr, .. }) if stderr.contains("qdisc kind is unknown") => {
+            Ok(false)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Random packet loss on the node's input with nftables (at least 10%): the last resort
+/// when neither netem nor NFQUEUE can be used.
+pub fn nft_loss(lane: Lane, node: u64, netem: &Netem) -> Result<NetemVia, ControlError> {
+    if !shell::have("nft") {
+        return Err(ControlError::NoFirewall);
+    }
+    let loss = netem.loss_percent.max(10);
+    let script = format!(
+        "add table inet {LOSS_TABLE}\n\
+         add chain inet {LOSS_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n\
+         add rule inet {LOSS_TABLE} input numgen random mod 100 < {loss} drop\n"
+    );
+    let file = lane.temp_file("loss", node);
+    std::fs::write(&file, script).map_err(|source| ControlError::Io {
+        what: format!("writing {}", file.display()),
+        source,
+    })?;
+    let path = file.to_string_lossy().into_owned();
+    let r = run_in(&lane.namespace(node), "nft", &["-f", &path]);
+    let _ = std::fs::remove_file(&file);
+    r.map(|_| NetemVia::NftLoss)
 }
 
 pub fn netem_off(lane: Lane, node: u64) -> Result<(), ControlError> {

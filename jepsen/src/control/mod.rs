@@ -8,6 +8,8 @@
 //! - [`process`]: one node process ([`process::NodeProc`]) and its signals.
 //! - [`faults`]: packet filters and netem inside the namespaces.
 //! - [`clock`]: node clocks moved with libfaketime (the `clock` nemesis).
+//! - [`packet_delay`]: netem's delay, jitter, loss and reordering through NFQUEUE, where
+//!   the kernel has no `sch_netem`.
 //! - [`status`]: who leads, asked over the admin API.
 //! - [`interrupt`]: Ctrl-C / SIGTERM turn into a flag that ends the run early and cleanly.
 //! - `shell`: running the system tools.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod faults;
 pub mod interrupt;
 pub mod net;
+pub mod packet_delay;
 pub mod process;
 pub(crate) mod shell;
 pub mod status;
@@ -103,6 +106,10 @@ pub struct Cluster {
     layers: BTreeMap<u64, Option<LazyMount>>,
     /// By node id, with [`ClusterOptions::faketime`].
     clocks: BTreeMap<u64, clock::FakeClock>,
+    /// Nodes whose packets the harness delays now ([`packet_delay`]).
+    delays: BTreeMap<u64, packet_delay::PacketDelay>,
+    /// Counts delayers started, to seed each one differently.
+    delays_started: u64,
     network: Option<Network>,
     mode: NetMode,
     firewall: Option<Firewall>,
@@ -125,6 +132,8 @@ impl Cluster {
             retired: Vec::new(),
             layers: BTreeMap::new(),
             clocks: BTreeMap::new(),
+            delays: BTreeMap::new(),
+            delays_started: 0,
             network,
             firewall: if mode.is_namespaced() {
                 Firewall::detect()
@@ -429,12 +438,32 @@ impl Cluster {
         if !self.mode.is_namespaced() {
             return Err(ControlError::NeedsNamespaces("netem"));
         }
-        faults::netem_on(self.opts.lane, id, netem)
+        self.node(id)?;
+        if faults::tc_netem(self.opts.lane, id, netem)? {
+            return Ok(faults::NetemVia::Tc);
+        }
+        if let Some(mut old) = self.delays.remove(&id) {
+            old.stop();
+        }
+        self.delays_started += 1;
+        match packet_delay::PacketDelay::start(self.opts.lane, id, netem, self.delays_started) {
+            Ok(delay) => {
+                self.delays.insert(id, delay);
+                Ok(faults::NetemVia::Queue)
+            }
+            Err(e) => {
+                eprintln!("atoll-jepsen: no netem and no NFQUEUE ({e}); packet loss only");
+                faults::nft_loss(self.opts.lane, id, netem)
+            }
+        }
     }
 
     pub fn netem_off(&mut self, id: u64) -> Result<(), ControlError> {
         if !self.mode.is_namespaced() {
             return Err(ControlError::NeedsNamespaces("netem"));
+        }
+        if let Some(mut delay) = self.delays.remove(&id) {
+            delay.stop();
         }
         faults::netem_off(self.opts.lane, id)
     }
@@ -458,11 +487,12 @@ impl Cluster {
         }
     }
 
-    /// Moves node `id`'s clock to `offset_s` seconds from real time (0: real time again).
-    pub fn set_clock(&mut self, id: u64, offset_s: i64) -> Result<(), ControlError> {
+    /// Moves node `id`'s clocks `by_s` seconds forward; returns how far ahead of real time
+    /// they are now.
+    pub fn jump_clock(&mut self, id: u64, by_s: u64) -> Result<u64, ControlError> {
         self.node(id)?;
-        match self.clocks.get(&id) {
-            Some(clock) => clock.set(offset_s),
+        match self.clocks.get_mut(&id) {
+            Some(clock) => clock.jump(by_s),
             None => Err(ControlError::NoFakeClock),
         }
     }
@@ -470,6 +500,9 @@ impl Cluster {
     /// Stops every node, unmounts the layers, deletes the namespaces and the data dirs.
     /// Also what `Drop` does; calling it twice is harmless.
     pub fn shutdown(&mut self) {
+        for (_, mut delay) in std::mem::take(&mut self.delays) {
+            delay.stop();
+        }
         for n in self.nodes.iter_mut().chain(&mut self.retired) {
             n.kill9();
         }

@@ -128,3 +128,17 @@ pub async fn clock_offset_ms(addr: &str) -> Result<i64, String> {
     let node = i64::try_from(status.now_ms).unwrap_or(i64::MAX);
     Ok(node - (before + after) / 2)
 }
+
+/// The median of 5 TCP connects to `addr`, in ms (each waits for the node's SYN-ACK).
+pub fn connect_rtt_ms(addr: &str) -> Result<f64, String> {
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        rtts.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts[rtts.len() / 2])
+}

@@ -19,9 +19,11 @@
 //!   spare node joins at the start; each window drains an initial node and brings it back,
 //!   or adds a fresh node and drains and removes the newest later one.
 //! - `clock`: one node, a minority, the leader or all nodes have their clocks (wall and
-//!   monotonic) jump by 2 to 10 s, forward or back, each by its own amount; at the window's
-//!   end they jump back to real time ([`crate::control::clock`], libfaketime). Each move is
-//!   checked through the node's `Status` answer, and the window says what was observed.
+//!   monotonic) jump forward by 2 to 10 s, each by its own amount, and stay ahead: the
+//!   offsets grow over a run, so the nodes' clocks also drift apart
+//!   ([`crate::control::clock`], libfaketime; never back: a monotonic clock cannot). Each
+//!   jump is checked through the node's `Status` answer, and the window says what was
+//!   observed.
 
 pub mod membership;
 pub mod netem;
@@ -145,8 +147,9 @@ enum Fault {
     Partitioned,
     Netem(Vec<u64>),
     PowerCut(Vec<u64>),
-    /// Clocks moved: node and offset (s).
-    Clocks(Vec<(u64, i64)>),
+    /// Clocks moved forward: node and how far ahead of real time it now is (s). Nothing
+    /// to undo: clocks never go back.
+    Clocks(Vec<(u64, u64)>),
     /// Leadership moved, shards split, or membership changed (undone within the window);
     /// nothing to undo.
     Nothing,
@@ -172,6 +175,9 @@ pub struct Probes<'a> {
     /// How far a node's wall clock is from the harness's, in ms
     /// ([`crate::control::status::clock_offset_ms`]).
     pub clock_offset_ms: &'a dyn Fn(u64) -> Result<i64, String>,
+    /// The median time a TCP connect to a node takes, in ms
+    /// ([`crate::control::status::connect_rtt_ms`]).
+    pub connect_rtt_ms: &'a dyn Fn(u64) -> Result<f64, String>,
 }
 
 /// Timing of the scheduler.
@@ -256,17 +262,23 @@ fn inject(
             };
             let n = netem::pick(rng);
             let mut c = lock(cluster);
-            let mut fallback = false;
+            let mut via = Vec::new();
             for &id in &t {
-                fallback |= c.netem(id, &n)? == NetemVia::NftLoss;
+                via.push(c.netem(id, &n)?);
             }
-            // Say what was injected: without `sch_netem` in the kernel only
-            // the loss part is (nftables random drop, at least 10 %).
-            let what = if fallback {
+            // Say what was injected: without `sch_netem` in the kernel the harness delays
+            // packets itself (NFQUEUE); without that too, only the loss part is
+            // (nftables random drop, at least 10 %).
+            let what = if via.contains(&NetemVia::NftLoss) {
                 format!(
-                    "packet loss {}% (nftables fallback: this kernel has no netem, so no \
-                     delay or reordering; asked: {})",
+                    "packet loss {}% (nftables fallback: this kernel has neither netem nor \
+                     NFQUEUE, so no delay or reordering; asked: {})",
                     n.loss_percent.max(10),
+                    n.describe()
+                )
+            } else if via.contains(&NetemVia::Queue) {
+                format!(
+                    "netem {} (by the harness through NFQUEUE: this kernel has no netem qdisc)",
                     n.describe()
                 )
             } else {
@@ -281,19 +293,16 @@ fn inject(
             let (t, how) = targets(&ids, leader, rng, true, all);
             let mut c = lock(cluster);
             let mut moved = Vec::new();
+            let mut list = Vec::new();
             for &id in &t {
-                let size = rng.gen_range(CLOCK_JUMP_S);
-                let offset = if rng.gen_bool(0.5) { size } else { -size };
-                c.set_clock(id, offset)?;
-                moved.push((id, offset));
+                let by = rng.gen_range(CLOCK_JUMP_S);
+                let ahead = c.jump_clock(id, by)?;
+                moved.push((id, ahead));
+                list.push(format!("{id}: +{by} s, now +{ahead} s"));
             }
-            let list: Vec<String> = moved
-                .iter()
-                .map(|(id, o)| format!("{id}: {o:+} s"))
-                .collect();
             Ok((
                 Fault::Clocks(moved),
-                format!("clock jumps on {how} [{}]", list.join(", ")),
+                format!("clock jumps on {how} [{}]", list.join("; ")),
             ))
         }
         NemesisKind::Power => {
@@ -318,7 +327,7 @@ fn heal(fault: &Fault, cluster: &SharedCluster) -> Result<(), ControlError> {
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| c.resume(id)),
         Fault::Partitioned => c.heal(),
         Fault::Netem(ids) => ids.iter().try_for_each(|&id| c.netem_off(id)),
-        Fault::Clocks(moved) => moved.iter().try_for_each(|&(id, _)| c.set_clock(id, 0)),
+        Fault::Clocks(_) => Ok(()),
         Fault::Nothing => Ok(()),
     }
 }
@@ -360,29 +369,44 @@ fn each_second(
     }
 }
 
-/// How far a `clock` window moves a node's clocks (s), forward or back. A jump back
-/// freezes the node's timers that long (tokio's clock is the monotonic one), so this is
-/// kept within a fault window's order of magnitude.
-const CLOCK_JUMP_S: std::ops::RangeInclusive<i64> = 2..=10;
+/// How far a `clock` window moves a node's clocks forward (s): past every Raft timeout.
+const CLOCK_JUMP_S: std::ops::RangeInclusive<u64> = 2..=10;
 
 /// How close an observed clock offset must be to the one asked for: libfaketime reads
 /// its file again within a second, and a `Status` call takes a little time.
 const CLOCK_TOLERANCE_MS: i64 = 1_000;
 
+/// What a `netem` window did to the nodes' round trips: the median TCP connect time to
+/// each (a connect waits for the node's SYN-ACK, which the delay holds back).
+fn observe_rtts(ids: &[u64], probes: &Probes<'_>) -> String {
+    let seen: Vec<String> = ids
+        .iter()
+        .map(|&id| match (probes.connect_rtt_ms)(id) {
+            Ok(ms) => format!("{id}: {ms:.0} ms"),
+            Err(e) => format!("{id}: {e}"),
+        })
+        .collect();
+    format!("connect round trip [{}]", seen.join(", "))
+}
+
+fn ahead_ms(offset_s: u64) -> i64 {
+    i64::try_from(offset_s).unwrap_or(i64::MAX / 1000) * 1000
+}
+
 /// Waits (up to 5 s) until every moved node's clock reads its new offset. Returns what
 /// was observed, and an error naming the nodes whose clocks did not move.
-fn observe_clocks(moved: &[(u64, i64)], probes: &Probes<'_>) -> (String, Option<String>) {
+fn observe_clocks(moved: &[(u64, u64)], probes: &Probes<'_>) -> (String, Option<String>) {
     let until = std::time::Instant::now() + Duration::from_secs(5);
     let mut seen: BTreeMap<u64, Result<i64, String>> = BTreeMap::new();
     loop {
         for &(id, offset) in moved {
-            let done = matches!(seen.get(&id), Some(Ok(ms)) if (ms - offset * 1000).abs() <= CLOCK_TOLERANCE_MS);
+            let done = matches!(seen.get(&id), Some(Ok(ms)) if (ms - ahead_ms(offset)).abs() <= CLOCK_TOLERANCE_MS);
             if !done {
                 seen.insert(id, (probes.clock_offset_ms)(id));
             }
         }
         let all_moved = moved.iter().all(|&(id, offset)| {
-            matches!(seen.get(&id), Some(Ok(ms)) if (ms - offset * 1000).abs() <= CLOCK_TOLERANCE_MS)
+            matches!(seen.get(&id), Some(Ok(ms)) if (ms - ahead_ms(offset)).abs() <= CLOCK_TOLERANCE_MS)
         });
         if all_moved || std::time::Instant::now() >= until {
             break;
@@ -395,9 +419,9 @@ fn observe_clocks(moved: &[(u64, i64)], probes: &Probes<'_>) -> (String, Option<
         match seen.get(&id) {
             Some(Ok(ms)) => {
                 observed.push(format!("{id}: {:+.1} s", *ms as f64 / 1000.0));
-                if (ms - offset * 1000).abs() > CLOCK_TOLERANCE_MS {
+                if (ms - ahead_ms(offset)).abs() > CLOCK_TOLERANCE_MS {
                     wrong.push(format!(
-                        "node {id}'s clock reads {:+.1} s, not {offset:+} s",
+                        "node {id}'s clock reads {:+.1} s, not +{offset} s",
                         *ms as f64 / 1000.0
                     ));
                 }
@@ -538,6 +562,15 @@ pub fn run(
                 window_error = done.error;
                 (done.what, done.stopped)
             }
+            NemesisKind::Netem => {
+                let started = std::time::Instant::now();
+                let observed = match &fault {
+                    Some(Fault::Netem(ids)) => observe_rtts(ids, probes),
+                    _ => String::new(),
+                };
+                let rest = schedule.fault.saturating_sub(started.elapsed());
+                (format!("{what}; {observed}"), nap(rest, stop))
+            }
             NemesisKind::Clock => {
                 let started = std::time::Instant::now();
                 let (observed, error) = match &fault {
@@ -551,7 +584,6 @@ pub fn run(
             NemesisKind::Kill
             | NemesisKind::Pause
             | NemesisKind::Partition
-            | NemesisKind::Netem
             | NemesisKind::Power => (what, nap(schedule.fault, stop)),
         };
         let heal_error = fault
