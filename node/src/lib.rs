@@ -19,6 +19,9 @@
 //! [`storage::MemoryEngine`] in simulation). [`start`] wires config → data
 //! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
+//! A panic anywhere ends the process ([`panic_exit`]): a node whose Raft
+//! core died must not keep running and heartbeating.
+//!
 //! The placement driver ([`pd`]) is one more Raft group (shard 0) on the
 //! first three initial members; every node reports to it and forwards its
 //! requests to the PD leader ([`service::pd`]).
@@ -48,6 +51,8 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+#[cfg(not(madsim))]
+pub mod panic_exit;
 pub mod pd;
 pub mod raft;
 pub mod server;

@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    atoll_node::panic_exit::install();
     let args = Args::parse();
     #[cfg(all(feature = "broken-modes", not(madsim)))]
     if let Some(mode) = args.broken_mode {
