@@ -204,6 +204,14 @@ impl fmt::Display for LeaderHint<'_> {
     }
 }
 
+/// `message` without a leading `prefix`.
+fn without_prefix(message: String, prefix: &str) -> String {
+    match message.strip_prefix(prefix) {
+        Some(rest) => rest.to_string(),
+        None => message,
+    }
+}
+
 impl Error {
     /// Translates a typed error from a reply.
     pub(crate) fn from_wire(error: &atoll_proto::Error) -> Error {
@@ -221,9 +229,17 @@ impl Error {
             Some(ErrorKind::EpochMismatch(_)) => server(ServerErrorKind::EpochMismatch),
             Some(ErrorKind::KeyOutOfRange(_)) => server(ServerErrorKind::KeyOutOfRange),
             Some(ErrorKind::ShardNotFound(_)) => server(ServerErrorKind::ShardNotFound),
-            Some(ErrorKind::Unavailable(_)) => Error::Unavailable(message),
-            Some(ErrorKind::InvalidArgument(_)) => Error::InvalidArgument(message),
-            Some(ErrorKind::NotApplied(_)) => Error::NotApplied(message),
+            // The node's message starts with the kind's own name ("invalid argument:
+            // ..."), which this error's Display says again: keep one.
+            Some(ErrorKind::Unavailable(_)) => {
+                Error::Unavailable(without_prefix(message, "unavailable: "))
+            }
+            Some(ErrorKind::InvalidArgument(_)) => {
+                Error::InvalidArgument(without_prefix(message, "invalid argument: "))
+            }
+            Some(ErrorKind::NotApplied(_)) => {
+                Error::NotApplied(without_prefix(message, "not applied: "))
+            }
             Some(ErrorKind::SessionExpired(se)) => Error::SessionExpired {
                 shard_id: se.shard_id,
                 client_id: se.client_id,
@@ -304,6 +320,33 @@ fn non_empty(s: &str) -> Option<String> {
 mod tests {
     use super::*;
     use atoll_proto::NotLeader;
+
+    #[test]
+    fn a_wire_error_says_its_kind_once() {
+        let wire = |message: &str, kind| atoll_proto::Error {
+            message: message.into(),
+            kind: Some(kind),
+        };
+        let e = Error::from_wire(&wire(
+            "invalid argument: node 42 is unknown; join it first",
+            ErrorKind::InvalidArgument(Default::default()),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: node 42 is unknown; join it first"
+        );
+        let e = Error::from_wire(&wire(
+            "unavailable: no quorum",
+            ErrorKind::Unavailable(Default::default()),
+        ));
+        assert_eq!(e, Error::Unavailable("no quorum".into()));
+        // A message without the prefix (another server) is kept whole.
+        let e = Error::from_wire(&wire(
+            "disk full",
+            ErrorKind::InvalidArgument(Default::default()),
+        ));
+        assert_eq!(e, Error::InvalidArgument("disk full".into()));
+    }
 
     #[test]
     fn not_leader_message_names_the_leader() {

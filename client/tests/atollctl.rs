@@ -639,6 +639,21 @@ fn shard_split_makes_two_shards_that_keep_serving_their_keys() {
         stderr(&outside)
     );
 
+    // A shard that does not exist: said at once (not after --timeout), exit 2.
+    let started = std::time::Instant::now();
+    let none = split(&cluster, &["99", "--at", "x"]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("there is no shard 99"),
+        "{}",
+        stderr(&none)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
     // One key ("n"): too few to pick a middle one.
     let few = split(&cluster, &[&new]);
     assert_eq!(few.status.code(), Some(2), "{}", stderr(&few));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use atoll_client::admin::{on_leader, TransferFailure};
+use atoll_client::admin::{cluster_state, on_leader, TransferFailure};
 use atoll_client::{Backoff, Error, ServerErrorKind};
 use atoll_proto::ShardDescriptor;
 use clap::{Args, Subcommand};
@@ -167,7 +167,16 @@ async fn split_with_retries(
             Round::Split(left, right) => return Ok((left, right)),
             Round::Fail(error) => return Err(refused(shard, error)),
             Round::OutOfTime => break,
-            Round::Retry(error) => last.insert(error),
+            Round::Retry(error) => {
+                if unknown_shard(ctx, shard, &error, deadline).await {
+                    return Err(Usage(format!(
+                        "there is no shard {shard}: no node hosts it and the placement \
+                         driver does not know it; `atollctl shards` lists the shards"
+                    ))
+                    .into());
+                }
+                last.insert(error)
+            }
         };
         let delay = backoff.next_delay(attempt, &mut rng);
         if Instant::now() + delay >= deadline {
@@ -177,6 +186,28 @@ async fn split_with_retries(
         tokio::time::sleep(delay).await;
     }
     Err(gave_up(shard, ctx.timeout, last.as_ref()))
+}
+
+/// Whether no node hosting `shard` (`error` is `ShardNotFound`) is because there is no
+/// such shard: the placement driver answers and does not list it. A shard just made by a
+/// split is hosted by its nodes before the PD hears of it, so this never turns away a real
+/// one; a PD that does not answer leaves the question open.
+async fn unknown_shard(ctx: &Context, shard: u64, error: &Error, deadline: Instant) -> bool {
+    if !matches!(
+        error,
+        Error::Server {
+            kind: ServerErrorKind::ShardNotFound,
+            ..
+        }
+    ) {
+        return false;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ask = left.min(Duration::from_secs(2));
+    match cluster_state(&ctx.endpoints, ask).await {
+        Ok(state) => state.bootstrapped && !state.shards.iter().any(|s| s.id == shard),
+        Err(_) => false,
+    }
 }
 
 /// One round over the endpoints ([`on_leader`]), within `time_left`. The
