@@ -298,7 +298,7 @@ async fn shard_split_retries_refusals_before_the_proposal_only() {
     assert_eq!(on_leader(&world), 4, "asked once");
     let err = stderr(&open);
     assert!(
-        err.starts_with("error: cannot split shard 2: unavailable: the split was not committed")
+        err.starts_with("error: cannot split shard 2: the split was not committed")
             && err.contains("`atollctl shards` shows whether it split"),
         "{err}"
     );
