@@ -336,7 +336,7 @@ async fn shard_split_retries_refusals_before_the_proposal_only() {
     );
     let err = stderr(&late);
     assert!(
-        err.starts_with("error: shard 3 was not split within 700ms: not applied: not applied: the placement driver does not know shard 3")
+        err.starts_with("error: shard 3 was not split within 700ms: not applied: the placement driver does not know shard 3")
             && err.trim_end().ends_with("run the command again, or give a longer --timeout"),
         "{err}"
     );
