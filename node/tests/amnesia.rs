@@ -106,21 +106,23 @@ async fn a_node_that_lost_its_data_dir_refuses_to_bootstrap_again_and_rejoins_wi
     let a3 = addr3.clone();
     let deadline = tokio::time::Instant::now() + SECS(30);
     loop {
-        let _ = on_leader(&endpoints, SECS(5), |a| {
+        let added = on_leader(&endpoints, SECS(5), |a| {
             let a3 = a3.clone();
             async move { a.add_learner(1, 3, &a3).await }
         })
         .await;
-        let _ = on_leader(&endpoints, SECS(5), |a| async move {
+        let changed = on_leader(&endpoints, SECS(5), |a| async move {
             a.change_membership(1, &[1, 2, 3]).await
         })
         .await;
-        if voters(&cluster, leader).await == vec![1, 2, 3] {
+        let now = voters(&cluster, leader).await;
+        if now == vec![1, 2, 3] {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "node 3 is not a voter again after 30 s\n{}",
+            "node 3 is not a voter again after 30 s: voters {now:?}, last add-learner \
+             {added:?}, last change-membership {changed:?}\n{}",
             cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;

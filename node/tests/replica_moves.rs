@@ -140,3 +140,62 @@ async fn a_drained_node_hands_its_replicas_to_a_new_node_under_load_and_is_remov
         acked
     );
 }
+
+/// An empty replica made for an add-learner that never committed (two adds of one node
+/// raced at one membership version; only one change can commit) gives way to the next add
+/// of that node at that version. It used to hold the shard's place on the node for good:
+/// every later add was refused as "not newer" (found as a flaky amnesia test: the PD's
+/// repair and the test's own add raced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_replica_of_an_add_that_never_committed_gives_way() {
+    let mut c = Cluster::start(3, PD_TOML);
+    let leader = c.wait_leader(1, SECS(20)).await;
+    c.wait_until("the PD to know 3 nodes", SECS(30), || async {
+        state(&c).await.is_some_and(|s| s.nodes.len() == 3)
+    })
+    .await;
+    let n4 = c.add_joining_node(1, PD_TOML);
+    c.restart(n4);
+    c.wait_until("node 4 to be up", SECS(30), || async {
+        state(&c)
+            .await
+            .is_some_and(|s| s.node(n4).is_some_and(|n| n.state == NodeState::Up))
+    })
+    .await;
+
+    // The orphan: node 4 creates a replica of shard 1 that no membership will name.
+    let desc = c.status(leader).await.expect("status").shards[0]
+        .shard
+        .clone()
+        .expect("descriptor");
+    let mut admin =
+        atoll_proto::admin_client::AdminClient::connect(format!("http://{}", c.addr(n4)))
+            .await
+            .expect("connect");
+    let orphan = (4095u64 << 20) | n4;
+    let made = admin
+        .create_replica(atoll_proto::CreateReplicaRequest {
+            shard: Some(desc),
+            cluster_id: 0,
+            awaiting_snapshot: true,
+            replica_id: orphan,
+        })
+        .await
+        .expect("create the orphan")
+        .into_inner();
+    assert!(made.error.is_none(), "{made:?}");
+
+    // The next add of node 4, at the same version, replaces it.
+    let a4 = c.addr(n4);
+    atoll_client::admin::on_leader(&c.endpoints()[..3], SECS(10), |a| {
+        let a4 = a4.clone();
+        async move { a.add_learner(1, n4, &a4).await }
+    })
+    .await
+    .expect("add node 4 as a learner of shard 1");
+    assert!(
+        c.log_of(n4).contains("replacing an empty replica"),
+        "{}",
+        c.log_of(n4)
+    );
+}

@@ -105,8 +105,10 @@ impl ShardHost {
     /// this node did not hear of it (the leader adds a node only once no
     /// member of it is left in the committed membership): it is removed here
     /// first. A request whose descriptor is not newer than the hosted
-    /// replica's is stale and refused. (Replica numbers are unique, not
-    /// ordered in time: the PD hands them out in batches.)
+    /// replica's is stale and refused, unless it is as new and the hosted
+    /// replica never heard from a leader (an orphan of an add-learner that
+    /// did not commit). (Replica numbers are unique, not ordered in time:
+    /// the PD hands them out in batches.)
     pub async fn create(
         &self,
         meta: ShardMeta,
@@ -114,12 +116,19 @@ impl ShardHost {
         me: ReplicaId,
     ) -> Result<Arc<Replica>, NodeError> {
         let _guard = self.create_lock.lock().await;
+        let mut replaced_orphan = false;
         if let Some(r) = self.get(meta.id) {
             if r.me() == me {
                 return Ok(r);
             }
             let hosted_at = r.meta().epoch.conf_ver;
-            if meta.epoch.conf_ver <= hosted_at {
+            // At the same version, a hosted replica that no leader ever reached was
+            // created for an add-learner that never committed (two adds raced for the
+            // same membership, and only one change can commit at a version): it held
+            // this shard's place on the node for good, and every later add of the
+            // node at that version was refused. It gives way.
+            let orphan = meta.epoch.conf_ver == hosted_at && r.never_contacted();
+            if meta.epoch.conf_ver <= hosted_at && !orphan {
                 return Err(ReplicaError::OtherReplicaHosted {
                     shard: meta.id,
                     hosted: r.me(),
@@ -129,13 +138,26 @@ impl ShardHost {
                 }
                 .into());
             }
-            tracing::info!(
-                node = self.node_id(),
-                shard = meta.id,
-                hosted = %r.me(),
-                new = %me,
-                "replacing a replica that was removed from the shard while this node did not hear"
-            );
+            replaced_orphan = orphan;
+            if orphan {
+                tracing::info!(
+                    node = self.node_id(),
+                    shard = meta.id,
+                    hosted = %r.me(),
+                    new = %me,
+                    "replacing an empty replica that no leader ever reached (its add-learner \
+                     did not commit)"
+                );
+            } else {
+                tracing::info!(
+                    node = self.node_id(),
+                    shard = meta.id,
+                    hosted = %r.me(),
+                    new = %me,
+                    "replacing a replica that was removed from the shard while this node did \
+                     not hear"
+                );
+            }
             self.remove_held(&r, meta.epoch.conf_ver.saturating_sub(1))
                 .await?;
         }
@@ -147,9 +169,14 @@ impl ShardHost {
             .into());
         }
         let mut batch = WriteBatch::new();
-        let reincarnated =
-            super::removal::prepare_create(&self.deps.engine, &self.deps.wal, &meta, &mut batch)
-                .await?;
+        let reincarnated = super::removal::prepare_create(
+            &self.deps.engine,
+            &self.deps.wal,
+            &meta,
+            &mut batch,
+            replaced_orphan,
+        )
+        .await?;
         let bytes = codec::encode("shard descriptor", &meta)
             .map_err(|e| NodeError::Engine(crate::storage::EngineError::Io(e.to_string())))?;
         batch.put(keys::sm_meta(meta.id, SmMeta::Shard), bytes);

@@ -131,14 +131,17 @@ pub async fn forget_logs_of_tombstones(engine: &SharedEngine, wal: &Wal) -> Resu
 }
 
 /// Before creating `meta`'s replica: refuses a descriptor not newer than
-/// the tombstone; otherwise clears the tombstone and seeds the new
-/// replica's vote from it. Returns whether there was one: the replica is
-/// then a new incarnation on a node that was a member before.
+/// the tombstone (`after_orphan`: as new is enough, the tombstone being
+/// that of an empty replica this create replaces); otherwise clears the
+/// tombstone and seeds the new replica's vote from it. Returns whether
+/// there was one: the replica is then a new incarnation on a node that was
+/// a member before.
 pub async fn prepare_create(
     engine: &SharedEngine,
     wal: &Wal,
     meta: &ShardMeta,
     batch: &mut WriteBatch,
+    after_orphan: bool,
 ) -> Result<bool, NodeError> {
     // Whatever an earlier replica of the shard left (nothing, normally).
     for tag in STATE_TAGS {
@@ -147,7 +150,12 @@ pub async fn prepare_create(
     let Some(t) = tombstone(engine, meta.id)? else {
         return Ok(false);
     };
-    if meta.epoch.conf_ver <= t.conf_ver {
+    let stale = if after_orphan {
+        meta.epoch.conf_ver < t.conf_ver
+    } else {
+        meta.epoch.conf_ver <= t.conf_ver
+    };
+    if stale {
         return Err(ReplicaError::Tombstoned {
             shard: meta.id,
             removed_at: t.conf_ver,

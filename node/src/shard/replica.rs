@@ -266,6 +266,14 @@ impl Replica {
         voter_on(m.membership_config.membership(), node).is_some()
     }
 
+    /// Whether no leader ever reached this replica: no term, no log, no
+    /// snapshot (an empty replica created for an add-learner).
+    pub fn never_contacted(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none()
+    }
+
     /// The member (voter or learner) on `node`, as this replica knows it.
     pub fn member_on(&self, node: NodeId) -> Option<ReplicaId> {
         let m = self.raft.metrics().borrow().clone();
