@@ -195,6 +195,19 @@ impl Operator {
             self.status = OpStatus::Cancelled(CancelReason::MembershipChanged);
             return &self.status;
         }
+        // The first step carries the membership version it was made for, and the
+        // leader refuses it at any other. A version that moved while the membership
+        // still is the one the operator started from (a change and its undo, or a
+        // learner removed that the descriptor does not list) leaves a step that can
+        // never apply: start over from the new view. (Found by the moves simulation,
+        // calm seed 1359: an operator retried a refused step for over a minute.)
+        if self.current == 0
+            && desc.epoch.conf_ver != self.epoch.conf_ver
+            && self.states.first() == Some(&m)
+        {
+            self.status = OpStatus::Cancelled(CancelReason::MembershipChanged);
+            return &self.status;
+        }
         while let Some(step) = self.steps.get(self.current) {
             if !step.is_finished(shard, self.epoch.version) {
                 break;

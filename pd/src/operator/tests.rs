@@ -122,6 +122,18 @@ fn a_membership_change_the_operator_did_not_cause_cancels_it() {
 }
 
 #[test]
+fn a_version_that_moved_under_an_unstarted_first_step_cancels_it() {
+    let mut s = shard3();
+    let mut op = build::add_replica(&s, 4, OpKind::Replica, &mut pool(), 0).unwrap();
+    // Same members, newer version: the leader would refuse the first step forever.
+    s.desc.epoch.conf_ver += 1;
+    assert_eq!(
+        op.observe(&s, 1),
+        &OpStatus::Cancelled(CancelReason::MembershipChanged)
+    );
+}
+
+#[test]
 fn a_split_the_operator_did_not_ask_for_cancels_it_but_its_own_confirms_it() {
     let mut s = shard3();
     let mut op = build::transfer_leader(&s, 2, OpKind::BalanceLeader, 0).unwrap();
