@@ -7,6 +7,7 @@
 #   options: --duration S (measured seconds per case, default 10)  --warmup S (default 3)
 #            --keys N (preloaded, default 100000)  --systems atoll,etcd  --cases LIST|all
 #            --no-failover  --perf (perf record -g on the Atoll leader during write-64)
+#            --perf-case CASE (profile that case instead of write-64, e.g. write-1)
 #            --no-doc (leave docs/benchmarks.md alone)
 #   env:     BENCH_DIR (default target/bench; must be a real disk, not tmpfs)
 #
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=10 WARMUP=3 KEYS=100000 SYSTEMS=atoll,etcd CASES=all
-FAILOVER=1 PERF=0 DOC=1 QUICK=0
+FAILOVER=1 PERF=0 PERF_CASE=write-64 DOC=1 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift ;;
@@ -26,9 +27,10 @@ while [ $# -gt 0 ]; do
     --cases) CASES=$2; shift ;;
     --no-failover) FAILOVER=0 ;;
     --perf) PERF=1 ;;
+    --perf-case) PERF=1; PERF_CASE=$2; shift ;;
     --no-doc) DOC=0 ;;
     --quick) QUICK=1 DURATION=2 WARMUP=1 KEYS=5000 DOC=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -137,17 +139,18 @@ wait_leader() {
   return 1
 }
 
-# perf record -g on the leader while write-64 runs; report into $RESULTS.
+# perf record -g on the leader while $PERF_CASE (write-64 by default) runs; report into
+# $RESULTS.
 profile() {
   local system=$1 eps=$2 leader pid secs=$((QUICK ? 3 : 10))
   leader=$("$BIN/atoll-bench" leader --system "$system" --endpoints "$eps")
   pid=${SERVER_PIDS[$leader]}
-  say "$system: perf record -g on the leader (pid $pid) during write-64, ${secs}s"
+  say "$system: perf record -g on the leader (pid $pid) during $PERF_CASE, ${secs}s"
   perf record -g -F 999 -p "$pid" -o "$RESULTS/$system-perf.data" -- sleep $((secs + 2)) \
     >"$RESULTS/$system-perf.log" 2>&1 &
   local perf_pid=$!; PIDS+=("$perf_pid")
   "$BIN/atoll-bench" run --system "$system" --endpoints "$eps" --keys "$KEYS" \
-    --cases write-64 --warmup 1 --duration "$secs" --out "$RESULTS/perf-run" >/dev/null
+    --cases "$PERF_CASE" --warmup 1 --duration "$secs" --out "$RESULTS/perf-run" >/dev/null
   wait "$perf_pid" || true
   forget_pids "$perf_pid"
   perf report -i "$RESULTS/$system-perf.data" --stdio --no-children --percent-limit 1 \
