@@ -32,7 +32,8 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
 # Includes the power-loss layer's tests and node/tests/power_loss.rs (real
 # nodes, power cut on all of them; FUSE as root, they print SKIP where it
 # cannot be mounted).
-# System tools the Jepsen-style tests need (ip, tc, nftables, chromium for
+# System tools the Jepsen-style tests need (ip, tc, nftables, iptables for
+# NFQUEUE, libfaketime for the clock nemesis and a node test, chromium for
 # the report check), from Debian packages when missing.
 step "Jepsen-style suite: system tools"
 scripts/jepsen.sh --setup
