@@ -13,6 +13,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# No incremental caches: a run from a cold target/ gains nothing from them, and they
+# doubled the size of target/ (disk, not time, is what a CI machine ran out of).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 step() { printf '\n==> %s\n' "$*"; }
 
 # Keep every test runner line so a grand total can close the run.
