@@ -15,7 +15,7 @@
 //! every shard in the [`wal`] (segment files through [`wal::WalFs`]: real
 //! files in production, [`wal::SimFs`] in the madsim simulation, whose crash
 //! loses unsynced bytes and tears the last write), and the state machine
-//! behind the [`storage::Engine`] trait (sled in production,
+//! behind the [`storage::Engine`] trait (fjall in production,
 //! [`storage::MemoryEngine`] in simulation). [`start`] wires config → data
 //! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
@@ -129,7 +129,7 @@ impl Node {
     }
 }
 
-/// Opens the data directory (sled database and WAL) and starts the node.
+/// Opens the data directory (fjall database and WAL) and starts the node.
 #[cfg(not(madsim))]
 pub async fn start(config: Config) -> Result<Node, NodeError> {
     let (engine, wal_fs) = open_data_dir(&config.data_dir)?;
@@ -137,12 +137,12 @@ pub async fn start(config: Config) -> Result<Node, NodeError> {
 }
 
 /// The format of a data dir this binary reads (its `FORMAT` file): `db/`
-/// (sled: state machine and node identity), `wal/` (segments that carry
+/// (fjall: state machine and node identity), `wal/` (segments that carry
 /// their own [`wal::FORMAT_VERSION`]) and `snapshots/`. See
 /// [`storage::format`] for the history.
 pub const DATA_DIR_FORMAT: u32 = storage::format::CURRENT;
 
-/// Checks and opens the data directory: its sled database and the file
+/// Checks and opens the data directory: its fjall database and the file
 /// seam of its WAL.
 #[cfg(not(madsim))]
 pub fn open_data_dir(dir: &std::path::Path) -> Result<(SharedEngine, SharedFs), NodeError> {
@@ -175,7 +175,7 @@ pub fn open_data_dir(dir: &std::path::Path) -> Result<(SharedEngine, SharedFs), 
     // still reads as this format.
     let wal_fs = wal::RealFs::open(&wal_dir)
         .map_err(|e| bad(format!("cannot open {}: {e}", wal_dir.display())))?;
-    let engine = storage::SledEngine::open(&db).map_err(|e| bad(e.to_string()))?;
+    let engine = storage::FjallEngine::open(&db).map_err(|e| bad(e.to_string()))?;
     Ok((Arc::new(engine), Arc::new(wal_fs)))
 }
 

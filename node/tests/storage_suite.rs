@@ -1,6 +1,6 @@
 //! openraft's storage test suite against Atoll's log store (over the WAL)
 //! and state machine: simulated files with the memory engine, real files
-//! with sled.
+//! with fjall.
 
 #![allow(clippy::result_large_err)] // the suite returns openraft's StorageError
 
@@ -12,22 +12,22 @@ use atoll_node::state_machine::snapshot_store::SnapshotStore;
 use atoll_node::state_machine::view::ApplyGate;
 use atoll_node::state_machine::StateMachine;
 use atoll_node::storage::engine::SharedEngine;
-use atoll_node::storage::{Flusher, LogStore, MemoryEngine, SledEngine};
+use atoll_node::storage::{FjallEngine, Flusher, LogStore, MemoryEngine};
 use atoll_node::wal::{self, RealFs, SharedFs, SimFs, WalOptions};
 use openraft::testing::{StoreBuilder, Suite};
 
 struct Builder {
-    sled: bool,
+    real: bool,
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>> for Builder {
     async fn build(
         &self,
     ) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
-        let (dir, engine, files): (Option<tempfile::TempDir>, SharedEngine, SharedFs) = if self.sled
+        let (dir, engine, files): (Option<tempfile::TempDir>, SharedEngine, SharedFs) = if self.real
         {
             let dir = tempfile::tempdir().expect("temp dir");
-            let engine = SledEngine::open(&dir.path().join("db")).expect("open sled");
+            let engine = FjallEngine::open(&dir.path().join("db")).expect("open fjall");
             let files = RealFs::open(&dir.path().join("wal")).expect("wal dir");
             (Some(dir), Arc::new(engine), Arc::new(files))
         } else {
@@ -42,7 +42,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
         let shard = 7;
         let meta = Arc::new(RwLock::new(ShardMeta::whole_keyspace(shard)));
         let log = LogStore::new(shard, wal, flusher.clone());
-        // On sled, snapshots are files (as on a real node); in memory, bytes.
+        // On disk, snapshots are files (as on a real node); in memory, bytes.
         #[cfg(not(madsim))]
         let store = match &dir {
             Some(d) => SnapshotStore::open_dir(d.path().join("snapshots")).expect("snapshot dir"),
@@ -57,10 +57,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
 
 #[test]
 fn openraft_suite_on_simulated_files_and_memory_engine() -> Result<(), StorageError> {
-    Suite::test_all(Builder { sled: false })
+    Suite::test_all(Builder { real: false })
 }
 
 #[test]
-fn openraft_suite_on_real_files_and_sled_engine() -> Result<(), StorageError> {
-    Suite::test_all(Builder { sled: true })
+fn openraft_suite_on_real_files_and_fjall_engine() -> Result<(), StorageError> {
+    Suite::test_all(Builder { real: true })
 }

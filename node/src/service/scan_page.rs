@@ -4,8 +4,8 @@
 //! The caller holds the replica's consistent view
 //! ([`crate::state_machine::view`]) for the whole page, so chunking never
 //! shows half of an applied batch. In the simulation the chunks are a single
-//! row with a pause between them, so the engine there is as weak as sled's
-//! per-step iterator, and a page read without the view is caught by the
+//! row with a pause between them, so the engine there is as weak as an
+//! iterator that locks per step (sled's was), and a page read without the view is caught by the
 //! batch-atomicity check.
 
 use crate::storage::engine::{EngineError, Kv, SharedEngine};

@@ -1,8 +1,10 @@
 //! The apply/scan gate of one replica: a consistent view for multi-key reads.
 //!
-//! Applying a batch of entries is one atomic engine write, but sled's range
-//! iterator takes its lock per step, so a scan running next to an apply can
-//! see some keys of a `Batch` before it was applied and others after. The
+//! Applying a batch of entries is one atomic engine write, but a scan page
+//! is read from the engine in several chunks (and the `Engine` trait does
+//! not promise a point-in-time iterator: sled's took its lock per step), so
+//! a scan running next to an apply could see some keys of a `Batch` before
+//! it was applied and others after. The
 //! gate closes that: the state machine holds it exclusively while it writes
 //! an applied batch (or installs a snapshot), and a scan holds it shared for
 //! the whole page. Point reads need no gate: one key is read atomically.

@@ -5,13 +5,14 @@
 //! Versions: 1 — the first layout (no `FORMAT` file; Raft log in sled,
 //! implicit client sessions); 2 — explicit client sessions (per-result
 //! session keys, a session id counter), serde_bytes commands; 3 — the Raft
-//! log in `wal/`, snapshots as files in `snapshots/`.
+//! log in `wal/`, snapshots as files in `snapshots/`; 4 — `db/` is a fjall
+//! database instead of sled (decision 0025).
 
 use std::io::Write;
 use std::path::Path;
 
 /// The format this binary reads and writes.
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 4;
 /// The file's name inside the data dir.
 pub const FILE: &str = "FORMAT";
 const PREFIX: &str = "atoll-data-dir-format ";

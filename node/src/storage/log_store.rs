@@ -230,10 +230,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The state machine (sled) must be durable up to the snapshot this
-        // purge follows before the log forgets the entries: a restart
-        // replays the log from the state machine's durable applied index.
-        // sled's own flush is not an fsync, so this is a real checkpoint.
+        // The state machine must be durable up to the snapshot this purge
+        // follows before the log forgets the entries: a restart replays the
+        // log from the state machine's durable applied index. The engine
+        // fsyncs nothing per write, so this is a real checkpoint (fsync).
         self.flusher.checkpoint().await.map_err(write_err)?;
         let bytes = codec::encode("purged", &log_id).map_err(write_err)?;
         self.wal

@@ -3,7 +3,7 @@
 //! replica on the node, and the log store that puts openraft on the WAL.
 //!
 //! - [`engine`]: the small engine trait (get, scan, atomic batch, flush) and
-//!   its two implementations, [`SledEngine`] for production and
+//!   its two implementations, [`FjallEngine`] for production and
 //!   [`MemoryEngine`] for simulation (a crash loses exactly what was not
 //!   flushed).
 //! - [`keys`]: how every keyspace (node meta, state-machine meta, dedup
@@ -14,15 +14,15 @@
 //! - [`format`]: the data dir's format version (`FORMAT`), checked at start.
 
 pub mod engine;
+mod fjall_engine;
 pub mod flusher;
 pub mod format;
 pub mod keys;
 pub mod log_store;
 mod memory_engine;
-mod sled_engine;
 
 pub use engine::{Engine, EngineError, WriteBatch};
+pub use fjall_engine::FjallEngine;
 pub use flusher::Flusher;
 pub use log_store::LogStore;
 pub use memory_engine::MemoryEngine;
-pub use sled_engine::SledEngine;
