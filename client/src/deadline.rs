@@ -10,20 +10,30 @@
 //! attempt the server is still working on. See docs/operations.md,
 //! "Timeouts".
 
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long one attempt waits for its reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Budget(Duration);
+use tonic::metadata::MetadataValue;
+
+/// How long one attempt waits for its reply, and what the server is told
+/// with it: the deadline, and the replica the previous attempt could not
+/// reach ([`atoll_proto::UNREACHABLE_METADATA`]), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Budget(Duration, Option<Arc<str>>);
 
 impl Budget {
     /// The budget of an attempt started with `left` before the operation's
     /// deadline. Pure.
     pub(crate) fn new(request_timeout: Duration, left: Duration) -> Budget {
-        Budget(request_timeout.min(left))
+        Budget(request_timeout.min(left), None)
     }
 
-    pub(crate) fn duration(self) -> Duration {
+    /// The same budget, telling the server that `addr` did not answer.
+    pub(crate) fn unreachable(self, addr: Option<Arc<str>>) -> Budget {
+        Budget(self.0, addr)
+    }
+
+    pub(crate) fn duration(&self) -> Duration {
         self.0
     }
 
@@ -31,6 +41,11 @@ impl Budget {
     pub(crate) fn request<T>(self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.0);
+        if let Some(value) = self.1.and_then(|a| MetadataValue::try_from(&*a).ok()) {
+            request
+                .metadata_mut()
+                .insert(atoll_proto::UNREACHABLE_METADATA, value);
+        }
         request
     }
 }
@@ -60,13 +75,26 @@ mod tests {
             (Duration::ZERO, "0n"),
         ];
         for (budget, header) in cases {
-            let request = Budget(budget).request(());
+            let request = Budget(budget, None).request(());
             let value = request.metadata().get("grpc-timeout");
             assert_eq!(
                 value.and_then(|v| v.to_str().ok()),
                 Some(header),
                 "{budget:?}"
             );
+            assert!(request
+                .metadata()
+                .get(atoll_proto::UNREACHABLE_METADATA)
+                .is_none());
         }
+    }
+
+    #[test]
+    fn a_replica_that_did_not_answer_is_named_to_the_next_one() {
+        let request = Budget::new(MS(2000), MS(5000))
+            .unreachable(Some("127.0.0.1:7101".into()))
+            .request(());
+        let value = request.metadata().get(atoll_proto::UNREACHABLE_METADATA);
+        assert_eq!(value.and_then(|v| v.to_str().ok()), Some("127.0.0.1:7101"));
     }
 }

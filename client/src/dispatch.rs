@@ -124,6 +124,8 @@ struct Progress {
     pinned: Option<String>,
     refreshed_for_batch: bool,
     last: Option<Error>,
+    /// The replica the last attempt could not reach, told to the next one.
+    unreachable: Option<std::sync::Arc<str>>,
     /// Some failed attempt may have been applied (see
     /// [`retry::may_have_applied`](crate::retry::may_have_applied)).
     maybe_applied: bool,
@@ -204,6 +206,8 @@ impl Dispatcher {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let budget = Budget::new(self.config.request_timeout, left);
+            let wait = budget.duration();
+            let budget = budget.unreachable(p.unreachable.take());
             p.attempts += 1;
             let failure = match self.attempt(&route, &addr, budget, &mut send).await {
                 Ok(reply) => {
@@ -215,8 +219,11 @@ impl Dispatcher {
                 }
                 Err(failure) => failure,
             };
-            let error = failure.to_error(&addr, budget.duration());
+            let error = failure.to_error(&addr, wait);
             let action = decide(&failure);
+            if matches!(failure, Failure::Status { .. } | Failure::RpcTimeout) {
+                p.unreachable = Some(addr.as_str().into());
+            }
             p.maybe_applied |= may_have_applied(&failure);
             tracing::debug!(op = op.name, attempt = p.attempts, %addr, shard = route.shard_id, %error, ?action, "attempt failed");
             if action == Action::Fail {
@@ -305,8 +312,9 @@ impl Dispatcher {
             shard_id: route.shard_id,
             epoch: route.epoch,
         };
+        let wait = budget.duration();
         let target = Target { header, kv, budget };
-        match tokio::time::timeout(budget.duration(), send(target)).await {
+        match tokio::time::timeout(wait, send(target)).await {
             Ok(Ok(reply)) => {
                 let mut reply = reply.into_inner();
                 match reply.take_error() {

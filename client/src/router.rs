@@ -76,7 +76,9 @@ impl Router {
         }
         let mut addrs: BTreeSet<String> = self.cache().addresses();
         addrs.extend(self.seeds.iter().cloned());
-        let asks = addrs.iter().map(|addr| ask_shards(pool, addr, budget));
+        let asks = addrs
+            .iter()
+            .map(|addr| ask_shards(pool, addr, budget.clone()));
         let answers = futures::future::join_all(asks).await;
         self.generation.fetch_add(1, Ordering::AcqRel);
 
@@ -122,13 +124,14 @@ async fn ask_shards(
     budget: Budget,
 ) -> Result<Vec<atoll_proto::ShardDescriptor>, Error> {
     let mut kv = pool.kv(addr)?;
+    let wait = budget.duration();
     let ask = kv.shards(budget.request(ShardsRequest {}));
-    match tokio::time::timeout(budget.duration(), ask).await {
+    match tokio::time::timeout(wait, ask).await {
         Ok(Ok(reply)) => Ok(reply.into_inner().shards),
         Ok(Err(status)) => Err(Error::from_status(addr, &status)),
         Err(_) => Err(Error::Transport(format!(
             "{addr}: no reply within {:?}",
-            budget.duration()
+            wait
         ))),
     }
 }

@@ -47,8 +47,23 @@ impl Default for Limits {
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
     pub heartbeat_ms: u64,
+    /// A follower stands for election after `leader_lease_ms` plus a random
+    /// `election_timeout_min_ms..election_timeout_max_ms` (drawn anew for
+    /// every election) of silence from its leader.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// For this long after the last message from its leader a follower
+    /// refuses to vote for anyone else (a live leader is not disrupted by a
+    /// node that merely missed a heartbeat). Not used for reads: every
+    /// linearizable read confirms leadership with a heartbeat round.
+    pub leader_lease_ms: u64,
+    /// How long a candidate waits for one vote (the voter fsyncs it before
+    /// it answers): keep it above the disk's worst `fdatasync`.
+    pub vote_timeout_ms: u64,
+    /// How often Raft's timers are checked: the granularity of election
+    /// timeouts and heartbeats (openraft's own is 1.5 heartbeats, too
+    /// coarse to tell two followers' random timeouts apart).
+    pub tick_ms: u64,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_after_entries: u64,
     /// Entries kept in the log after a snapshot, for slow followers.
@@ -78,8 +93,11 @@ impl Default for RaftTuning {
     fn default() -> Self {
         Self {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 500,
+            leader_lease_ms: 250,
+            vote_timeout_ms: 2000,
+            tick_ms: 25,
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
@@ -96,12 +114,23 @@ impl RaftTuning {
         Duration::from_millis(self.write_timeout_ms)
     }
 
+    /// How long a replica that knows no leader holds a request for an
+    /// election to end (`service::kv`): the slowest election of a shard
+    /// whose leader died (lease, then the second follower's timeout), with
+    /// as much again to spare for a busy machine.
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis(self.leader_lease_ms + 4 * self.election_timeout_max_ms)
+    }
+
     pub fn to_openraft(&self) -> Result<openraft::Config, NodeError> {
         let c = openraft::Config {
             cluster_name: "atoll".into(),
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
+            leader_lease: self.leader_lease_ms.max(1),
+            vote_timeout: self.vote_timeout_ms.max(1),
+            tick_interval: self.tick_ms.max(1),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
             max_payload_entries: self.max_entries_per_append,

@@ -255,3 +255,113 @@ async fn a_follower_that_was_down_catches_up_by_snapshot_after_log_purge() {
         Some(&b"v0"[..])
     );
 }
+
+/// A raw put of `k` to shard 1 with an 8 s deadline and, if given, the
+/// "could not reach" metadata a client adds after a failed attempt.
+fn raw_put(unreachable: Option<&str>) -> tonic::Request<atoll_proto::PutRequest> {
+    use atoll_proto::{PutRequest, RequestHeader, WriteId};
+    let mut request = tonic::Request::new(PutRequest {
+        header: Some(RequestHeader {
+            shard_id: 1,
+            epoch: None,
+        }),
+        write_id: Some(WriteId {
+            client_id: 42_000_000,
+            seq: 1,
+            first_incomplete: 1,
+        }),
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    });
+    request.set_timeout(SECS(8));
+    if let Some(addr) = unreachable {
+        request.metadata_mut().insert(
+            atoll_proto::UNREACHABLE_METADATA,
+            addr.parse().expect("an address is valid metadata"),
+        );
+    }
+    request
+}
+
+/// The leader a `NotLeader` answer names (panics on any other answer).
+fn named_leader(answer: atoll_proto::PutResponse) -> (u64, String) {
+    use atoll_proto::error::Kind;
+    let error = answer.error.expect("a redirect to a leader");
+    match error.kind {
+        Some(Kind::NotLeader(nl)) => (nl.leader_id.expect("a leader is named"), nl.leader_addr),
+        other => panic!("expected NotLeader, got {other:?}: {}", error.message),
+    }
+}
+
+/// A replica that knows no leader (its leader is gone and no election has
+/// ended yet) holds a request until one is elected, then names the new
+/// leader. Answering at once with no leader sent the client into backoff
+/// between replicas that knew none, which made a failover's write gap about
+/// a backoff longer than the election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_a_leader_holds_a_request_until_one_is_elected() {
+    use atoll_proto::kv_client::KvClient;
+
+    let mut c = Cluster::start(3, "");
+    let leader = c.wait_leader(1, SECS(20)).await;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let (asked, peer) = (others[0], others[1]);
+    // The leader and the other follower stop: `asked` loses its leader and
+    // cannot elect one on its own.
+    c.pause(leader, true);
+    c.pause(peer, true);
+    c.wait_until("the asked replica knows no leader", SECS(15), || async {
+        c.status(asked).await.is_some_and(|s| {
+            s.shards
+                .iter()
+                .any(|sh| sh.shard.as_ref().is_some_and(|d| d.id == 1) && sh.leader_id.is_none())
+        })
+    })
+    .await;
+
+    let mut kv = KvClient::connect(format!("http://{}", c.addr(asked)))
+        .await
+        .expect("connect");
+    let call = tokio::spawn(async move { kv.put(raw_put(None)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !call.is_finished(),
+        "answered before any leader was elected"
+    );
+    // The peer comes back: the two elect a leader, and the held request is
+    // answered with it.
+    c.pause(peer, false);
+    let answer = call.await.expect("task").expect("rpc").into_inner();
+    let (named, addr) = named_leader(answer);
+    assert!(named == asked || named == peer, "named {named}");
+    assert_eq!(addr, c.addr(named));
+    c.pause(leader, false);
+}
+
+/// A follower told by the client that its leader did not answer (the
+/// client's previous attempt failed to reach it) holds the request until
+/// another leader is elected and names that one, instead of sending the
+/// client back to the dead leader, with backoff, until its own election
+/// timeout ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_told_its_leader_is_unreachable_names_the_next_leader() {
+    use atoll_proto::kv_client::KvClient;
+
+    let mut c = Cluster::start(3, "");
+    let leader = c.wait_leader(1, SECS(20)).await;
+    let asked = (1..=3).find(|&i| i != leader).expect("a follower");
+    c.pause(leader, true);
+    let mut kv = KvClient::connect(format!("http://{}", c.addr(asked)))
+        .await
+        .expect("connect");
+    let dead = c.addr(leader);
+    let answer = kv
+        .put(raw_put(Some(&dead)))
+        .await
+        .expect("rpc")
+        .into_inner();
+    let (named, addr) = named_leader(answer);
+    assert_ne!(named, leader, "pointed back at the unreachable leader");
+    assert_eq!(addr, c.addr(named));
+    c.pause(leader, false);
+}

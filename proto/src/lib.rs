@@ -18,6 +18,14 @@ tonic::include_proto!("atoll.v1");
 
 pub use error::Kind as ErrorKind;
 
+/// gRPC metadata a client may add to a KV request: the address of a replica
+/// that did not answer its last attempt (connection refused, reset, or no
+/// reply). A replica whose leader has that address holds the request until
+/// another leader is elected, then names it in `NotLeader`, instead of
+/// pointing the client back at a leader that may be dead (docs/operations.md,
+/// "Errors clients see").
+pub const UNREACHABLE_METADATA: &str = "atoll-unreachable";
+
 /// Path aliases for the generated `oneof` module of [`Error`].
 pub mod kinds {
     pub use super::error::Kind;

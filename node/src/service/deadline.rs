@@ -91,11 +91,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     }
 }
 
-/// The wait of one request, counted from its arrival.
-#[derive(Debug, Clone, Copy)]
+/// The wait of one request, counted from its arrival, and what its caller
+/// said about its previous attempt.
+#[derive(Debug, Clone)]
 pub struct Deadline {
     wait: Wait,
     start: Instant,
+    /// The replica the caller's previous attempt could not reach
+    /// ([`atoll_proto::UNREACHABLE_METADATA`]).
+    unreachable: Option<String>,
 }
 
 impl Deadline {
@@ -106,10 +110,21 @@ impl Deadline {
             .get(GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
+        let unreachable = metadata
+            .get(atoll_proto::UNREACHABLE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .filter(|a| !a.is_empty())
+            .map(str::to_string);
         Deadline {
             wait: Wait::decide(own, caller),
             start: Instant::now(),
+            unreachable,
         }
+    }
+
+    /// Whether the caller's previous attempt could not reach `addr`.
+    pub fn found_unreachable(&self, addr: &str) -> bool {
+        self.unreachable.as_deref() == Some(addr)
     }
 
     /// The instant the wait ends.
@@ -117,11 +132,17 @@ impl Deadline {
         self.start + self.wait.limit
     }
 
+    /// What is left of the wait.
+    pub fn left(&self) -> Duration {
+        self.wait.limit.saturating_sub(self.start.elapsed())
+    }
+
     /// Runs `f` until the deadline; `Err` with the wait that passed if the
     /// deadline comes first.
     pub async fn run<F: Future>(&self, f: F) -> Result<F::Output, Wait> {
-        let left = self.wait.limit.saturating_sub(self.start.elapsed());
-        tokio::time::timeout(left, f).await.map_err(|_| self.wait)
+        tokio::time::timeout(self.left(), f)
+            .await
+            .map_err(|_| self.wait)
     }
 }
 

@@ -8,6 +8,7 @@
 //! the others (its wire form is converted in [`super::txn`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use atoll_proto as pb;
 use atoll_proto::kv_server::Kv;
@@ -38,6 +39,36 @@ fn not_leader(shard: u64, f: &ForwardToLeader<ReplicaId, BasicNode>) -> KvError 
         leader_id: f.leader_id.map(ReplicaId::node),
         leader_addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
     }
+}
+
+/// `NotLeader` for a request this replica cannot serve. A replica that
+/// knows no leader (an election is under way), or whose leader the caller
+/// could not reach on its previous attempt (a dead leader that this replica
+/// has not given up on yet), first holds the request until another leader is
+/// elected, for at most half of what is left of its deadline and at most
+/// [`RaftTuning::leader_wait`](crate::config::RaftTuning::leader_wait), so
+/// that the client learns the new leader as soon as there is one instead of
+/// backing off between a dead leader and replicas that still name it.
+async fn forward(
+    replica: &Replica,
+    f: &ForwardToLeader<ReplicaId, BasicNode>,
+    hold: Duration,
+    deadline: &Deadline,
+) -> KvError {
+    let named = f.leader_node.as_ref().map(|n| n.addr.as_str());
+    let gone = named.is_some_and(|addr| deadline.found_unreachable(addr));
+    if f.leader_id.is_none() || gone {
+        let not = f.leader_id.filter(|_| gone);
+        let within = hold.min(deadline.left() / 2);
+        if let Some((leader, addr)) = replica.wait_for_leader(within, not).await {
+            return KvError::NotLeader {
+                shard: replica.id,
+                leader_id: Some(leader.node()),
+                leader_addr: addr,
+            };
+        }
+    }
+    not_leader(replica.id, f)
 }
 
 impl KvService {
@@ -175,7 +206,9 @@ impl KvService {
                 }
                 other => Ok(other),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(replica.id, &f)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(forward(replica, &f, self.ctx.config.raft.leader_wait(), deadline).await)
+            }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(KvError::Unavailable(format!("membership change in progress: {e}")))
             }
@@ -203,7 +236,7 @@ impl KvService {
             ))),
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(not_leader(replica.id, &f))
+                Err(forward(replica, &f, self.ctx.config.raft.leader_wait(), deadline).await)
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => Err(
                 KvError::Unavailable(format!("leader cannot reach a quorum: {e}")),

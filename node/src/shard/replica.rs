@@ -280,6 +280,36 @@ impl Replica {
         member_on(m.membership_config.membership(), node)
     }
 
+    /// Waits, at most `within`, until this replica knows a leader of its
+    /// shard other than `not`: the leader's replica id and address. `None`
+    /// if there is none by then (or the replica shut down).
+    pub async fn wait_for_leader(
+        &self,
+        within: Duration,
+        not: Option<ReplicaId>,
+    ) -> Option<(ReplicaId, Option<String>)> {
+        let mut metrics = self.raft.metrics();
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if let Some(leader) = m.current_leader.filter(|l| Some(*l) != not) {
+                    let membership = m.membership_config.membership();
+                    let addr = membership.get_node(&leader).map(|n| n.addr.clone());
+                    return Some((leader, addr));
+                }
+                if m.state == ServerState::Shutdown {
+                    return None;
+                }
+            }
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
     /// Address of a member of this shard, if known.
     pub fn member_addr(&self, member: ReplicaId) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();

@@ -134,6 +134,25 @@ pub struct Config {
     #[clap(long, default_value = "0")]
     pub append_entries_timeout: u64,
 
+    /// How long after the last message from its leader a follower refuses
+    /// to vote for another candidate, and waits before its own election
+    /// timeout starts, in milliseconds. `0` means `election_timeout_max`,
+    /// the upstream behaviour. (Atoll patch: see third_party/PATCHES.md.)
+    #[clap(long, default_value = "0")]
+    pub leader_lease: u64,
+
+    /// The timeout of one vote RPC (send, save the vote on the voter,
+    /// reply), in milliseconds. `0` means `election_timeout_min`, the
+    /// upstream behaviour. (Atoll patch: see third_party/PATCHES.md.)
+    #[clap(long, default_value = "0")]
+    pub vote_timeout: u64,
+
+    /// How often the timers (election timeout, heartbeat) are checked, in
+    /// milliseconds. `0` means `heartbeat_interval * 3 / 2`, the upstream
+    /// behaviour. (Atoll patch: see third_party/PATCHES.md.)
+    #[clap(long, default_value = "0")]
+    pub tick_interval: u64,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.
@@ -267,6 +286,30 @@ impl Config {
     pub fn append_entries_timeout(&self) -> Duration {
         match self.append_entries_timeout {
             0 => Duration::from_millis(self.heartbeat_interval),
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The leader lease: see `leader_lease` (Atoll patch).
+    pub fn leader_lease(&self) -> Duration {
+        match self.leader_lease {
+            0 => Duration::from_millis(self.election_timeout_max),
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The timeout of one vote RPC (Atoll patch).
+    pub fn vote_timeout(&self) -> Duration {
+        match self.vote_timeout {
+            0 => Duration::from_millis(self.election_timeout_min),
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The interval of the timer tick (Atoll patch).
+    pub fn tick_interval(&self) -> Duration {
+        match self.tick_interval {
+            0 => Duration::from_millis(self.heartbeat_interval * 3 / 2),
             ms => Duration::from_millis(ms),
         }
     }

@@ -1075,7 +1075,8 @@ where
 
             let tx = self.tx_notify.clone();
 
-            let ttl = Duration::from_millis(self.config.election_timeout_min);
+            // Atoll patch: a timeout of its own (third_party/PATCHES.md).
+            let ttl = self.config.vote_timeout();
             let id = self.id.clone();
             let option = RPCOption::new(ttl);
 
@@ -1480,12 +1481,24 @@ where
             return;
         }
 
+        // Atoll patch: a leader heard within the lease (elected meanwhile) cancels the campaign a
+        // shorter-log candidate's request asked for.
+        if self.engine.campaign_soon && self.engine.state.vote_ref().is_committed() {
+            let lease = self.engine.config.timer_config.leader_lease;
+            if self.engine.state.vote_last_modified().is_some_and(|utime| now <= utime + lease) {
+                self.engine.campaign_soon = false;
+            }
+        }
+
         if self.engine.state.membership_state.effective().voter_ids().count() == 1 {
             if self.engine.candidate_ref().is_some() {
                 tracing::debug!("skip election, single voter already has an active election in progress");
                 return;
             }
             tracing::debug!("this is the only voter, do election at once");
+        } else if self.engine.campaign_soon {
+            // Atoll patch: a candidate with a shorter log asked for this node's vote.
+            tracing::info!("a candidate with a shorter log is campaigning; standing for election");
         } else {
             tracing::debug!("there are multiple voter, check election timeout");
 
@@ -1494,7 +1507,9 @@ where
             let timer_config = &self.engine.config.timer_config;
 
             let mut election_timeout = if current_vote.is_committed() {
-                timer_config.leader_lease + timer_config.election_timeout
+                // Atoll patch: the followers of a lost leader stand one after the other, by
+                // rank (third_party/PATCHES.md), instead of together and splitting the vote.
+                timer_config.leader_lease + timer_config.election_timeout + self.election_rank_delay()
             } else {
                 timer_config.election_timeout
             };
@@ -1523,8 +1538,33 @@ where
         // Every time elect, reset this flag.
         self.engine.reset_greater_log();
 
+        // Atoll patch: a fresh random election timeout for every election, as classic Raft draws
+        // one per election (upstream draws it once per Raft instance): two replicas whose
+        // timeouts fell on the same tick must not split the vote again in the next round.
+        self.engine.config.timer_config.election_timeout =
+            Duration::from_millis(self.config.new_rand_election_timeout::<C::AsyncRuntime>());
+
         tracing::info!("do trigger election");
         self.engine.elect();
+    }
+
+    /// Atoll patch: how much later than the first in line this follower stands for election after
+    /// losing its leader. Its rank is the number of the other voters, leader aside, with a smaller
+    /// id; each rank waits one more `election_timeout_max - election_timeout_min`, so the
+    /// random timeouts of two ranks never overlap and the first rank's vote request arrives
+    /// before the next rank's timer fires. A first rank that is gone too costs that span once.
+    fn election_rank_delay(&self) -> Duration {
+        let leader = self.engine.state.vote_ref().leader_id().voted_for();
+        let rank = self
+            .engine
+            .state
+            .membership_state
+            .effective()
+            .voter_ids()
+            .filter(|id| *id != self.id && Some(id) != leader.as_ref() && *id < self.id)
+            .count() as u32;
+        let span = self.config.election_timeout_max.saturating_sub(self.config.election_timeout_min);
+        Duration::from_millis(span) * rank
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -80,6 +80,14 @@ where C: RaftTypeConfig
     /// should be greater.
     pub(crate) seen_greater_log: bool,
 
+    /// Atoll patch: a candidate whose log is behind this node's asked for its vote after this
+    /// node's leader lease had run out; this node stands for election at its next tick, in a term
+    /// above `higher_term_seen` (third_party/PATCHES.md).
+    pub(crate) campaign_soon: bool,
+
+    /// Atoll patch: the highest term of a vote request this node refused for its log.
+    pub(crate) higher_term_seen: u64,
+
     /// Represents the Leader state.
     pub(crate) leader: LeaderState<C>,
 
@@ -105,6 +113,8 @@ where C: RaftTypeConfig
             config,
             state: Valid::new(init_state),
             seen_greater_log: false,
+            campaign_soon: false,
+            higher_term_seen: 0,
             leader: None,
             candidate: None,
             output: EngineOutput::new(4096),
@@ -235,7 +245,10 @@ where C: RaftTypeConfig
             self.leader.as_ref().map(|l| l.vote.to_string()).unwrap_or_default()
         );
 
-        let new_term = self.state.vote.leader_id().term + 1;
+        // Atoll patch: above any term a refused candidate with a shorter log stood in, so that this
+        // node's requests beat that candidate's own vote for itself.
+        let new_term = self.state.vote.leader_id().term.max(self.higher_term_seen) + 1;
+        self.campaign_soon = false;
         let new_vote = Vote::new(new_term, self.config.id.clone());
 
         let candidate = self.new_candidate(new_vote.clone());
@@ -344,6 +357,19 @@ where C: RaftTypeConfig
             );
             // The res is not used yet.
             // let _res = Err(RejectVoteRequest::ByLastLogId(self.state.last_log_id().copied()));
+
+            // Atoll patch: the lease check above passed, so this node's leader (if any) has been
+            // silent for a lease, and a candidate that cannot win is campaigning. This node can
+            // win: it stands at its next tick instead of waiting out its own election timeout
+            // while the shorter log keeps taking terms (third_party/PATCHES.md).
+            let req_term = req.vote.leader_id().term;
+            if self.leader.is_none()
+                && req_term >= self.state.vote_ref().leader_id().term
+                && self.state.membership_state.effective().is_voter(&self.config.id)
+            {
+                self.higher_term_seen = self.higher_term_seen.max(req_term);
+                self.campaign_soon = true;
+            }
 
             // Return the updated vote, this way the candidate knows which vote is granted, in case
             // the candidate's vote is changed after sending the vote request.

@@ -247,7 +247,8 @@ where C: RaftTypeConfig
         let (tx_shutdown, rx_shutdown) = C::AsyncRuntime::oneshot();
 
         let tick_handle = Tick::spawn(
-            Duration::from_millis(config.heartbeat_interval * 3 / 2),
+            // Atoll patch: configurable (third_party/PATCHES.md).
+            config.tick_interval(),
             tx_notify.clone(),
             config.enable_tick,
         );
