@@ -96,7 +96,8 @@ mod tests {
             },
             pd: None,
         };
-        let bytes = snapshot::write(Vec::new(), &source, &header).unwrap();
+        let view = source.read_view(&[], &[0xff; 16]).unwrap();
+        let bytes = snapshot::write(Vec::new(), &*view, &header).unwrap();
 
         let target: SharedEngine = Arc::new(MemoryEngine::new());
         let mut b = WriteBatch::new();

@@ -29,7 +29,7 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 
 use self::apply::Overlay;
 use self::dedup::{Check, Sessions};
-use self::snapshot::{Header, SnapshotError};
+use self::snapshot::Header;
 use self::snapshot_store::{SnapshotBuf, SnapshotStore, StoredSnapshot};
 use self::view::ApplyGate;
 use crate::broken::{self, Mode};
@@ -39,7 +39,7 @@ use crate::raft::type_config::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::shard::meta::ShardMeta;
-use crate::storage::engine::{SharedEngine, WriteBatch};
+use crate::storage::engine::{EngineError, SharedEngine, SharedView, WriteBatch};
 use crate::storage::keys::{self, ShardId, SmMeta};
 use crate::storage::Flusher;
 use atoll_pd::state::PdState;
@@ -434,7 +434,10 @@ pub struct SnapshotBuilder {
     flusher: Flusher,
     store: SnapshotStore,
     meta: SnapshotMeta,
-    built: Option<Result<StoredSnapshot, SnapshotError>>,
+    /// The shard as it was at `meta.last_log_id`, and the snapshot's
+    /// header; taken when the builder was made, written out in
+    /// `build_snapshot` while the state machine goes on applying.
+    source: Option<Result<(SharedView, Header), EngineError>>,
     gate: ApplyGate,
 }
 
@@ -443,14 +446,25 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = self.meta.clone();
         let err =
             |e: &dyn std::error::Error| snap_err(Some(&meta), std::io::Error::other(e.to_string()));
-        let stored = match self.built.take() {
-            Some(Ok(stored)) => stored,
+        let (view, header) = match self.source.take() {
+            Some(Ok(source)) => source,
             Some(Err(e)) => return Err(err(&e)),
             None => return Err(err(&std::io::Error::other("snapshot already taken"))),
         };
+        let fill = Box::new(move |out: &mut dyn std::io::Write| {
+            snapshot::write(out, &*view, &header).map(|_| ())
+        });
+        let stored = self
+            .store
+            .build(&meta.snapshot_id, fill)
+            .await
+            .map_err(|e| err(&e))?;
         let key = keys::sm_meta(self.shard, SmMeta::Snapshot);
         let exclusive = self.gate.apply().await;
         if self.gate.is_closed() {
+            // Written while the replica was being removed: nothing points
+            // at the file.
+            self.store.remove(&stored);
             return Err(err(&RemovedError(self.shard)));
         }
         let previous: Option<SnapshotRecord> = match self.engine.get(&key).map_err(sm_read_err)? {
@@ -588,26 +602,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        // Write the snapshot now, while no entry is being applied, so it is
-        // exactly the state at `last_log_id`. It streams from the engine to
-        // its file: the shard's data is never held in memory.
-        let header = Header {
-            shard,
-            sessions: self.sessions.to_snapshot(),
-            pd: self.pd.as_ref().map(|pd| read_pd(pd, PdState::clone)),
-        };
-        let engine = self.engine.clone();
-        let fill = Box::new(move |out: &mut dyn std::io::Write| {
-            snapshot::write(out, &engine, &header).map(|_| ())
+        // Take a point-in-time view now, while no entry is being applied, so
+        // that it is exactly the state at `last_log_id`; the snapshot is
+        // written from it in `build_snapshot`, in a task of its own, while
+        // applies go on. It streams from the view to its file: the shard's
+        // data is never held in memory (the simulation's engine copies the
+        // range).
+        let (lo, hi) = keys::data_range(&shard.start, shard.end.as_deref());
+        let source = self.engine.read_view(&lo, &hi).map(|view| {
+            let header = Header {
+                shard,
+                sessions: self.sessions.to_snapshot(),
+                pd: self.pd.as_ref().map(|pd| read_pd(pd, PdState::clone)),
+            };
+            (view, header)
         });
-        let built = self.store.build(&meta.snapshot_id, fill).await;
         SnapshotBuilder {
             shard: self.shard,
             engine: self.engine.clone(),
             flusher: self.flusher.clone(),
             store: self.store.clone(),
             meta,
-            built: Some(built),
+            source: Some(source),
             gate: self.gate.clone(),
         }
     }

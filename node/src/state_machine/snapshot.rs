@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::dedup::SessionsSnapshot;
 use crate::codec;
 use crate::shard::meta::ShardMeta;
-use crate::storage::engine::{EngineError, Kv, SharedEngine};
+use crate::storage::engine::{EngineError, Kv, ReadView};
 use crate::storage::keys;
 
 const MAGIC: &[u8; 8] = b"ATOLLSNP";
@@ -88,9 +88,9 @@ fn len32(what: &str, n: usize) -> Result<u32, SnapshotError> {
         .ok_or_else(|| SnapshotError::Corrupt(format!("{what} of {n} bytes is too large")))
 }
 
-/// Writes the snapshot of `header.shard` from `engine` to `out`. The caller
-/// makes sure nothing is applied to the shard meanwhile.
-pub fn write<W: Write>(out: W, engine: &SharedEngine, header: &Header) -> Result<W, SnapshotError> {
+/// Writes the snapshot of `header.shard` from `view` (taken at the
+/// snapshot's index, so applies may go on meanwhile) to `out`.
+pub fn write<W: Write>(out: W, view: &dyn ReadView, header: &Header) -> Result<W, SnapshotError> {
     let mut w = Summed {
         inner: out,
         crc: crc32fast::Hasher::new(),
@@ -103,7 +103,7 @@ pub fn write<W: Write>(out: W, engine: &SharedEngine, header: &Header) -> Result
     w.put(&head)?;
     let (mut cursor, hi) = keys::data_range(&header.shard.start, header.shard.end.as_deref());
     loop {
-        let rows = engine.scan(&cursor, &hi, READ_CHUNK)?;
+        let rows = view.scan(&cursor, &hi, READ_CHUNK)?;
         let done = rows.len() < READ_CHUNK;
         for (k, v) in &rows {
             let key = keys::user_key(k);
@@ -233,8 +233,13 @@ mod tests {
 
     use super::*;
     use crate::state_machine::dedup::SessionsSnapshot;
-    use crate::storage::engine::WriteBatch;
+    use crate::storage::engine::{SharedEngine, WriteBatch};
     use crate::storage::MemoryEngine;
+
+    /// A view of every key of `engine`.
+    fn whole(engine: &SharedEngine) -> crate::storage::engine::SharedView {
+        engine.read_view(&[], &[0xff; 16]).unwrap()
+    }
 
     fn engine_with(n: usize) -> SharedEngine {
         let e = MemoryEngine::new();
@@ -308,7 +313,7 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_in_bounded_chunks() {
         let engine = engine_with(2500);
-        let bytes = write(Vec::new(), &engine, &header()).unwrap();
+        let bytes = write(Vec::new(), &*whole(&engine), &header()).unwrap();
         let (h, all) = read_all(&bytes).unwrap();
         assert_eq!(h, header());
         assert_eq!(all.len(), 2500);
@@ -319,7 +324,7 @@ mod tests {
     #[test]
     fn truncation_corruption_and_other_versions_are_refused() {
         let engine = engine_with(10);
-        let bytes = write(Vec::new(), &engine, &header()).unwrap();
+        let bytes = write(Vec::new(), &*whole(&engine), &header()).unwrap();
         let cut = &bytes[..bytes.len() - 7];
         assert!(matches!(read_all(cut), Err(SnapshotError::Corrupt(_))));
         let mut flipped = bytes.clone();

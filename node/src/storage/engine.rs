@@ -53,6 +53,17 @@ impl WriteBatch {
 /// A key-value pair as stored.
 pub type Kv = (Vec<u8>, Vec<u8>);
 
+/// A read-only view of the engine as it was when it was taken: writes made
+/// after that do not show in it. A snapshot is written from one while the
+/// state machine goes on applying.
+pub trait ReadView: Send + Sync {
+    /// Entries with `start <= key < end`, ascending, at most `limit`, as
+    /// they were when the view was taken.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError>;
+}
+
+pub type SharedView = Arc<dyn ReadView>;
+
 /// An ordered key-value store with atomic batches and an explicit flush.
 ///
 /// Writes are visible to readers as soon as `write` returns; they are
@@ -83,6 +94,11 @@ pub trait Engine: Send + Sync + 'static {
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError>;
 
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
+
+    /// A point-in-time view that holds at least the keys in `[start, end)`
+    /// (an engine may cover more). Cheap to take on the production engine
+    /// (an MVCC snapshot); the simulation's engine copies the range.
+    fn read_view(&self, start: &[u8], end: &[u8]) -> Result<SharedView, EngineError>;
 
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), EngineError>;

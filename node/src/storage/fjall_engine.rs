@@ -12,9 +12,11 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::sync::Arc;
 
-use super::engine::{BatchOp, Engine, EngineError, Kv, WriteBatch};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+
+use super::engine::{BatchOp, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
 
 /// The one keyspace that holds every key of the node.
 const KEYSPACE: &str = "state";
@@ -73,6 +75,27 @@ impl FjallEngine {
     }
 }
 
+/// An MVCC snapshot of the database: taking it copies nothing; fjall keeps
+/// the versions it sees until it is dropped.
+struct FjallView {
+    snapshot: fjall::Snapshot,
+    state: Keyspace,
+}
+
+impl ReadView for FjallView {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self.snapshot.range(&self.state, start..end).take(limit) {
+            let (k, v) = item.into_inner().map_err(err)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 impl Engine for FjallEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.state.get(key).map_err(err)?.map(|v| v.to_vec()))
@@ -117,6 +140,13 @@ impl Engine for FjallEngine {
                 Ok(Some((k.to_vec(), v.to_vec())))
             }
         }
+    }
+
+    fn read_view(&self, _start: &[u8], _end: &[u8]) -> Result<SharedView, EngineError> {
+        Ok(Arc::new(FjallView {
+            snapshot: self.db.snapshot(),
+            state: self.state.clone(),
+        }))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
@@ -197,5 +227,27 @@ mod tests {
         );
         assert_eq!(e.last_in(b"x", b"z").unwrap(), None);
         assert!(e.scan(b"d", b"a", usize::MAX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_view_keeps_the_data_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FjallEngine::open(dir.path()).unwrap();
+        put(&e, b"a", b"1");
+        put(&e, b"b", b"2");
+        let view = e.read_view(b"a", b"z").unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"a".to_vec(), b"changed".to_vec());
+        b.delete(b"b".to_vec());
+        b.put(b"c".to_vec(), b"3".to_vec());
+        e.write(b).unwrap();
+        assert_eq!(
+            view.scan(b"a", b"z", 10).unwrap(),
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(e.get(b"a").unwrap(), Some(b"changed".to_vec()));
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::engine::{BatchOp, Engine, EngineError, Kv, WriteBatch};
+use std::sync::Arc;
+
+use super::engine::{BatchOp, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
 
 #[derive(Default)]
 struct State {
@@ -77,23 +79,38 @@ impl MemoryEngine {
     }
 }
 
+/// Entries of `map` with `start <= key < end`, ascending, at most `limit`.
+fn scan_map(map: &BTreeMap<Vec<u8>, Vec<u8>>, start: &[u8], end: &[u8], limit: usize) -> Vec<Kv> {
+    if start >= end {
+        return Vec::new();
+    }
+    map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A copy of one key range, taken under the engine's lock.
+struct CopiedRange(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl ReadView for CopiedRange {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError> {
+        Ok(scan_map(&self.0, start, end, limit))
+    }
+}
+
 impl Engine for MemoryEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.lock().current.get(key).cloned())
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let s = self.lock();
-        let range = s
-            .current
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
-        Ok(range
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_map(&self.lock().current, start, end, limit))
+    }
+
+    fn read_view(&self, start: &[u8], end: &[u8]) -> Result<SharedView, EngineError> {
+        let copy = scan_map(&self.lock().current, start, end, usize::MAX);
+        Ok(Arc::new(CopiedRange(copy.into_iter().collect())))
     }
 
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Kv>, EngineError> {
@@ -180,5 +197,27 @@ mod tests {
         assert_eq!(e.scan(b"a", b"z", 1).unwrap().len(), 1);
         assert_eq!(e.last_in(b"a", b"d").unwrap().unwrap().0, b"c".to_vec());
         assert!(e.scan(b"d", b"a", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_view_keeps_its_range_as_it_was() {
+        let e = MemoryEngine::new();
+        let mut b = WriteBatch::new();
+        b.put(b"a".to_vec(), b"1".to_vec());
+        b.put(b"b".to_vec(), b"2".to_vec());
+        e.write(b).unwrap();
+        let view = e.read_view(b"a", b"z").unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"a".to_vec(), b"changed".to_vec());
+        b.delete(b"b".to_vec());
+        b.put(b"c".to_vec(), b"3".to_vec());
+        e.write(b).unwrap();
+        assert_eq!(
+            view.scan(b"a", b"z", 10).unwrap(),
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
     }
 }
