@@ -114,6 +114,17 @@ impl RaftTuning {
         Duration::from_millis(self.write_timeout_ms)
     }
 
+    /// The longest a shard whose leader died goes without one, elections
+    /// going well: the lease, then the second follower in rank's timeout
+    /// (decision 0026). 1 s with the defaults; each paused phase of a
+    /// leader transfer is bounded by it.
+    pub fn failover_bound(&self) -> Duration {
+        let span = self
+            .election_timeout_max_ms
+            .saturating_sub(self.election_timeout_min_ms);
+        Duration::from_millis(self.leader_lease_ms + self.election_timeout_max_ms + span)
+    }
+
     /// How long a replica that knows no leader holds a request for an
     /// election to end (`service::kv`): the slowest election of a shard
     /// whose leader died (lease, then the second follower's timeout), with

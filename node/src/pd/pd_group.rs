@@ -295,10 +295,7 @@ async fn add_learner(ctx: &Arc<NodeCtx>, node: NodeId, addr: String) -> Result<(
 
 async fn transfer_to(ctx: &Arc<NodeCtx>, to: NodeId) -> Result<(), String> {
     let replica = ctx.replica(PD_SHARD).map_err(|e| e.to_string())?;
-    let timeouts = TransferTimeouts::new(
-        TRANSFER_TIMEOUT,
-        Duration::from_millis(ctx.config.raft.election_timeout_max_ms),
-    );
+    let timeouts = TransferTimeouts::new(TRANSFER_TIMEOUT, ctx.config.raft.failover_bound());
     let peers = transfer::Peers {
         pool: &ctx.peers,
         cluster_id: ctx.cluster.get(),

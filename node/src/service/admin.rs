@@ -385,7 +385,7 @@ impl AdminService {
         };
         let timeouts = TransferTimeouts::new(
             Duration::from_millis(req.timeout_ms),
-            Duration::from_millis(self.ctx.config.raft.election_timeout_max_ms),
+            self.ctx.config.raft.failover_bound(),
         );
         let peers = transfer::Peers {
             pool: &self.ctx.peers,

@@ -54,8 +54,9 @@ pub struct TransferTimeouts {
 
 impl TransferTimeouts {
     /// `total` as asked (0: a default of 10 s); each paused phase at most
-    /// one maximum election timeout, the time a failover would take anyway.
-    pub fn new(total: Duration, election_timeout_max: Duration) -> Self {
+    /// `phase`, the time a failover would take anyway
+    /// ([`RaftTuning::failover_bound`](crate::config::RaftTuning::failover_bound)).
+    pub fn new(total: Duration, phase: Duration) -> Self {
         let total = if total.is_zero() {
             Duration::from_secs(10)
         } else {
@@ -63,8 +64,8 @@ impl TransferTimeouts {
         };
         Self {
             total,
-            pause: election_timeout_max.min(total),
-            win: election_timeout_max.min(total),
+            pause: phase.min(total),
+            win: phase.min(total),
         }
     }
 }

@@ -1506,10 +1506,15 @@ where
             let utime = self.engine.state.vote_last_modified();
             let timer_config = &self.engine.config.timer_config;
 
+            let voted_for_other = current_vote.leader_id().voted_for().is_some_and(|v| v != self.id);
             let mut election_timeout = if current_vote.is_committed() {
                 // Atoll patch: the followers of a lost leader stand one after the other, by
                 // rank (third_party/PATCHES.md), instead of together and splitting the vote.
                 timer_config.leader_lease + timer_config.election_timeout + self.election_rank_delay()
+            } else if voted_for_other {
+                // Atoll patch: a vote granted to another candidate gives it a lease to establish
+                // its leadership (save its vote, send its first entries) before this node stands.
+                timer_config.leader_lease + timer_config.election_timeout
             } else {
                 timer_config.election_timeout
             };

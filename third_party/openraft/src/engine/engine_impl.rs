@@ -361,9 +361,11 @@ where C: RaftTypeConfig
             // Atoll patch: the lease check above passed, so this node's leader (if any) has been
             // silent for a lease, and a candidate that cannot win is campaigning. This node can
             // win: it stands at its next tick instead of waiting out its own election timeout
-            // while the shorter log keeps taking terms (third_party/PATCHES.md).
+            // while the shorter log keeps taking terms (third_party/PATCHES.md). Not for a
+            // leader-transfer request: it skipped the lease check, and the leader is alive.
             let req_term = req.vote.leader_id().term;
-            if self.leader.is_none()
+            if !req.leader_transfer
+                && self.leader.is_none()
                 && req_term >= self.state.vote_ref().leader_id().term
                 && self.state.membership_state.effective().is_voter(&self.config.id)
             {
