@@ -147,8 +147,19 @@ async fn a_drain_whose_caller_timed_out_does_not_apply_after_the_next_request() 
         wait_node_state(&c, 4, node, "up").await;
     }
     // Node 1 must not lead the PD: the "up" below is to commit at once.
-    // Node 4 (no PD replica) last heard the PD through node 1, the first
-    // it asks: node 1 answered all along.
+    // Node 4 (no PD replica) must have last heard the PD through node 1.
+    // A node asks the member that answered it last first, so a restart
+    // makes it start over with its lowest initial member, node 1, which
+    // answers its heartbeats from then on. (Without the restart, one early
+    // answer from another member during the PD's first elections was
+    // enough to send the drain around node 1.)
+    c.kill9(4);
+    c.restart(4);
+    c.wait_until("node 4 serves again", Duration::from_secs(20), || async {
+        c.status(4).await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     c.pause(1, true);
     let drain = set_node_state(
         &[c.addr(4)],
