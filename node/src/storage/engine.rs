@@ -112,3 +112,31 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 pub type SharedEngine = Arc<dyn Engine>;
+
+/// Behaviour every engine must have, checked against each implementation
+/// by its own tests.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    /// A read view shows `[a, z)` as it was when it was taken: later puts,
+    /// updates and deletes do not show in it, but do in the engine.
+    pub(crate) fn a_read_view_keeps_the_data_as_it_was(e: &dyn Engine) {
+        let mut b = WriteBatch::new();
+        b.put(b"a".to_vec(), b"1".to_vec());
+        b.put(b"b".to_vec(), b"2".to_vec());
+        e.write(b).unwrap();
+        let view = e.read_view(b"a", b"z").unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"a".to_vec(), b"changed".to_vec());
+        b.delete(b"b".to_vec());
+        b.put(b"c".to_vec(), b"3".to_vec());
+        e.write(b).unwrap();
+        let then = vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ];
+        assert_eq!(view.scan(b"a", b"z", 10).unwrap(), then);
+        assert_eq!(e.get(b"a").unwrap(), Some(b"changed".to_vec()));
+    }
+}
