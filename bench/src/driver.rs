@@ -54,7 +54,26 @@ pub struct CaseResult {
     pub servers: Vec<ProcUsage>,
     /// `/proc/loadavg` when the measured window opened.
     pub loadavg: String,
+    /// The worst stalls: operations slower than p99 (and than 10 ms),
+    /// grouped when they started within 50 ms of each other, slowest first
+    /// (at most 10), to match against the servers' logs.
+    #[serde(default)]
+    pub stalls: Vec<Stall>,
 }
+
+/// A group of slow operations that started close together.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stall {
+    /// When the first of them started, UTC (`HH:MM:SS.mmm`).
+    pub at: String,
+    /// The slowest of them, ms.
+    pub max_ms: f64,
+    /// How many there were.
+    pub ops: u64,
+}
+
+/// Operations slower than this are kept, with their start time.
+const SLOW_US: u64 = 10_000;
 
 /// What one worker saw in the measured window.
 struct Tally {
@@ -63,6 +82,9 @@ struct Tally {
     /// Completion times of acknowledged puts, µs since the run started
     /// (kept only when asked: the failover case).
     acks: Vec<u64>,
+    /// Operations slower than [`SLOW_US`]: (start, µs since the Unix epoch;
+    /// latency, µs).
+    slow: Vec<(u64, u64)>,
 }
 
 impl Tally {
@@ -71,6 +93,7 @@ impl Tally {
             hist: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             errors: BTreeMap::new(),
             acks: Vec::new(),
+            slow: Vec::new(),
         }
     }
 
@@ -80,6 +103,7 @@ impl Tally {
             *self.errors.entry(k).or_default() += n;
         }
         self.acks.extend(other.acks);
+        self.slow.extend(other.slow);
     }
 }
 
@@ -99,6 +123,7 @@ pub async fn run_case<K: Kv>(system: &str, conns: &[K], spec: &Spec, pids: &[u32
     let tally = tally.await;
     let secs = spec.duration.as_secs_f64();
     let ops = tally.hist.len();
+    let p99_us = tally.hist.value_at_quantile(0.99);
     CaseResult {
         system: system.into(),
         case: spec.case.name(),
@@ -108,7 +133,7 @@ pub async fn run_case<K: Kv>(system: &str, conns: &[K], spec: &Spec, pids: &[u32
         ops,
         ops_per_s: ops as f64 / secs,
         p50_us: tally.hist.value_at_quantile(0.5),
-        p99_us: tally.hist.value_at_quantile(0.99),
+        p99_us,
         p999_us: tally.hist.value_at_quantile(0.999),
         max_us: tally.hist.max(),
         errors: tally.errors.values().sum(),
@@ -117,7 +142,47 @@ pub async fn run_case<K: Kv>(system: &str, conns: &[K], spec: &Spec, pids: &[u32
         peak_rss_mib: servers.iter().map(|s| s.peak_rss_mib).fold(0.0, f64::max),
         servers,
         loadavg: loadavg.trim().to_string(),
+        stalls: stalls(tally.slow, p99_us.max(SLOW_US)),
     }
+}
+
+/// Groups the operations slower than `over_us` into stalls (see
+/// [`CaseResult::stalls`]).
+fn stalls(mut slow: Vec<(u64, u64)>, over_us: u64) -> Vec<Stall> {
+    slow.retain(|&(_, us)| us > over_us);
+    slow.sort_unstable();
+    let mut groups: Vec<(u64, u64, u64)> = Vec::new(); // (first start, max µs, ops)
+    let mut last_start = 0;
+    for (start, us) in slow {
+        match groups.last_mut() {
+            Some(g) if start <= last_start + 50_000 => {
+                g.1 = g.1.max(us);
+                g.2 += 1;
+            }
+            _ => groups.push((start, us, 1)),
+        }
+        last_start = start;
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
+    groups.truncate(10);
+    groups
+        .into_iter()
+        .map(|(start, us, ops)| {
+            let ms_of_day = (start / 1000) % 86_400_000;
+            let at = format!(
+                "{:02}:{:02}:{:02}.{:03}",
+                ms_of_day / 3_600_000,
+                ms_of_day / 60_000 % 60,
+                ms_of_day / 1000 % 60,
+                ms_of_day % 1000
+            );
+            Stall {
+                at,
+                max_ms: us as f64 / 1e3,
+                ops,
+            }
+        })
+        .collect()
 }
 
 /// Starts `clients` workers and returns a future of their merged tally.
@@ -188,6 +253,9 @@ async fn worker<K: Kv>(
                 if counted {
                     let us = (t1 - t0).as_micros().max(1) as u64;
                     tally.hist.saturating_record(us);
+                    if us > SLOW_US {
+                        tally.slow.push((unix_us_at(t0), us));
+                    }
                 }
                 if keep_acks && op == Op::Put && t1 <= end {
                     tally.acks.push((t1 - start).as_micros() as u64);
@@ -201,6 +269,15 @@ async fn worker<K: Kv>(
             }
         }
     }
+}
+
+/// `at` as µs since the Unix epoch.
+fn unix_us_at(at: Instant) -> u64 {
+    let since = Instant::now().saturating_duration_since(at);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(since).as_micros() as u64
 }
 
 /// The outcome of the failover case.
@@ -320,5 +397,22 @@ mod tests {
         let acks = [0, 500_000, 1_000_000, 1_100_000, 2_900_000, 3_000_000];
         assert_eq!(longest_gap(&acks, 1_000_000), (1_100_000, 2_900_000));
         assert_eq!(longest_gap(&[5], 0), (0, 0));
+    }
+
+    #[test]
+    fn slow_operations_close_together_make_one_stall() {
+        let ms = |m: u64| m * 1000;
+        let slow = vec![
+            (ms(1_000), ms(30)),
+            (ms(1_020), ms(80)),
+            (ms(1_060), ms(20)),
+            (ms(5_000), ms(40)),
+            (ms(9_000), ms(11)), // not over the threshold
+        ];
+        let got = stalls(slow, ms(15));
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].max_ms, got[0].ops), (80.0, 3));
+        assert_eq!(got[0].at, "00:00:01.000");
+        assert_eq!((got[1].max_ms, got[1].ops), (40.0, 1));
     }
 }

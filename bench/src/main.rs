@@ -226,6 +226,17 @@ async fn main() -> anyhow::Result<()> {
                     result.cpu_pct,
                     result.peak_rss_mib
                 );
+                if let Some(worst) = result.stalls.first() {
+                    println!(
+                        "{:<6} {:<14} worst stall: {} ops up to {:.0} ms from {} UTC ({} stalls in the JSON)",
+                        "",
+                        "",
+                        worst.ops,
+                        worst.max_ms,
+                        worst.at,
+                        result.stalls.len()
+                    );
+                }
                 let file = format!("{}-{}.json", result.system, result.case);
                 write_json(&timing.out, &file, &result)?;
             }

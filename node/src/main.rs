@@ -6,6 +6,10 @@
 
 use std::path::PathBuf;
 
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use atoll_node::config::Config;
 use clap::Parser;

@@ -454,11 +454,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let fill = Box::new(move |out: &mut dyn std::io::Write| {
             snapshot::write(out, &*view, &header).map(|_| ())
         });
+        let began = std::time::Instant::now();
         let stored = self
             .store
             .build(&meta.snapshot_id, fill)
             .await
             .map_err(|e| err(&e))?;
+        tracing::info!(
+            shard = self.shard,
+            index = meta.last_log_id.map(|l| l.index),
+            ms = began.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         let key = keys::sm_meta(self.shard, SmMeta::Snapshot);
         let exclusive = self.gate.apply().await;
         if self.gate.is_closed() {

@@ -9,10 +9,19 @@
 //! machine is rebuilt from the Raft log after a power cut, and the log is
 //! purged only past a [`Engine::checkpoint`], which fsyncs the journal
 //! (fjall fsyncs its table files and directories when it writes them).
+//!
+//! A writeback thread fsyncs the journal every [`WRITEBACK_EVERY`] while
+//! writes come in. Not for durability (the Raft log has that): fjall fsyncs
+//! the whole journal, under the lock every write takes, each time it flushes
+//! a memtable, and without the thread that was ~100 MB of dirty pages at
+//! once, a 100–220 ms pause of every write on the node (docs/benchmarks.md,
+//! "Tail latency of writes").
 
 use std::path::Path;
-
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
@@ -26,9 +35,58 @@ const KEYSPACE: &str = "state";
 /// 1M keys of 256 B).
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How often the writeback thread fsyncs the journal while there are writes.
+const WRITEBACK_EVERY: Duration = Duration::from_millis(100);
+
 pub struct FjallEngine {
     db: Database,
     state: Keyspace,
+    /// Set by every write; the writeback thread clears it.
+    dirty: Arc<AtomicBool>,
+    writeback: Option<Writeback>,
+}
+
+/// The writeback thread; it stops when `stop` is dropped.
+struct Writeback {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writeback {
+    fn spawn(db: Database, dirty: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("atoll-sm-writeback".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WRITEBACK_EVERY)
+                {
+                    if dirty.swap(false, Ordering::Relaxed) {
+                        // A failure here poisons fjall, and the next write
+                        // reports it as a typed error.
+                        if let Err(e) = db.persist(PersistMode::SyncData) {
+                            tracing::warn!(error = %e, "state machine journal writeback failed");
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+impl Drop for FjallEngine {
+    fn drop(&mut self) {
+        // The thread holds a handle of the database: the database closes
+        // (and its directory lock goes) only after the thread has stopped.
+        if let Some(w) = self.writeback.take() {
+            w.stop();
+        }
+    }
 }
 
 fn err(e: fjall::Error) -> EngineError {
@@ -58,7 +116,18 @@ impl FjallEngine {
                 Ok((db, state))
             });
         match opened {
-            Ok((db, state)) => Ok(Self { db, state }),
+            Ok((db, state)) => {
+                let dirty = Arc::new(AtomicBool::new(false));
+                let writeback = Writeback::spawn(db.clone(), dirty.clone()).map_err(|e| {
+                    EngineError::Io(format!("cannot start the journal writeback thread: {e}"))
+                })?;
+                Ok(Self {
+                    db,
+                    state,
+                    dirty,
+                    writeback: Some(writeback),
+                })
+            }
             Err(e) => {
                 let reason = err(e);
                 Err(match reason {
@@ -157,7 +226,9 @@ impl Engine for FjallEngine {
                 BatchOp::Delete(k) => b.remove(&self.state, k),
             }
         }
-        b.commit().map_err(err)
+        b.commit().map_err(err)?;
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Every batch is handed to the OS when it is written, so a killed
