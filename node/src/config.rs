@@ -307,6 +307,19 @@ impl Config {
             .map_err(|e| NodeError::Config(format!("config file {}: {e}", path.display())))
     }
 
+    /// Whether the config file at `path` sets `id`. A node started with
+    /// `--join` and no `--id` asks the placement driver for its id unless
+    /// its file names one (before, a file without `id` gave it the default
+    /// id 1, the id of the cluster's first node).
+    pub fn toml_file_sets_id(path: &std::path::Path) -> Result<bool, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("config file {}: {e}", path.display())))?;
+        Ok(table.contains_key("id"))
+    }
+
     /// Parses `initial_cluster` into `(id, addr)` pairs.
     pub fn initial_members(&self) -> Result<Vec<(u64, String)>, NodeError> {
         parse_members(&self.initial_cluster)

@@ -71,13 +71,16 @@ fn parse_broken_mode(s: &str) -> Result<atoll_node::broken::Mode, String> {
 impl Args {
     fn into_config(self) -> anyhow::Result<Config> {
         let from_file = self.config.is_some();
-        let mut c = match &self.config {
-            Some(path) => Config::from_toml_file(path)?,
-            None => Config::default(),
+        let (mut c, file_sets_id) = match &self.config {
+            Some(path) => (
+                Config::from_toml_file(path)?,
+                Config::toml_file_sets_id(path)?,
+            ),
+            None => (Config::default(), false),
         };
         if let Some(id) = self.id {
             c.id = id;
-        } else if self.join.as_ref().is_some_and(|j| !j.is_empty()) && !from_file {
+        } else if self.join.as_ref().is_some_and(|j| !j.is_empty()) && !file_sets_id {
             c.id = 0; // ask the placement driver
         }
         if let Some(d) = self.data_dir {
@@ -157,4 +160,41 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_of(file: Option<&str>, flags: &[&str]) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv = vec!["atoll-node".to_string()];
+        if let Some(text) = file {
+            let path = dir.path().join("node.toml");
+            std::fs::write(&path, text).unwrap();
+            argv.push("--config".into());
+            argv.push(path.display().to_string());
+        }
+        argv.extend(flags.iter().map(|f| f.to_string()));
+        Args::parse_from(argv).into_config().unwrap().id
+    }
+
+    #[test]
+    fn a_joining_node_asks_the_pd_for_its_id_unless_told_one() {
+        let join = ["--join", "127.0.0.1:7101"];
+        assert_eq!(id_of(None, &join), 0);
+        // A config file that does not name an id (here: only PD settings)
+        // must not give the joining node the default id 1.
+        assert_eq!(id_of(Some("[pd]\nsplit_keys = 10\n"), &join), 0);
+        assert_eq!(id_of(Some("id = 5\n"), &join), 5);
+        assert_eq!(
+            id_of(
+                Some("[pd]\nsplit_keys = 10\n"),
+                &["--join", "a:1", "--id", "7"]
+            ),
+            7
+        );
+        // Without --join the file's (or the default) id stands.
+        assert_eq!(id_of(Some("[pd]\nsplit_keys = 10\n"), &[]), 1);
+    }
 }
