@@ -77,6 +77,11 @@ pub struct RaftTuning {
     /// heartbeat: a follower writing a large append under load must still
     /// be able to acknowledge it.
     pub append_timeout_ms: u64,
+    /// How long a newly committed index may wait for the next
+    /// AppendEntries to the followers before one is sent only for it. The
+    /// leader answers the client at commit; followers learn of it (and
+    /// apply) on the next append or heartbeat. 0 sends it at once.
+    pub commit_notify_ms: u64,
     /// How long a write may wait for commit and apply, and a linearizable
     /// read for its ReadIndex, before `Unavailable`. A request's gRPC
     /// deadline, if sooner, bounds the wait instead
@@ -103,6 +108,7 @@ impl Default for RaftTuning {
             max_entries_per_append: 64,
             max_append_bytes: 4 * 1024 * 1024,
             append_timeout_ms: 1000,
+            commit_notify_ms: 5,
             write_timeout_ms: 5000,
             sleep_after_ms: 10_000,
         }
@@ -146,6 +152,7 @@ impl RaftTuning {
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
             max_payload_entries: self.max_entries_per_append,
             append_entries_timeout: self.append_timeout_ms.max(1),
+            commit_notify_delay: self.commit_notify_ms,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             install_snapshot_timeout: 10_000,
             ..Default::default()
@@ -269,6 +276,12 @@ pub struct Config {
     /// placement driver through them; every node also reaches the PD
     /// through them.
     pub join: Vec<String>,
+    /// Threads that run the node's requests and Raft groups: 0 = one per
+    /// core (the default), 1 = a single thread (no hand-offs between
+    /// threads; measured faster when several nodes share a few cores, as
+    /// in `scripts/bench.sh`), N = N threads. Disk syncs and storage
+    /// maintenance have their own threads either way.
+    pub worker_threads: usize,
 }
 
 impl Default for Config {
@@ -280,6 +293,7 @@ impl Default for Config {
             advertise: None,
             initial_cluster: Vec::new(),
             initial_cluster_token: DEFAULT_CLUSTER_TOKEN.into(),
+            worker_threads: 0,
             limits: Limits::default(),
             raft: RaftTuning::default(),
             sessions: SessionLimits::default(),

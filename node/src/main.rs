@@ -54,6 +54,10 @@ struct Args {
     /// dir was lost comes back: see docs/operations.md).
     #[arg(long, num_args = 0.., value_delimiter = ',', conflicts_with = "initial_cluster")]
     join: Option<Vec<String>>,
+    /// Threads for requests and Raft: 0 = one per core (default), 1 = a
+    /// single thread (best when several nodes share a few cores).
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Test builds only (feature `broken-modes`): run deliberately broken,
     /// as `stale-reads`, `ack-before-sync` or `no-dedup` (src/broken.rs).
     #[cfg(feature = "broken-modes")]
@@ -92,6 +96,9 @@ impl Args {
         if let Some(a) = self.advertise {
             c.advertise = Some(a);
         }
+        if let Some(n) = self.worker_threads {
+            c.worker_threads = n;
+        }
         if let Some(t) = self.initial_cluster_token {
             c.initial_cluster_token = t;
         }
@@ -115,8 +122,7 @@ fn main() {
 }
 
 #[cfg(not(madsim))]
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -137,6 +143,24 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let config = args.into_config()?;
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+#[cfg(not(madsim))]
+async fn run(config: Config) -> anyhow::Result<()> {
     let node = atoll_node::start(config)
         .await
         .context("cannot start node")?;

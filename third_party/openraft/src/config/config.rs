@@ -153,6 +153,15 @@ pub struct Config {
     #[clap(long, default_value = "0")]
     pub tick_interval: u64,
 
+    /// How long the leader waits before it sends a follower an
+    /// AppendEntries that carries only a newly committed index, in
+    /// milliseconds. A commit index rides on the next AppendEntries that
+    /// carries entries or a heartbeat; only when none has gone out within
+    /// this delay is one sent for it. `0` sends it at once, the upstream
+    /// behaviour. (Atoll patch: see third_party/PATCHES.md.)
+    #[clap(long, default_value = "0")]
+    pub commit_notify_delay: u64,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.
@@ -304,6 +313,11 @@ impl Config {
             0 => Duration::from_millis(self.election_timeout_min),
             ms => Duration::from_millis(ms),
         }
+    }
+
+    /// The delay of a commit-only AppendEntries (Atoll patch).
+    pub fn commit_notify_delay(&self) -> Duration {
+        Duration::from_millis(self.commit_notify_delay)
     }
 
     /// The interval of the timer tick (Atoll patch).

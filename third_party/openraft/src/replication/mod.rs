@@ -142,6 +142,10 @@ where
     /// Next replication action to run.
     next_action: Option<Data<C>>,
 
+    /// Atoll patch: when a commit index that no AppendEntries has carried
+    /// yet must go out on its own (`Config::commit_notify_delay`).
+    commit_due: Option<InstantOf<C>>,
+
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
@@ -197,6 +201,7 @@ where
             rx_event,
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
+            commit_due: None,
             entries_hint: Default::default(),
         };
 
@@ -224,6 +229,11 @@ where
             tracing::debug!(replication_data = display(&d), "{} send replication RPC", func_name!());
 
             let request_id = d.request_id();
+
+            // Atoll patch: every AppendEntries carries the latest commit index.
+            if matches!(d, Data::Heartbeat | Data::Logs(_)) {
+                self.commit_due = None;
+            }
 
             let res = match d {
                 Data::Heartbeat => {
@@ -631,9 +641,27 @@ where
         // If there is next action to run, do not block waiting for events,
         // instead, just try the best to drain all events.
         if self.next_action.is_none() {
-            let event =
-                self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
-            self.process_event(event);
+            // Atoll patch: a commit index waits for the next AppendEntries
+            // at most until `commit_due`, then goes out in a heartbeat.
+            let recv = self.rx_event.recv();
+            match self.commit_due.clone() {
+                None => {
+                    let event = recv.await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                    self.process_event(event);
+                }
+                Some(due) => {
+                    let sleep = C::sleep(due - C::now());
+                    select! {
+                        _ = sleep => {
+                            self.next_action = Some(Data::new_heartbeat());
+                        }
+                        recv_res = recv => {
+                            let event = recv_res.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                            self.process_event(event);
+                        }
+                    }
+                }
+            }
         }
 
         // Returning from process_event(), next_action is never None.
@@ -681,8 +709,15 @@ where
                 self.committed = c;
 
                 // If there is no action, fill in an heartbeat action to send committed index.
+                // Atoll patch: after `commit_notify_delay`, unless an
+                // AppendEntries goes out before and carries it.
+                let delay = self.config.commit_notify_delay();
                 if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
+                    if delay.is_zero() {
+                        self.next_action = Some(Data::new_heartbeat());
+                    } else if self.commit_due.is_none() {
+                        self.commit_due = Some(C::now() + delay);
+                    }
                 }
             }
             Replicate::Heartbeat => {
