@@ -51,6 +51,12 @@ pub fn sim_tuning() -> RaftTuning {
         write_timeout_ms: 3000,
         // Short, so shards fall asleep and wake within a run.
         sleep_after_ms: 2000,
+        // `SIM_COMMIT_NOTIFY_MS` overrides the commit-only AppendEntries
+        // delay (to compare a seed with openraft's upstream behaviour, 0).
+        commit_notify_ms: std::env::var("SIM_COMMIT_NOTIFY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RaftTuning::default().commit_notify_ms),
         ..RaftTuning::default()
     }
 }
