@@ -103,6 +103,21 @@ fn slow_disk_extra(node: madsim::task::NodeId) -> Duration {
     SLOW_DISKS.with(|m| m.borrow().get(&node).copied().unwrap_or_default())
 }
 
+thread_local! {
+    static SNAPSHOT_BUILD_DELAY: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Makes every snapshot build of this simulation take `delay` longer (a
+/// shard so large that writing its snapshot takes that long);
+/// `Duration::ZERO` restores it.
+pub fn set_snapshot_build_delay(delay: Duration) {
+    SNAPSHOT_BUILD_DELAY.with(|d| d.set(delay));
+}
+
+pub fn snapshot_build_delay() -> Duration {
+    SNAPSHOT_BUILD_DELAY.with(|d| d.get())
+}
+
 /// Every entry any replica applied, by (shard, index): its digest and the
 /// simulated node that applied it first. Raft's State Machine Safety says
 /// no two replicas ever apply different entries at the same index.

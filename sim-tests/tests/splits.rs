@@ -8,7 +8,7 @@
 #![cfg(madsim)]
 
 use atoll_sim_tests::nemesis::Schedule;
-use atoll_sim_tests::runner::{seeds, sweep, Scenario};
+use atoll_sim_tests::runner::{run_seed_with, seeds, sweep, Scenario};
 
 const DEFAULT_SEEDS: u64 = 4;
 
@@ -25,6 +25,24 @@ fn splits_under(name: &str, s: Schedule) {
         s.name(),
         failures.iter().map(|f| f.0).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_split_child_serves_before_its_first_snapshot_is_built() {
+    for seed in seeds(2) {
+        match run_seed_with(
+            seed,
+            atoll_node::sim_hooks::Bug::None,
+            atoll_sim_tests::splits::child_serves_before_its_first_snapshot,
+        ) {
+            Ok(took) => println!("seed {seed}: the split and a write to the child took {took:?}"),
+            Err(msg) => panic!(
+                "seed {seed}: {msg}\n  replay: SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" \
+                 CARGO_TARGET_DIR=target/sim cargo test -p atoll-sim-tests --test splits \
+                 a_split_child -- --nocapture"
+            ),
+        }
+    }
 }
 
 #[test]

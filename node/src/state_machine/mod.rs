@@ -369,6 +369,12 @@ impl StateMachine {
             .map_err(sm_write_err)
     }
 
+    /// Whether the shard has applied state but no snapshot (a split child
+    /// before its first one; `shard::replica` builds it in the background).
+    pub fn first_snapshot_due(&self) -> Result<bool, StorageError> {
+        Ok(self.applied.is_some() && self.current_record()?.is_none())
+    }
+
     fn current_record(&self) -> Result<Option<SnapshotRecord>, StorageError> {
         match self
             .engine

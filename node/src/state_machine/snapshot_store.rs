@@ -128,6 +128,8 @@ impl SnapshotStore {
         let _ = name;
         match self {
             SnapshotStore::Memory => {
+                #[cfg(madsim)]
+                tokio::time::sleep(crate::sim_hooks::snapshot_build_delay()).await;
                 let mut bytes = Vec::new();
                 fill(&mut bytes)?;
                 Ok(StoredSnapshot::Bytes(bytes))

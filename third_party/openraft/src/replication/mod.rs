@@ -35,6 +35,7 @@ use crate::error::RPCError;
 use crate::error::ReplicationClosed;
 use crate::error::ReplicationError;
 use crate::error::Timeout;
+use crate::error::Unreachable;
 use crate::log_id::LogIdOptionExt;
 use crate::log_id_range::LogIdRange;
 use crate::network::Backoff;
@@ -59,8 +60,6 @@ use crate::LogId;
 use crate::MessageSummary;
 use crate::RaftLogId;
 use crate::RaftTypeConfig;
-use crate::StorageError;
-use crate::StorageIOError;
 use crate::Vote;
 
 /// The handle to a spawned replication stream.
@@ -779,9 +778,12 @@ where
 
         let snapshot = match snapshot {
             None => {
-                let io_err = StorageIOError::read_snapshot(None, AnyError::error("snapshot not found"));
-                let sto_err = StorageError::IO { source: io_err };
-                return Err(ReplicationError::StorageError(sto_err));
+                // Atoll patch: no snapshot yet (a split child's first one is
+                // built in the background after it starts): retry after a
+                // backoff, as for an unreachable target, instead of a storage
+                // error that stops the Raft instance.
+                let unreachable = Unreachable::new(&AnyError::error("no snapshot yet; one is being built"));
+                return Err(ReplicationError::RPCError(RPCError::Unreachable(unreachable)));
             }
             Some(x) => x,
         };

@@ -131,7 +131,11 @@ where
         // we just rebuild it so that replication can use it.
         let snapshot = match snapshot {
             None => {
-                if last_purged_log_id.is_some() {
+                // Atoll patch: a purge point at index 0 is a shard's initial
+                // state (a split child): build its snapshot in the background
+                // after start (Atoll triggers it), not here, where it kept the
+                // child's keys unavailable for the whole build.
+                if last_purged_log_id.as_ref().is_some_and(|l| l.index > 0) {
                     let mut b = self.state_machine.get_snapshot_builder().await;
                     let s = b.build_snapshot().await?;
                     Some(s)
