@@ -64,7 +64,8 @@ pub struct RaftTuning {
     /// timeouts and heartbeats (openraft's own is 1.5 heartbeats, too
     /// coarse to tell two followers' random timeouts apart).
     pub tick_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one (each
+    /// replica after up to 1.25× it, picked by its id: `shard::replica`).
     pub snapshot_after_entries: u64,
     /// Entries kept in the log after a snapshot, for slow followers.
     pub keep_entries_after_snapshot: u64,

@@ -20,7 +20,9 @@
 //! dir (`db/`, `wal/`) → engine and WAL → shards → server.
 //!
 //! A panic anywhere ends the process ([`panic_exit`]): a node whose Raft
-//! core died must not keep running and heartbeating.
+//! core died must not keep running and heartbeating. Work that no request
+//! waits for (fjall's flushes, snapshot builds) runs on threads of lower
+//! priority ([`background`]).
 //!
 //! The placement driver ([`pd`]) is one more Raft group (shard 0) on the
 //! first three initial members; every node reports to it and forwards its
@@ -45,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod background;
 pub mod broken;
 pub mod cluster;
 pub mod codec;

@@ -138,7 +138,10 @@ impl SnapshotStore {
             SnapshotStore::Dir(dir) => {
                 let dir = dir.clone();
                 let name = format!("{name}.snap");
-                tokio::task::spawn_blocking(move || -> Result<StoredSnapshot, SnapshotError> {
+                // A thread of its own at the background priority: no request
+                // waits for a snapshot, and the replicas of a shard building
+                // theirs took the CPU from writes (docs/benchmarks.md).
+                crate::background::run("atoll-snapshot", move || {
                     let tmp = dir.join(format!("{name}.tmp"));
                     let file = std::fs::File::create(&tmp)?;
                     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -149,7 +152,11 @@ impl SnapshotStore {
                     Ok(StoredSnapshot::File(name))
                 })
                 .await
-                .map_err(|e| SnapshotError::Io(std::io::Error::other(e)))?
+                .unwrap_or_else(|| {
+                    Err(SnapshotError::Io(std::io::Error::other(
+                        "the snapshot thread could not start or panicked",
+                    )))
+                })
             }
         }
     }

@@ -35,13 +35,6 @@ const KEYSPACE: &str = "state";
 /// 1M keys of 256 B).
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The nice value of fjall's worker threads (memtable flushes and
-/// compactions): background work gives way to the request path. A flush
-/// that falls behind still stops writes (fjall halts them at four sealed
-/// memtables), so it is never starved for long.
-#[cfg(all(target_os = "linux", not(madsim)))]
-const BACKGROUND_NICE: i32 = 10;
-
 /// How often the writeback thread fsyncs the journal while there are writes.
 const WRITEBACK_EVERY: Duration = Duration::from_millis(100);
 
@@ -86,11 +79,11 @@ impl Writeback {
     }
 }
 
-/// Gives fjall's worker threads the nice value [`BACKGROUND_NICE`] (threads
-/// they start inherit it). Measured: the memtable flushes of all three
-/// nodes on one machine took the CPU from the request path in bursts of
-/// 300 ms; docs/benchmarks.md, "Tail latency of writes". Best effort: a
-/// thread that cannot be found or changed keeps the normal priority.
+/// Gives fjall's worker threads (memtable flushes and compactions) the
+/// background priority ([`crate::background`]; threads they start inherit
+/// it). A flush that falls behind still stops writes (fjall halts them at
+/// four sealed memtables), so it is never starved for long. Best effort: a
+/// thread that cannot be found keeps the normal priority.
 fn lower_background_priority() {
     #[cfg(all(target_os = "linux", not(madsim)))]
     {
@@ -101,11 +94,7 @@ fn lower_background_priority() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
             let tid = task.file_name().to_string_lossy().parse::<libc::id_t>();
             if let (true, Ok(tid)) = (comm.starts_with("fjall:"), tid) {
-                // SAFETY: setpriority takes plain integers and touches no
-                // memory of ours; on failure it returns -1 and we go on.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
-                }
+                crate::background::lower_thread(tid);
             }
         }
     }
