@@ -54,7 +54,7 @@ pub struct CaseResult {
     pub servers: Vec<ProcUsage>,
     /// `/proc/loadavg` when the measured window opened.
     pub loadavg: String,
-    /// The worst stalls: operations slower than p99 (and than 10 ms),
+    /// The worst stalls: operations slower than p99 (and than 3 ms),
     /// grouped when they started within 50 ms of each other, slowest first
     /// (at most 10), to match against the servers' logs.
     #[serde(default)]
@@ -73,7 +73,7 @@ pub struct Stall {
 }
 
 /// Operations slower than this are kept, with their start time.
-const SLOW_US: u64 = 10_000;
+const SLOW_US: u64 = 3_000;
 
 /// What one worker saw in the measured window.
 struct Tally {

@@ -144,9 +144,10 @@ impl SnapshotStore {
                 crate::background::run("atoll-snapshot", move || {
                     let tmp = dir.join(format!("{name}.tmp"));
                     let file = std::fs::File::create(&tmp)?;
-                    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                    let mut out =
+                        std::io::BufWriter::with_capacity(1 << 20, WrittenBack::new(file));
                     fill(&mut out)?;
-                    let file = out.into_inner().map_err(|e| e.into_error())?;
+                    let file = out.into_inner().map_err(|e| e.into_error())?.file;
                     file.sync_all()?;
                     publish(&dir, &tmp, &name)?;
                     Ok(StoredSnapshot::File(name))
@@ -264,6 +265,64 @@ static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// Renames a synced temporary file to its final name and syncs the
 /// directory, so the name is durable.
+/// A snapshot file whose pages are handed to the disk every
+/// [`WRITE_BACK_EVERY`] bytes (`sync_file_range`, which starts the
+/// writeback and does not wait), so that the `fsync` at the end has little
+/// left, instead of a ~30 MB burst that queued ahead of the WAL's
+/// `fdatasync` (as RocksDB's `bytes_per_sync`). Durability still comes from
+/// that `fsync`.
+#[cfg(not(madsim))]
+struct WrittenBack {
+    file: std::fs::File,
+    written: u64,
+    handed: u64,
+}
+
+#[cfg(not(madsim))]
+const WRITE_BACK_EVERY: u64 = 1 << 20;
+
+#[cfg(not(madsim))]
+impl WrittenBack {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file,
+            written: 0,
+            handed: 0,
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+impl Write for WrittenBack {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.handed >= WRITE_BACK_EVERY {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid descriptor and a range of the file; the
+                // call only starts writeback. A failure is not an error:
+                // the final fsync writes whatever is left.
+                unsafe {
+                    libc::sync_file_range(
+                        self.file.as_raw_fd(),
+                        self.handed as libc::off64_t,
+                        (self.written - self.handed) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.handed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 #[cfg(not(madsim))]
 fn publish(dir: &std::path::Path, tmp: &std::path::Path, name: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join(name))?;
