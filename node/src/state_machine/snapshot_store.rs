@@ -263,8 +263,6 @@ fn missing(name: &str) -> std::io::Error {
 #[cfg(not(madsim))]
 static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Renames a synced temporary file to its final name and syncs the
-/// directory, so the name is durable.
 /// A snapshot file whose pages are handed to the disk every
 /// [`WRITE_BACK_EVERY`] bytes (`sync_file_range`, which starts the
 /// writeback and does not wait), so that the `fsync` at the end has little
@@ -323,6 +321,8 @@ impl Write for WrittenBack {
     }
 }
 
+/// Renames a synced temporary file to its final name and syncs the
+/// directory, so the name is durable.
 #[cfg(not(madsim))]
 fn publish(dir: &std::path::Path, tmp: &std::path::Path, name: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join(name))?;
