@@ -67,10 +67,8 @@ pub(crate) fn pd_client(channel: Channel) -> PdClient<Channel> {
 pub(crate) fn lazy_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, Error> {
     let endpoint = Endpoint::from_shared(uri(addr))
         .map_err(|e| Error::InvalidArgument(format!("bad endpoint {addr:?}: {e}")))?;
-    Ok(endpoint
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+    Ok(atoll_proto::connect_lazy(endpoint))
 }
 
 /// Checks that `addr` looks like `host:port` (or a URI) without dialling.

@@ -65,10 +65,13 @@ async fn serve(
     listen: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = Result<(), NodeError>>), NodeError> {
+    use futures::StreamExt;
     let incoming = tonic::transport::server::TcpIncoming::bind(addr)
         .map_err(|e| server_err(&listen, format!("cannot listen: {e}")))?
         .with_nodelay(Some(true));
     let bound = incoming.local_addr().map_err(|e| server_err(&listen, e))?;
+    // The frames of one reply leave in one write (atoll_proto::batched_writes).
+    let incoming = incoming.map(|conn| conn.map(atoll_proto::batched_writes::BatchedWrites::new));
     let fut = async move {
         router
             .serve_with_incoming_shutdown(incoming, shutdown)

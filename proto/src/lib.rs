@@ -16,6 +16,19 @@
 
 tonic::include_proto!("atoll.v1");
 
+#[cfg(not(madsim))]
+pub mod batched_writes;
+
+/// A channel that dials on first use; outside the simulation the frames of
+/// one request leave in one write ([`batched_writes`]). Every client of the
+/// protocol (the client crate, node-to-node RPCs) builds its channels here.
+pub fn connect_lazy(endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+    #[cfg(not(madsim))]
+    return endpoint.connect_with_connector_lazy(batched_writes::Connector::default());
+    #[cfg(madsim)]
+    endpoint.connect_lazy()
+}
+
 pub use error::Kind as ErrorKind;
 
 /// gRPC metadata a client may add to a KV request: the address of a replica

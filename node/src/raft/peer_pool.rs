@@ -47,7 +47,7 @@ impl PeerPool {
             .initial_connection_window_size(WINDOW_BYTES)
             .initial_stream_window_size(WINDOW_BYTES)
             .tcp_nodelay(true);
-        let ch = endpoint.connect_lazy();
+        let ch = atoll_proto::connect_lazy(endpoint);
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
