@@ -50,8 +50,13 @@ impl Case {
         }
     }
 
+    /// A case of [`ALL`] by name, or `write-N` for any other number of
+    /// writers (not in the default run; for a look between 1 and 64).
     pub fn parse(name: &str) -> Option<Case> {
-        ALL.into_iter().find(|c| c.name() == name)
+        ALL.into_iter().find(|c| c.name() == name).or_else(|| {
+            let n: usize = name.strip_prefix("write-")?.parse().ok()?;
+            (n > 0).then_some(Case::Write(n))
+        })
     }
 
     pub fn clients(self) -> usize {
@@ -178,7 +183,10 @@ mod tests {
         for case in ALL {
             assert_eq!(Case::parse(&case.name()), Some(case));
         }
-        assert_eq!(Case::parse("write-2"), None);
+        assert_eq!(Case::parse("write-4"), Some(Case::Write(4)));
+        assert_eq!(Case::parse("write-0"), None);
+        assert_eq!(Case::parse("write-x"), None);
+        assert_eq!(Case::parse("read-2"), None);
     }
 
     #[test]

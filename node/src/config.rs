@@ -83,6 +83,13 @@ pub struct RaftTuning {
     /// leader answers the client at commit; followers learn of it (and
     /// apply) on the next append or heartbeat. 0 sends it at once.
     pub commit_notify_ms: u64,
+    /// Entries of client writes a shard's leader keeps proposed and not
+    /// yet applied, at most; writes that arrive meanwhile queue and go out
+    /// together in the next entry (`shard::proposer`). 1 makes the largest
+    /// entries (fewest appends, flushes and messages per write: the most
+    /// writes per core); 2 lets a write go out while another entry is out,
+    /// which helps latency when cores and disk have time to spare.
+    pub proposals_in_flight: usize,
     /// How long a write may wait for commit and apply, and a linearizable
     /// read for its ReadIndex, before `Unavailable`. A request's gRPC
     /// deadline, if sooner, bounds the wait instead
@@ -110,6 +117,7 @@ impl Default for RaftTuning {
             max_append_bytes: 4 * 1024 * 1024,
             append_timeout_ms: 1000,
             commit_notify_ms: 5,
+            proposals_in_flight: 1,
             write_timeout_ms: 5000,
             sleep_after_ms: 10_000,
         }
@@ -374,6 +382,12 @@ impl Config {
             ));
         }
         self.raft.to_openraft()?;
+        if !(1..=1024).contains(&self.raft.proposals_in_flight) {
+            return Err(NodeError::Config(format!(
+                "raft.proposals_in_flight ({}) must be from 1 to 1024 (1 is the default)",
+                self.raft.proposals_in_flight
+            )));
+        }
         if self.sessions.max_per_shard == 0 {
             return Err(NodeError::Config(
                 "sessions.max_per_shard must be > 0".into(),
@@ -471,5 +485,17 @@ mod tests {
             let e = valid(rf).expect_err("out of range").to_string();
             assert!(e.contains("from 1 to 7"), "{e}");
         }
+    }
+
+    #[test]
+    fn proposals_in_flight_defaults_to_one_and_zero_is_refused() {
+        let c: Config = toml::from_str("id = 1\n").unwrap();
+        assert_eq!(c.raft.proposals_in_flight, 1);
+        let mut c: Config = toml::from_str("id = 1\n[raft]\nproposals_in_flight = 2\n").unwrap();
+        assert_eq!(c.raft.proposals_in_flight, 2);
+        assert!(c.validate().is_ok());
+        c.raft.proposals_in_flight = 0;
+        let e = c.validate().expect_err("zero").to_string();
+        assert!(e.contains("raft.proposals_in_flight (0)"), "{e}");
     }
 }

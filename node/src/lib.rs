@@ -239,6 +239,7 @@ pub async fn start_with_engine(
         max_append_bytes: config.raft.max_append_bytes,
         snapshots: snapshot_store(&config)?,
         write_timeout: config.raft.write_timeout(),
+        proposals_in_flight: config.raft.proposals_in_flight,
         splits,
         book: book.clone(),
     };

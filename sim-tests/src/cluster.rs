@@ -57,6 +57,12 @@ pub fn sim_tuning() -> RaftTuning {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(RaftTuning::default().commit_notify_ms),
+        // `SIM_PROPOSALS_IN_FLIGHT` overrides the entries a leader keeps
+        // proposed at once (the default is 1; 2 was the default before).
+        proposals_in_flight: std::env::var("SIM_PROPOSALS_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RaftTuning::default().proposals_in_flight),
         ..RaftTuning::default()
     }
 }

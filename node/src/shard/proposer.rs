@@ -4,7 +4,8 @@
 //! openraft 0.9 appends and flushes each `client_write` as its own entry, in
 //! series, so N concurrent writes cost N flushes at the leader and at each
 //! follower. The proposer is a task per replica with a queue: it keeps at
-//! most [`IN_FLIGHT`] entries proposed and not yet applied; while they are
+//! most `raft.proposals_in_flight` (default 1) entries proposed and not
+//! yet applied; while they are
 //! out, new writes wait in the queue, and the next entry takes all of them
 //! (up to [`MAX_BATCH`] requests and [`MAX_BATCH_BYTES`]) as one
 //! `Request::Multi`. Under light load an entry holds one request and goes out
@@ -31,8 +32,6 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::command::{Request, Response};
 use crate::raft::type_config::{Raft, ReplicaId, TypeConfig};
 
-/// Entries proposed and not yet applied, at most.
-pub const IN_FLIGHT: usize = 2;
 /// Requests in one entry, at most.
 pub const MAX_BATCH: usize = 256;
 /// Key and value bytes in one entry, at most (a single larger request still
@@ -55,6 +54,7 @@ pub struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
     /// The in-flight slots, shared with the task; a pause takes them all.
     slots: Arc<Semaphore>,
+    in_flight: u32,
 }
 
 /// While alive, the proposer sends no new entry (see [`Proposer::pause`]).
@@ -69,11 +69,17 @@ impl Proposer {
     /// (a little more than the node's write timeout, so callers get their
     /// own timeout answer first): an entry that is never committed (its
     /// leader was cut off, then deposed) must not stop every later write.
-    pub fn spawn(raft: Raft, give_up: std::time::Duration) -> Self {
+    pub fn spawn(raft: Raft, in_flight: usize, give_up: std::time::Duration) -> Self {
+        // At least one, and few enough for a semaphore's u32.
+        let in_flight = in_flight.clamp(1, 1024);
         let (tx, rx) = mpsc::unbounded_channel();
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let slots = Arc::new(Semaphore::new(in_flight));
         tokio::spawn(run(raft, rx, slots.clone(), give_up));
-        Self { tx, slots }
+        Self {
+            tx,
+            slots,
+            in_flight: in_flight as u32,
+        }
     }
 
     /// Stops proposing: waits until the entries in flight are applied (or
@@ -81,7 +87,7 @@ impl Proposer {
     /// and new writes wait meanwhile. The semaphore is fair, so a pause is
     /// not overtaken by writes that arrive while it waits.
     pub async fn pause(&self) -> Paused {
-        let permits = IN_FLIGHT as u32;
+        let permits = self.in_flight;
         // The semaphore is never closed; were it, nothing could be proposed
         // anyway, so there would be nothing to hold.
         Paused {

@@ -69,6 +69,8 @@ pub struct ReplicaDeps {
     pub snapshots: SnapshotStore,
     /// The longest a write waits for commit (`raft.write_timeout_ms`).
     pub write_timeout: std::time::Duration,
+    /// Entries a leader keeps proposed at once (`raft.proposals_in_flight`).
+    pub proposals_in_flight: usize,
     /// Where applied splits announce their children ([`super::split`]).
     pub splits: crate::state_machine::SplitSink,
     /// Peers' beats and this node's clock for sleeping shards
@@ -139,7 +141,11 @@ impl Replica {
             me,
             // A little longer than any caller waits, so a caller always
             // gets its own timeout answer, never the proposer giving up.
-            proposer: Proposer::spawn(raft.clone(), deps.write_timeout + Duration::from_secs(1)),
+            proposer: Proposer::spawn(
+                raft.clone(),
+                deps.proposals_in_flight,
+                deps.write_timeout + Duration::from_secs(1),
+            ),
             reads: ReadIndexer::spawn(raft.clone()),
             raft,
             meta,
