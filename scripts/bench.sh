@@ -89,6 +89,13 @@ say "building atoll-node, atollctl, atoll-bench (release)"
 cargo build --release -q -p atoll-node -p atoll-client -p atoll-bench --bins
 
 mkdir -p "$BENCH_DIR"
+# Two runs at once would share ports and $RESULTS (the second wipes the
+# first's results) and measure each other's load.
+exec 9>"$BENCH_DIR/.lock"
+if ! flock -n 9; then
+  echo "another scripts/bench.sh is running on $BENCH_DIR; wait for it to end" >&2
+  exit 1
+fi
 fstype=$(stat -f -c %T "$BENCH_DIR")
 case "$fstype" in
   tmpfs|ramfs) echo "$BENCH_DIR is on $fstype, not a real disk; set BENCH_DIR" >&2; exit 1 ;;
