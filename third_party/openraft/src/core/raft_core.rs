@@ -1112,6 +1112,12 @@ where
                                     sender_vote: vote,
                                 });
                             }
+                            // Atoll patch: a voter that cannot be reached (down, partitioned,
+                            // or not yet hosting a split child) is routine in an election: the
+                            // quorum decides. Only other failures are errors.
+                            Err(RPCError::Unreachable(err)) => {
+                                tracing::info!({error=%err, target=display(&target)}, "vote request: voter unreachable")
+                            }
                             Err(err) => tracing::error!({error=%err, target=display(&target)}, "while requesting vote"),
                         }
                     }
