@@ -303,7 +303,9 @@ async fn a_replica_without_a_leader_holds_a_request_until_one_is_elected() {
     use atoll_proto::kv_client::KvClient;
 
     let mut c = Cluster::start(3, "");
-    let leader = c.wait_leader(1, SECS(20)).await;
+    // Every node must host the shard before two of them stop (a node still
+    // in its start-up checks would never host it).
+    let leader = c.wait_all_know_leader(1, SECS(20)).await;
     let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
     let (asked, peer) = (others[0], others[1]);
     // The leader and the other follower stop: `asked` loses its leader and
@@ -348,7 +350,7 @@ async fn a_follower_told_its_leader_is_unreachable_names_the_next_leader() {
     use atoll_proto::kv_client::KvClient;
 
     let mut c = Cluster::start(3, "");
-    let leader = c.wait_leader(1, SECS(20)).await;
+    let leader = c.wait_all_know_leader(1, SECS(20)).await;
     let asked = (1..=3).find(|&i| i != leader).expect("a follower");
     c.pause(leader, true);
     let mut kv = KvClient::connect(format!("http://{}", c.addr(asked)))

@@ -313,6 +313,34 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node hosts `shard` and knows its leader
+    /// (a node still in its start-up checks hosts nothing yet); returns
+    /// the leader.
+    pub async fn wait_all_know_leader(&self, shard: u64, timeout: Duration) -> u64 {
+        let leader = self.wait_leader(shard, timeout).await;
+        let running: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|p| p.child.is_some())
+            .map(|p| p.id)
+            .collect();
+        self.wait_until("every node to know the leader", timeout, || async {
+            for &id in &running {
+                let knows = self.status(id).await.is_some_and(|s| {
+                    s.shards.iter().any(|sh| {
+                        sh.shard.as_ref().is_some_and(|d| d.id == shard) && sh.leader_id.is_some()
+                    })
+                });
+                if !knows {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        leader
+    }
+
     /// Polls `pred` until it holds or `timeout` passes.
     pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut pred: F)
     where
