@@ -4,11 +4,10 @@
 //! openraft 0.9 appends and flushes each `client_write` as its own entry, in
 //! series, so N concurrent writes cost N flushes at the leader and at each
 //! follower. The proposer is a task per replica with a queue: it keeps at
-//! most `raft.proposals_in_flight` (default 1) entries proposed and not
-//! yet applied; while they are
-//! out, new writes wait in the queue, and the next entry takes all of them
-//! (up to [`MAX_BATCH`] requests and [`MAX_BATCH_BYTES`]) as one
-//! `Request::Multi`. Under light load an entry holds one request and goes out
+//! most `raft.proposals_in_flight` (default 1) entries proposed and not yet
+//! applied; while they are out, new writes wait in the queue, and the next
+//! entry takes all of them (up to [`MAX_BATCH`] requests and
+//! [`MAX_BATCH_BYTES`]) as one `Request::Multi`. Under light load an entry holds one request and goes out
 //! at once; under heavy load entries grow, and the cost of a flush is shared.
 //! Each caller still gets its own answer, and dedup still works per write:
 //! the state machine applies a `Multi`'s requests in order, each with its
