@@ -6,13 +6,14 @@
 //! implicit client sessions); 2 — explicit client sessions (per-result
 //! session keys, a session id counter), serde_bytes commands; 3 — the Raft
 //! log in `wal/`, snapshots as files in `snapshots/`; 4 — `db/` is a fjall
-//! database instead of sled (decision 0025).
+//! database instead of sled (decision 0025); 5 — a dedup session's small
+//! results live in its session row, not in rows of their own.
 
 use std::io::Write;
 use std::path::Path;
 
 /// The format this binary reads and writes.
-pub const CURRENT: u32 = 4;
+pub const CURRENT: u32 = 5;
 /// The file's name inside the data dir.
 pub const FILE: &str = "FORMAT";
 const PREFIX: &str = "atoll-data-dir-format ";

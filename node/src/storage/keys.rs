@@ -6,8 +6,8 @@
 //!                                the raft log is in the WAL now (crate::wal)
 //! 0x03 shard(8) tag              state-machine meta: applied, membership, shard, snapshot,
 //!                                next session id, PD state (shard 0)
-//! 0x04 shard(8) client(8)        dedup session header of one client
-//! 0x04 shard(8) client(8) seq(8) one recorded write result of that client
+//! 0x04 shard(8) client(8)        dedup session row of one client: header, small results
+//! 0x04 shard(8) client(8) seq(8) one larger recorded write result of that client
 //! 0x10 user-key                  user data (shards on a node never overlap)
 //! ```
 //! Every shard-scoped prefix puts the shard id first, so one shard's meta or
@@ -83,8 +83,8 @@ pub fn session(shard: ShardId, client: u64) -> Vec<u8> {
     k
 }
 
-/// The recorded result of write `seq` of `client`; sorts right after the
-/// client's header, so one session is one contiguous range.
+/// The recorded result of write `seq` of `client`, when it is not in the
+/// session's row (state_machine::dedup); sorts right after that row, so one session is one contiguous range.
 pub fn session_result(shard: ShardId, client: u64, seq: u64) -> Vec<u8> {
     let mut k = session(shard, client);
     k.extend_from_slice(&seq.to_be_bytes());
