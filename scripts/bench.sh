@@ -104,7 +104,7 @@ esac
 rm -rf "$RESULTS"; mkdir -p "$RESULTS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The disk's own limit, measured right before each system's run: under a
+# The disk's own limit, measured before and after the cases: under a
 # shared machine's load it moves, and write-1 is compared with it.
 disk_probe() {
   say "disk: fdatasync latency of a 4 KiB write in $BENCH_DIR ($1)"
@@ -118,7 +118,7 @@ start_atoll() {
   for i in 1 2 3; do
     "$BIN/atoll-node" --id "$i" --data-dir "$dir/n$i" --listen "127.0.0.1:${ATOLL_PORTS[$((i-1))]}" \
       --initial-cluster "$initial" --initial-cluster-token "bench-$$" >"$dir/n$i.log" 2>&1 &
-    PIDS+=($!); SERVER_PIDS+=($!)
+    PIDS+=($!); ATOLL_PIDS+=($!)
   done
 }
 
@@ -132,7 +132,7 @@ start_etcd() {
       --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
       --initial-cluster "$initial" --initial-cluster-token "bench-$$" \
       --initial-cluster-state new --logger zap --log-outputs stderr >"$dir/e$i.log" 2>&1 &
-    PIDS+=($!); SERVER_PIDS+=($!)
+    PIDS+=($!); ETCD_PIDS+=($!)
   done
 }
 
@@ -151,7 +151,8 @@ wait_leader() {
 profile() {
   local system=$1 eps=$2 leader pid secs=$((QUICK ? 3 : 10))
   leader=$("$BIN/atoll-bench" leader --system "$system" --endpoints "$eps")
-  pid=${SERVER_PIDS[$leader]}
+  local pids; read -r -a pids <<<"$(server_pids "$system" ' ')"
+  pid=${pids[$leader]}
   say "$system: perf record -g on the leader (pid $pid) during $PERF_CASE, ${secs}s"
   perf record -g -F 999 -p "$pid" -o "$RESULTS/$system-perf.data" -- sleep $((secs + 2)) \
     >"$RESULTS/$system-perf.log" 2>&1 &
@@ -167,42 +168,76 @@ profile() {
   echo "perf reports: $RESULTS/$system-perf-{self,children}.txt"
 }
 
-run_system() {
-  local system=$1 eps dir
-  dir=$BENCH_DIR/$system
+ATOLL_PIDS=() ETCD_PIDS=()
+# The server PIDs of $1, joined by $2.
+server_pids() {
+  local IFS=$2
+  case "$1" in atoll) echo "${ATOLL_PIDS[*]}" ;; etcd) echo "${ETCD_PIDS[*]}" ;; esac
+}
+endpoints() { case "$1" in atoll) echo "$ATOLL_EPS" ;; etcd) echo "$ETCD_EPS" ;; esac; }
+common_args() {
+  echo --system "$1" --endpoints "$(endpoints "$1")" --pids "$(server_pids "$1" ,)" --keys "$KEYS"
+}
+
+# A fresh 3-node cluster of $1, with its keys preloaded.
+setup_system() {
+  local system=$1 dir=$BENCH_DIR/$1
   rm -rf "$dir"; mkdir -p "$dir"
-  SERVER_PIDS=()
-  disk_probe "before-$system"
   say "$system: fresh 3-node cluster, data in $dir"
   case "$system" in
-    atoll) eps=$ATOLL_EPS; start_atoll "$dir" ;;
-    etcd) eps=$ETCD_EPS; start_etcd "$dir" ;;
+    atoll) start_atoll "$dir" ;;
+    etcd) start_etcd "$dir" ;;
     *) echo "unknown system $system" >&2; exit 2 ;;
   esac
-  wait_leader "$system" "$eps"
-  local pids; pids=$(IFS=,; echo "${SERVER_PIDS[*]}")
-  local common=(--system "$system" --endpoints "$eps" --pids "$pids" --keys "$KEYS")
-
+  wait_leader "$system" "$(endpoints "$system")"
   say "$system: preload $KEYS keys of 256 B"
-  "$BIN/atoll-bench" preload "${common[@]}"
-  say "$system: cases ($CASES), warm-up ${WARMUP}s + ${DURATION}s each"
-  "$BIN/atoll-bench" run "${common[@]}" --cases "$CASES" \
+  # shellcheck disable=SC2046 # the arguments are words without spaces
+  "$BIN/atoll-bench" preload $(common_args "$system")
+}
+
+run_case() {
+  local system=$1 case=$2
+  say "$system: $case, warm-up ${WARMUP}s + ${DURATION}s"
+  # shellcheck disable=SC2046
+  "$BIN/atoll-bench" run $(common_args "$system") --cases "$case" \
     --warmup "$WARMUP" --duration "$DURATION" --out "$RESULTS"
-  if [ "$PERF" = 1 ] && [ "$system" = atoll ]; then profile "$system" "$eps"; fi
+}
+
+# Perf, failover (it kills a node), then stop the cluster; keep its logs.
+finish_system() {
+  local system=$1 dir=$BENCH_DIR/$1 pids
+  if [ "$PERF" = 1 ] && [ "$system" = atoll ]; then profile "$system" "$(endpoints "$system")"; fi
   if [ "$FAILOVER" = 1 ]; then
     say "$system: failover: 64 writers, kill -9 the leader after ${KILL_AFTER}s"
-    "$BIN/atoll-bench" failover "${common[@]}" --kill-after "$KILL_AFTER" \
+    # shellcheck disable=SC2046
+    "$BIN/atoll-bench" failover $(common_args "$system") --kill-after "$KILL_AFTER" \
       --duration "$FAILOVER_SECS" --out "$RESULTS"
   fi
-  say "$system: stopping pids ${SERVER_PIDS[*]}"
-  stop_pids "${SERVER_PIDS[@]}"
-  forget_pids "${SERVER_PIDS[@]}"
-  # Keep the logs, drop the data.
+  read -r -a pids <<<"$(server_pids "$system" ' ')"
+  say "$system: stopping pids ${pids[*]}"
+  stop_pids "${pids[@]}"
+  forget_pids "${pids[@]}"
   rm -rf "${dir:?}"/n? "${dir:?}"/e?
 }
 
+# Both clusters run side by side (the idle one costs little), and every
+# case runs on each system in turn, the order swapped from case to case:
+# on a shared VM the disk and the CPU change speed over minutes, and a case
+# measured on both systems within seconds of each other sees the same
+# machine. The disk is probed before and after the cases.
 IFS=, read -r -a systems <<<"$SYSTEMS"
-for s in "${systems[@]}"; do run_system "$s"; done
+mapfile -t case_list < <("$BIN/atoll-bench" cases --cases "$CASES")
+disk_probe start
+for s in "${systems[@]}"; do setup_system "$s"; done
+for i in "${!case_list[@]}"; do
+  order=("${systems[@]}")
+  if [ $((i % 2)) = 1 ]; then
+    order=(); for ((j = ${#systems[@]} - 1; j >= 0; j--)); do order+=("${systems[$j]}"); done
+  fi
+  for s in "${order[@]}"; do run_case "$s" "${case_list[$i]}"; done
+done
+disk_probe end
+for s in "${systems[@]}"; do finish_system "$s"; done
 
 # --- report ----------------------------------------------------------------
 disk_dev=$(df --output=source "$BENCH_DIR" | tail -1)

@@ -99,6 +99,11 @@ enum Cmd {
         #[arg(long, default_value = "disk")]
         label: String,
     },
+    /// Print the names of --cases ("all" or a list), one per line.
+    Cases {
+        #[arg(long, default_value = "all")]
+        cases: String,
+    },
     /// Print the 0-based index in --endpoints of the current leader.
     Leader {
         #[arg(long, value_enum)]
@@ -288,6 +293,11 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             write_json(&out, &format!("fsync-{label}.json"), &r)?;
+        }
+        Cmd::Cases { cases } => {
+            for case in parse_cases(&cases)? {
+                println!("{}", case.name());
+            }
         }
         Cmd::Leader { system, endpoints } => match system.leader(&endpoints).await {
             Some(i) => println!("{i}"),
