@@ -2,7 +2,7 @@
 # Atoll against etcd on this machine, same closed-loop driver (atoll-bench),
 # same workloads, same run. Writes the tables into docs/benchmarks.md.
 #
-#   scripts/bench.sh                 full run (~5 min): every case, failover, docs/benchmarks.md
+#   scripts/bench.sh                 full run (~10 min): every case, failover, docs/benchmarks.md
 #   scripts/bench.sh --quick         smoke run: 2 s cases, 5k keys, nothing written to docs/
 #   options: --duration S (measured seconds per case, default 10)  --warmup S (default 3)
 #            --keys N (preloaded, default 100000)  --systems atoll,etcd  --cases LIST|all
