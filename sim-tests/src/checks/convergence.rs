@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use atoll_node::shard::ShardMeta;
+use atoll_node::state_machine::dedup::{SessionSnapshot, Sessions};
 use atoll_node::storage::keys::ShardId;
 
 use crate::cluster::{ShardState, SimCluster};
@@ -70,14 +71,34 @@ pub fn difference(meta: &ShardMeta, a: &Replica, b: &Replica) -> Option<String> 
             x.next_session_id, y.next_session_id
         ));
     }
-    if x.sessions != y.sessions {
+    // The tables, not their rows: where a replica stores a recorded result
+    // (in its session's row or a row of its own) is its own business
+    // (`state_machine::dedup`).
+    let (tx, ty) = (sessions_of(x), sessions_of(y));
+    if tx != ty {
+        let rows = |t: &Result<Vec<SessionSnapshot>, String>| match t {
+            Ok(t) => format!("{} sessions", t.len()),
+            Err(e) => format!("unreadable: {e}"),
+        };
         return Some(format!(
-            "shard {id} sessions ({} vs {} stored rows)",
-            x.sessions.len(),
-            y.sessions.len()
+            "shard {id} sessions ({} vs {})",
+            rows(&tx),
+            rows(&ty)
         ));
     }
     None
+}
+
+/// The dedup table a replica's stored session rows load to.
+fn sessions_of(s: &ShardState) -> Result<Vec<SessionSnapshot>, String> {
+    let next_id = match &s.next_session_id {
+        Some(Ok(n)) => Some(*n),
+        Some(Err(e)) => return Err(e.clone()),
+        None => None,
+    };
+    // The counter is compared above.
+    let table = Sessions::load(next_id, s.sessions.clone()).map_err(|e| e.to_string())?;
+    Ok(table.to_snapshot().sessions)
 }
 
 /// Every shard's members against its newest replica, and every node's
@@ -194,7 +215,10 @@ pub async fn wait_converged(cluster: &SimCluster, timeout: Duration) -> Result<(
 mod tests {
     use super::*;
     use crate::cluster::Members;
+    use atoll_node::command::{Response, WriteId};
     use atoll_node::shard::Epoch;
+    use atoll_node::storage::engine::{BatchOp, WriteBatch};
+    use atoll_node::storage::keys;
 
     fn meta() -> ShardMeta {
         ShardMeta {
@@ -205,11 +229,40 @@ mod tests {
         }
     }
 
-    fn replica(sessions: &[u8], members: &[u64]) -> Replica {
+    /// Writes what `table` changed into `stored` (shard 1's rows).
+    fn persist(table: &mut Sessions, stored: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+        let mut batch = WriteBatch::new();
+        table.persist_into(1, &mut batch).expect("encodes");
+        for op in batch.ops {
+            match op {
+                BatchOp::Put(k, v) => stored.insert(k, v),
+                BatchOp::Delete(k) => stored.remove(&k),
+            };
+        }
+    }
+
+    /// The session rows in `stored` (the id counter is compared apart).
+    fn rows_in(mut stored: BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        stored.remove(&keys::sm_meta(1, keys::SmMeta::NextSessionId));
+        stored.into_iter().collect()
+    }
+
+    /// Rows of a table with sessions `1..=n`, registered at indexes 1..=n.
+    fn rows(n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut table = Sessions::new();
+        for i in 1..=n {
+            table.register(i, 100);
+        }
+        let mut stored = BTreeMap::new();
+        persist(&mut table, &mut stored);
+        rows_in(stored)
+    }
+
+    fn replica(sessions: u64, members: &[u64]) -> Replica {
         let shard = ShardState {
             meta: Some(Ok(meta())),
             next_session_id: Some(Ok(3)),
-            sessions: sessions.iter().map(|b| (vec![*b], vec![*b])).collect(),
+            sessions: rows(sessions),
             membership: Some(Ok(Members {
                 voters: members.iter().copied().collect(),
                 nodes: members.iter().copied().collect(),
@@ -229,25 +282,56 @@ mod tests {
     #[test]
     fn replicas_differing_only_in_sessions_differ() {
         let m = meta();
-        assert_eq!(
-            difference(&m, &replica(&[1, 2], &[1]), &replica(&[1, 2], &[1])),
-            None
-        );
-        let d =
-            difference(&m, &replica(&[1, 2], &[1]), &replica(&[1], &[1])).expect("a difference");
+        assert_eq!(difference(&m, &replica(2, &[1]), &replica(2, &[1])), None);
+        let d = difference(&m, &replica(2, &[1]), &replica(1, &[1])).expect("a difference");
         assert!(d.contains("shard 1 sessions"), "{d}");
-        let mut other = replica(&[1, 2], &[1]);
+        let mut other = replica(2, &[1]);
         other.shards.get_mut(&1).expect("shard 1").next_session_id = Some(Ok(4));
-        let d = difference(&m, &replica(&[1, 2], &[1]), &other).expect("a difference");
+        let d = difference(&m, &replica(2, &[1]), &other).expect("a difference");
         assert!(d.contains("next session id"), "{d}");
+    }
+
+    /// One replica recorded its results as they came (the 65th small result
+    /// got a row of its own, then the oldest was forgotten), the other
+    /// rebuilt the same table from a snapshot (every result in the
+    /// session's row): the rows differ, the tables do not.
+    #[test]
+    fn the_same_sessions_stored_in_other_rows_do_not_differ() {
+        let id = |seq, first_incomplete| WriteId {
+            client_id: 1,
+            seq,
+            first_incomplete,
+        };
+        let mut recorded = Sessions::new();
+        let mut stored = BTreeMap::new();
+        recorded.register(1, 100);
+        for seq in 2..=66 {
+            recorded.record(&id(seq, 1), seq + 10, Response::Put);
+        }
+        persist(&mut recorded, &mut stored);
+        recorded.check(&id(67, 3));
+        persist(&mut recorded, &mut stored);
+        let mut rebuilt = Sessions::from_snapshot(recorded.to_snapshot());
+        let mut fresh = BTreeMap::new();
+        persist(&mut rebuilt, &mut fresh);
+        let (rows_a, rows_b) = (rows_in(stored), rows_in(fresh));
+        assert_ne!(rows_a, rows_b, "the layouts differ");
+
+        let (mut a, mut b) = (replica(0, &[1]), replica(0, &[1]));
+        a.shards.get_mut(&1).expect("shard 1").sessions = rows_a;
+        b.shards.get_mut(&1).expect("shard 1").sessions = rows_b;
+        assert_eq!(difference(&meta(), &a, &b), None);
+        // A table that does differ still does.
+        b.shards.get_mut(&1).expect("shard 1").sessions = rows(1);
+        assert!(difference(&meta(), &a, &b).is_some());
     }
 
     #[test]
     fn only_members_are_compared_and_a_member_must_host_the_shard() {
         let members = [1, 2];
         let mut nodes = BTreeMap::from([
-            (1, replica(&[1], &members)),
-            (2, replica(&[1], &members)),
+            (1, replica(1, &members)),
+            (2, replica(1, &members)),
             // Node 3 left the shard: it hosts nothing and holds no data.
             (
                 3,
