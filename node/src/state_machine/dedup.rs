@@ -245,12 +245,9 @@ impl Sessions {
                         .map
                         .get_mut(&client)
                         .ok_or(LoadError::Orphan { client, seq })?;
+                    session.remove_result(seq);
                     let own_row = true;
-                    if let Some(old) = session.results.insert(seq, Stored { response, own_row }) {
-                        if !old.own_row {
-                            session.inline -= 1;
-                        }
-                    }
+                    session.results.insert(seq, Stored { response, own_row });
                 }
                 None => return Err(LoadError::BadKey(k)),
             }
