@@ -32,6 +32,9 @@ struct State {
     last_leader: BTreeMap<u64, Option<u64>>,
     /// shard -> log index -> the members of the committed membership there.
     memberships: BTreeMap<u64, BTreeMap<u64, BTreeSet<ReplicaId>>>,
+    /// (node, shard) -> the replica's latest Raft metrics, in one line
+    /// (printed when a check fails).
+    latest: BTreeMap<(u64, u64), String>,
     errors: Vec<String>,
 }
 
@@ -67,6 +70,7 @@ impl Observer {
                 let m = rx.borrow_and_update().clone();
                 {
                     let mut s = obs.lock();
+                    s.latest.insert((node_id, shard), summary(&m));
                     if m.state == ServerState::Leader {
                         s.leaders
                             .entry((shard, m.current_term))
@@ -132,6 +136,16 @@ impl Observer {
         out
     }
 
+    /// Each replica's latest Raft metrics, one line per (node, shard), for
+    /// a failure report.
+    pub fn latest_metrics(&self) -> Vec<String> {
+        self.lock()
+            .latest
+            .iter()
+            .map(|((node, shard), m)| format!("node {node} shard {shard}: {m}"))
+            .collect()
+    }
+
     pub fn record_error(&self, e: String) {
         self.lock().errors.push(e);
     }
@@ -182,4 +196,24 @@ impl Observer {
         }
         votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
     }
+}
+
+/// One replica's metrics in a line: state, term, leader, log, applied,
+/// snapshot, purged and membership.
+fn summary(m: &openraft::RaftMetrics<ReplicaId, openraft::BasicNode>) -> String {
+    let index = |l: Option<openraft::LogId<ReplicaId>>| l.map(|l| l.index);
+    format!(
+        "{} {:?} term {} leader {:?} last_log {:?} applied {:?} snapshot {:?} purged {:?} \
+         membership {:?} at {:?}",
+        m.id,
+        m.state,
+        m.current_term,
+        m.current_leader,
+        m.last_log_index,
+        index(m.last_applied),
+        index(m.snapshot),
+        index(m.purged),
+        m.membership_config.membership().get_joint_config(),
+        index(*m.membership_config.log_id()),
+    )
 }

@@ -92,11 +92,6 @@ impl Replica {
             );
             Arc::new(RwLock::new(state))
         });
-        let awaiting = deps
-            .engine
-            .get(&keys::sm_meta(id, SmMeta::AwaitingSnapshot))?;
-        let reincarnated = awaiting.as_deref() == Some(&[1]);
-        let awaiting_snapshot = Arc::new(AtomicBool::new(awaiting.is_some()));
         let sm = StateMachine::open(
             id,
             deps.engine.clone(),
@@ -105,9 +100,17 @@ impl Replica {
             gate.clone(),
             deps.snapshots.clone(),
             pd.clone(),
-        )?
-        .with_split_sink(deps.splits.clone())
-        .with_awaiting_snapshot(awaiting_snapshot.clone());
+        )?;
+        // Read after the open, which finishes an interrupted install: that
+        // install may have been the first snapshot this replica waited for.
+        let awaiting = deps
+            .engine
+            .get(&keys::sm_meta(id, SmMeta::AwaitingSnapshot))?;
+        let reincarnated = awaiting.as_deref() == Some(&[1]);
+        let awaiting_snapshot = Arc::new(AtomicBool::new(awaiting.is_some()));
+        let sm = sm
+            .with_split_sink(deps.splits.clone())
+            .with_awaiting_snapshot(awaiting_snapshot.clone());
         let (mut log, mut sm) = (log, sm);
         cover_applied_by_snapshot(id, &mut log, &mut sm).await?;
         let me = own_id(deps, id, &mut sm).await?;

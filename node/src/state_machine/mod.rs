@@ -171,12 +171,17 @@ impl StateMachine {
                 .map_err(|e| snap_err(Some(&snap_meta), e))?;
             let header = install::replace_shard_data(&engine, shard, &old, source)
                 .map_err(|e| snap_err(Some(&snap_meta), e))?;
+            let new_meta = header.shard.clone();
             let mut batch = WriteBatch::new();
             finish_install(shard, &snap_meta, stored, header, &mut batch)?;
             engine
                 .write(batch)
                 .and_then(|()| engine.checkpoint())
                 .map_err(|e| snap_err(Some(&snap_meta), e))?;
+            // The caller read the descriptor before the install was
+            // finished: the snapshot's replaces it, or the next membership
+            // entry would count its conf_ver on from the old one.
+            *meta.write().unwrap_or_else(|p| p.into_inner()) = new_meta;
         }
         let get = |which| -> Result<Option<Vec<u8>>, StorageError> {
             engine

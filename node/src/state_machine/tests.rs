@@ -174,6 +174,16 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
     let mut sm = open(&engine);
     apply_one(&mut sm, 1, register(10)).await;
     apply_one(&mut sm, 2, put(1, 1, b"from-snapshot")).await;
+    let membership = Entry {
+        log_id: log_id(1, ReplicaId(1), 3),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([ReplicaId(1)])],
+            None,
+        )),
+    };
+    sm.apply([membership]).await.expect("apply membership");
+    let snap_shard = read_meta(&sm.meta);
+    assert_eq!(snap_shard.epoch.conf_ver, 1);
     let mut builder = sm.get_snapshot_builder().await;
     let snap = builder.build_snapshot().await.unwrap();
     let (stored_meta, stored) = sm.current_record().unwrap().unwrap();
@@ -191,6 +201,9 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
     );
     other.write(batch).unwrap();
     let mut reopened = open(&other);
+    // The descriptor it runs with is the snapshot's, not the one it had:
+    // the next membership entry counts conf_ver on from the snapshot's.
+    assert_eq!(read_meta(&reopened.meta), snap_shard);
     assert_eq!(value(&other), Some(b"from-snapshot".to_vec()));
     assert_eq!(other.get(&keys::data(b"stale")).unwrap(), None);
     assert_eq!(
@@ -201,7 +214,7 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_replica_opens() {
     assert_eq!(applied, snap.meta.last_log_id);
     // Its sessions came along: a retry of the applied write is answered.
     assert_eq!(
-        apply_one(&mut reopened, 3, put(1, 1, b"from-snapshot")).await,
+        apply_one(&mut reopened, 4, put(1, 1, b"from-snapshot")).await,
         Response::Put
     );
 }

@@ -203,8 +203,10 @@ pub async fn wait_converged(cluster: &SimCluster, timeout: Duration) -> Result<(
         }
         if start.elapsed() > timeout {
             return Err(format!(
-                "replicas did not converge within {timeout:?}: {}",
-                differing.join("; ")
+                "replicas did not converge within {timeout:?}: {}\n  replicas' latest Raft \
+                 metrics:\n    {}",
+                differing.join("; "),
+                cluster.observer.latest_metrics().join("\n    ")
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
