@@ -355,6 +355,16 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     (start..start + count).collect()
 }
 
+/// Seeds to run for a list of fixed seeds (ones that once failed):
+/// `SIM_SEED=n` for one (how a sweep's child process replays it), else
+/// `list`.
+pub fn fixed_seeds(list: &[u64]) -> Vec<u64> {
+    match std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+        Some(s) => vec![s],
+        None => list.to_vec(),
+    }
+}
+
 /// Runs `scenario` for every seed; prints each failure with the command
 /// that replays it, and a one-line summary. Returns the failing seeds.
 ///

@@ -91,9 +91,11 @@ pub async fn check_every_shard_writable(
             .await;
         if let Err(e) = r {
             return Err(format!(
-                "shard {} [{:?}, ..) took no write within {within:?} after the faults healed (below quorum?): {e}",
+                "shard {} [{:?}, ..) took no write within {within:?} after the faults healed \
+                 (below quorum?): {e}\n  replicas' latest Raft metrics:\n    {}",
                 s.id,
-                String::from_utf8_lossy(&s.start)
+                String::from_utf8_lossy(&s.start),
+                cluster.observer.latest_metrics().join("\n    ")
             ));
         }
     }
