@@ -177,10 +177,27 @@ pub fn pd_state_conflicts() -> Vec<String> {
     PD_STATES.with(|a| a.borrow().conflicts.clone())
 }
 
-/// Forgets every recorded entry and slow disk (a new run).
+thread_local! {
+    /// Shards of which some node created a replica empty, to wait for a
+    /// snapshot (`ShardHost::create`).
+    static CREATED_EMPTY: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that this node created a replica of `shard` empty.
+pub fn record_created_empty(shard: u64) {
+    CREATED_EMPTY.with(|c| c.borrow_mut().push(shard));
+}
+
+/// Shards of which a replica was created empty in this run, in order.
+pub fn created_empty() -> Vec<u64> {
+    CREATED_EMPTY.with(|c| c.borrow().clone())
+}
+
+/// Forgets every recorded entry, empty creation and slow disk (a new run).
 pub fn reset_applied() {
     APPLIED.with(|a| *a.borrow_mut() = AppliedLog::default());
     PD_STATES.with(|a| *a.borrow_mut() = AppliedLog::default());
+    CREATED_EMPTY.with(|c| c.borrow_mut().clear());
     SLOW_DISKS.with(|m| m.borrow_mut().clear());
 }
 

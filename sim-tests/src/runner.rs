@@ -233,6 +233,21 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
             split_attempts
         ));
     }
+    // Without faults and without moves, every replica of a split child is
+    // opened by its own split; none has to be created empty and wait for a
+    // snapshot (`shard::missing_replicas`, the recovery of a replica that
+    // skipped a split).
+    let created_empty = sim_hooks::created_empty();
+    if scenario.schedule == Schedule::Calm
+        && !scenario.moves
+        && scenario.joiners == 0
+        && !created_empty.is_empty()
+    {
+        return Err(format!(
+            "replicas of shards {created_empty:?} were created empty in a calm run without \
+             moves: a split child did not start on every replica of its parent"
+        ));
+    }
     let replicas_moved = cluster.tombstones();
     if scenario.moves && scenario.schedule == Schedule::Calm && replicas_moved == 0 {
         return Err("no replica moved in a calm run with drains".into());

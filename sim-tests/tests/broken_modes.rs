@@ -136,6 +136,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Bug::ChildOnlyOnParentLeader,
             Schedule::Calm,
             &[
+                "were created empty in a calm run",
                 "took no write",
                 "writes did not resume",
                 "the PD is not healthy",

@@ -190,6 +190,10 @@ impl ShardHost {
         }
         self.deps.engine.write(batch)?;
         self.deps.flusher.checkpoint().await?;
+        #[cfg(madsim)]
+        if awaiting_snapshot || reincarnated {
+            crate::sim_hooks::record_created_empty(meta.id);
+        }
         let replica = Arc::new(Replica::open(&self.deps, meta).await?);
         self.insert(replica.clone());
         Ok(replica)
