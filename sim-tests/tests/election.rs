@@ -1,7 +1,8 @@
 //! Liveness of leader election: a freshly bootstrapped cluster, and one
 //! whose nodes all lose power at the same instant, elect a leader within a
-//! few election timeouts — for every seed. (Before the election nudge, ~6 %
-//! of seeds split the vote forever.)
+//! few election timeouts — for every seed. (With openraft's one election
+//! timeout per process, ~6 % of seeds split the vote forever; since the
+//! openraft patch that draws a fresh timeout per election, none do.)
 
 #![cfg(madsim)]
 

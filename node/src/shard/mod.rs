@@ -1,7 +1,6 @@
 //! Shards on a node: [`meta`] (range + epoch), [`replica`] (one shard's
 //! Raft group member with its storage) and [`host`] (all replicas of the
-//! node, by shard id). [`election_nudge`] re-randomises elections that keep
-//! splitting. [`proposer`] batches concurrent writes into one entry;
+//! node, by shard id). [`proposer`] batches concurrent writes into one entry;
 //! [`read_index`] lets concurrent linearizable reads share one ReadIndex
 //! round. [`transfer`] moves a shard's leadership to another voter;
 //! [`split`] splits a shard in two and opens the children of splits;
@@ -12,7 +11,6 @@
 //! stale one. [`hibernation`] lets quiet shards stop their Raft timers;
 //! [`peer_beat`] is the one node-to-node beat that watches over them.
 
-mod election_nudge;
 pub mod hibernation;
 pub mod host;
 pub mod membership;

@@ -132,13 +132,6 @@ impl Replica {
             start_first_snapshot(&raft, id).await;
         }
         let sleep = Arc::new(Sleep::new(deps.book.now_ms()));
-        super::election_nudge::spawn(
-            raft.clone(),
-            sleep.clone(),
-            me,
-            std::time::Duration::from_millis(deps.raft_config.election_timeout_min),
-            std::time::Duration::from_millis(deps.raft_config.election_timeout_max),
-        );
         Ok(Self {
             id,
             me,
