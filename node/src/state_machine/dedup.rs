@@ -564,12 +564,7 @@ mod tests {
     fn persist(s: &mut Sessions, stored: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> WriteBatch {
         let mut batch = WriteBatch::new();
         s.persist_into(1, &mut batch).unwrap();
-        for op in &batch.ops {
-            match op {
-                BatchOp::Put(k, v) => stored.insert(k.clone(), v.clone()),
-                BatchOp::Delete(k) => stored.remove(k),
-            };
-        }
+        batch.clone().apply_to(stored);
         batch
     }
 
@@ -735,14 +730,7 @@ mod tests {
         s.record(&id(2, 1, 1), 5, Response::Put);
         let mut stored = BTreeMap::new();
         let mut apply = |s: &mut Sessions| {
-            let mut batch = WriteBatch::new();
-            s.persist_into(1, &mut batch).unwrap();
-            for op in batch.ops {
-                match op {
-                    BatchOp::Put(k, v) => stored.insert(k, v),
-                    BatchOp::Delete(k) => stored.remove(&k),
-                };
-            }
+            persist(s, &mut stored);
             stored.clone()
         };
         apply(&mut s);

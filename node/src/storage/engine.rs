@@ -48,6 +48,21 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Applies the batch to an in-memory key-value map, in order (the
+    /// simulation's engine, and tests that check what a batch stores).
+    pub fn apply_to(self, map: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+        for op in self.ops {
+            match op {
+                BatchOp::Put(k, v) => {
+                    map.insert(k, v);
+                }
+                BatchOp::Delete(k) => {
+                    map.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 /// A key-value pair as stored.

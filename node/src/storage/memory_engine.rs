@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use super::engine::{BatchOp, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
+use super::engine::{Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
 
 #[derive(Default)]
 struct State {
@@ -20,19 +20,6 @@ struct State {
 #[derive(Default)]
 pub struct MemoryEngine {
     state: Mutex<State>,
-}
-
-fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, batch: WriteBatch) {
-    for op in batch.ops {
-        match op {
-            BatchOp::Put(k, v) => {
-                map.insert(k, v);
-            }
-            BatchOp::Delete(k) => {
-                map.remove(&k);
-            }
-        }
-    }
 }
 
 impl MemoryEngine {
@@ -55,7 +42,7 @@ impl MemoryEngine {
         let unflushed = std::mem::take(&mut s.unflushed);
         let mut durable = s.durable.clone();
         for batch in unflushed.into_iter().take(kept) {
-            apply(&mut durable, batch);
+            batch.apply_to(&mut durable);
         }
         s.durable = durable.clone();
         s.current = durable;
@@ -126,7 +113,7 @@ impl Engine for MemoryEngine {
 
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
         let mut s = self.lock();
-        apply(&mut s.current, batch.clone());
+        batch.clone().apply_to(&mut s.current);
         s.unflushed.push(batch);
         Ok(())
     }
@@ -135,7 +122,7 @@ impl Engine for MemoryEngine {
         let mut s = self.lock();
         let pending = std::mem::take(&mut s.unflushed);
         for b in pending {
-            apply(&mut s.durable, b);
+            b.apply_to(&mut s.durable);
         }
         Ok(())
     }

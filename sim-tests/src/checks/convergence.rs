@@ -219,7 +219,7 @@ mod tests {
     use crate::cluster::Members;
     use atoll_node::command::{Response, WriteId};
     use atoll_node::shard::Epoch;
-    use atoll_node::storage::engine::{BatchOp, WriteBatch};
+    use atoll_node::storage::engine::WriteBatch;
     use atoll_node::storage::keys;
 
     fn meta() -> ShardMeta {
@@ -235,12 +235,7 @@ mod tests {
     fn persist(table: &mut Sessions, stored: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
         let mut batch = WriteBatch::new();
         table.persist_into(1, &mut batch).expect("encodes");
-        for op in batch.ops {
-            match op {
-                BatchOp::Put(k, v) => stored.insert(k, v),
-                BatchOp::Delete(k) => stored.remove(&k),
-            };
-        }
+        batch.apply_to(stored);
     }
 
     /// The session rows in `stored` (the id counter is compared apart).
