@@ -6,14 +6,11 @@
 //! peer node's beat for sleeping shards ([`crate::shard::peer_beat`]); any
 //! other message of a shard but a bare heartbeat wakes its replica here.
 //!
-//! A replica created empty to join a running shard takes no log entry
+//! A replica created empty to join a running shard refuses log entries
 //! until its first snapshot (`Replica::awaiting_snapshot`): replaying the
 //! shard's history from its first entry would re-run old splits and write
-//! keys of ranges other shards on this node own now. Entries after a
-//! `prev_log_id` are answered as a bare probe, which conflicts and so moves
-//! the leader's search down to its purged log and its snapshot. Entries
-//! from the very first index are refused; the leader answers the refusal
-//! with a new snapshot and a purge of the log it covers
+//! keys of ranges other shards on this node own now. The leader answers the
+//! refusal with a new snapshot and a purge of the log it covers
 //! (`shard::snapshot_refresh`), so its next attempt is a snapshot.
 //!
 //! A message names the replica it is for (`target_replica`); a node whose
@@ -95,27 +92,17 @@ impl RaftApi for RaftService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let (replica, mut req): (_, AppendEntriesRequest<TypeConfig>) = self.open(&msg).await?;
+        let (replica, req): (_, AppendEntriesRequest<TypeConfig>) = self.open(&msg).await?;
         #[cfg(all(madsim, feature = "sim-bugs"))]
         let broken = crate::sim_hooks::bug(crate::sim_hooks::Bug::JoinWithoutSnapshot);
         #[cfg(not(all(madsim, feature = "sim-bugs")))]
         let broken = false;
         if replica.awaiting_snapshot() && !req.entries.is_empty() && !broken {
-            if req.prev_log_id.is_none() {
-                return Err(Status::aborted(format!(
-                    "shard {}: this replica joined empty and takes no log entry before its \
-                     first snapshot; the leader sends one",
-                    msg.shard_id
-                )));
-            }
-            // Answered as a probe: this replica's empty log conflicts at
-            // `prev_log_id`, which moves the leader's search for the
-            // matching point down to its purged log, where it sends its
-            // snapshot. An error would teach the leader nothing: with its
-            // newest snapshot already as new as what it has applied (a
-            // shard whose commit waits for this very replica), it would
-            // send the same entries for ever.
-            req.entries.clear();
+            return Err(Status::aborted(format!(
+                "shard {}: this replica joined empty and takes no log entry before its first \
+                 snapshot; the leader sends one",
+                msg.shard_id
+            )));
         }
         let carries_entries = !req.entries.is_empty();
         let result = replica.raft.append_entries(req).await;
