@@ -146,6 +146,14 @@ impl Observer {
             .collect()
     }
 
+    /// [`Observer::latest_metrics`] as a block for a failure message.
+    pub fn metrics_report(&self) -> String {
+        format!(
+            "\n  replicas' latest Raft metrics:\n    {}",
+            self.latest_metrics().join("\n    ")
+        )
+    }
+
     pub fn record_error(&self, e: String) {
         self.lock().errors.push(e);
     }

@@ -361,20 +361,23 @@ const SIM_THREAD_STACK: usize = 64 << 20;
 /// Seeds to run: `SIM_SEED=n` for one, else `SIM_SEED_START` (default 1)
 /// and `SIM_SEEDS` (default `default_count`).
 pub fn seeds(default_count: u64) -> Vec<u64> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    if let Some(s) = var("SIM_SEED") {
+    if let Some(s) = env_u64("SIM_SEED") {
         return vec![s];
     }
-    let start = var("SIM_SEED_START").unwrap_or(1);
-    let count = var("SIM_SEEDS").unwrap_or(default_count);
+    let start = env_u64("SIM_SEED_START").unwrap_or(1);
+    let count = env_u64("SIM_SEEDS").unwrap_or(default_count);
     (start..start + count).collect()
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// Seeds to run for a list of fixed seeds (ones that once failed):
 /// `SIM_SEED=n` for one (how a sweep's child process replays it), else
 /// `list`.
 pub fn fixed_seeds(list: &[u64]) -> Vec<u64> {
-    match std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+    match env_u64("SIM_SEED") {
         Some(s) => vec![s],
         None => list.to_vec(),
     }

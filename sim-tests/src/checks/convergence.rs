@@ -203,10 +203,9 @@ pub async fn wait_converged(cluster: &SimCluster, timeout: Duration) -> Result<(
         }
         if start.elapsed() > timeout {
             return Err(format!(
-                "replicas did not converge within {timeout:?}: {}\n  replicas' latest Raft \
-                 metrics:\n    {}",
+                "replicas did not converge within {timeout:?}: {}{}",
                 differing.join("; "),
-                cluster.observer.latest_metrics().join("\n    ")
+                cluster.observer.metrics_report()
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

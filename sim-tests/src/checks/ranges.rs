@@ -92,10 +92,10 @@ pub async fn check_every_shard_writable(
         if let Err(e) = r {
             return Err(format!(
                 "shard {} [{:?}, ..) took no write within {within:?} after the faults healed \
-                 (below quorum?): {e}\n  replicas' latest Raft metrics:\n    {}",
+                 (below quorum?): {e}{}",
                 s.id,
                 String::from_utf8_lossy(&s.start),
-                cluster.observer.latest_metrics().join("\n    ")
+                cluster.observer.metrics_report()
             ));
         }
     }
