@@ -65,13 +65,16 @@ fn moves_and_splits_amid_mixed_faults() {
 
 /// Seeds that once failed, run in every sweep: 42085 (a replica that
 /// finished an interrupted snapshot install at restart kept its old
-/// descriptor, so its conf_ver fell one behind the other replicas').
+/// descriptor, so its conf_ver fell one behind the other replicas'); 42051
+/// (a split child's commit waited for replicas created empty, which never got
+/// its snapshot); 44036 (the first fix of 42051 let such a replica's Raft
+/// acknowledge entries it never stored).
 #[test]
 fn moves_and_splits_amid_mixed_faults_seeds_that_failed() {
     moves_under_seeds(
         "moves_and_splits_amid_mixed_faults_seeds_that_failed",
         Schedule::Mixed,
         true,
-        &fixed_seeds(&[42085]),
+        &fixed_seeds(&[42085, 42051, 44036]),
     );
 }

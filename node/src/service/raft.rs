@@ -9,9 +9,11 @@
 //! A replica created empty to join a running shard refuses log entries
 //! until its first snapshot (`Replica::awaiting_snapshot`): replaying the
 //! shard's history from its first entry would re-run old splits and write
-//! keys of ranges other shards on this node own now. The leader answers the
-//! refusal with a new snapshot and a purge of the log it covers
-//! (`shard::snapshot_refresh`), so its next attempt is a snapshot.
+//! keys of ranges other shards on this node own now. It answers them with a
+//! conflict, which moves the leader's search down to its purge point and so
+//! to a snapshot, or, when there is nothing to conflict on, refuses them; the
+//! leader answers that refusal with a new snapshot and a purge of the log it
+//! covers (`shard::snapshot_refresh`). See [`AwaitingAnswer`].
 //!
 //! A message names the replica it is for (`target_replica`); a node whose
 //! replica of the shard is another incarnation refuses it as not hosted.
@@ -27,7 +29,10 @@ use std::sync::Arc;
 use atoll_proto as pb;
 use atoll_proto::raft_server::Raft as RaftApi;
 use atoll_proto::{RaftMessage, TimeoutNowRequest, TimeoutNowResponse};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::error::RaftError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -75,6 +80,38 @@ impl RaftService {
     }
 }
 
+/// How a replica awaiting its first snapshot answers log entries.
+#[derive(Debug, PartialEq, Eq)]
+enum AwaitingAnswer {
+    /// "I do not hold `prev_log_id`", answered here, never by the replica's
+    /// Raft. The leader's search for the last entry both hold moves down,
+    /// and once it passes the leader's purge point openraft sends the
+    /// snapshot. A refusal alone taught openraft nothing: a split child's
+    /// leader that had applied nothing past its initial snapshot had no newer
+    /// one to build, so it resent the same entries for ever and, when its
+    /// commit needed the empty replica, took no write (`moves` `mixed` seed
+    /// 42051). Raft itself must not answer: when `prev_log_id` matched what
+    /// the empty replica holds (a split child's index 0), it answered
+    /// success, and the leader took entries the replica never stored as held
+    /// (seed 44036). The leader cannot have counted anything on this replica
+    /// yet (no request with entries ever reached its Raft, and heartbeats
+    /// only repeat what the leader already counts), so a conflict never moves
+    /// its count backwards.
+    Conflict,
+    /// `prev_log_id` is none, so there is nothing to conflict on (openraft
+    /// takes a conflict at none as a bug): refused, and the leader builds a
+    /// newer snapshot and purges the log it covers (`shard::snapshot_refresh`),
+    /// so its next attempt is a snapshot.
+    Refuse,
+}
+
+fn awaiting_answer(req: &AppendEntriesRequest<TypeConfig>) -> AwaitingAnswer {
+    match req.prev_log_id {
+        Some(_) => AwaitingAnswer::Conflict,
+        None => AwaitingAnswer::Refuse,
+    }
+}
+
 fn reply<T: Serialize>(shard_id: u64, result: &T) -> Result<Response<RaftMessage>, Status> {
     let payload =
         codec::encode("raft response", result).map_err(|e| Status::internal(e.to_string()))?;
@@ -98,11 +135,18 @@ impl RaftApi for RaftService {
         #[cfg(not(all(madsim, feature = "sim-bugs")))]
         let broken = false;
         if replica.awaiting_snapshot() && !req.entries.is_empty() && !broken {
-            return Err(Status::aborted(format!(
-                "shard {}: this replica joined empty and takes no log entry before its first \
-                 snapshot; the leader sends one",
-                msg.shard_id
-            )));
+            return match awaiting_answer(&req) {
+                AwaitingAnswer::Conflict => {
+                    let conflict: Result<AppendEntriesResponse<ReplicaId>, RaftError<ReplicaId>> =
+                        Ok(AppendEntriesResponse::Conflict);
+                    reply(msg.shard_id, &conflict)
+                }
+                AwaitingAnswer::Refuse => Err(Status::aborted(format!(
+                    "shard {}: this replica joined empty and takes no log entry before its \
+                     first snapshot; the leader sends one",
+                    msg.shard_id
+                ))),
+            };
         }
         let carries_entries = !req.entries.is_empty();
         let result = replica.raft.append_entries(req).await;
@@ -210,4 +254,52 @@ fn stale_snapshot(ctx: &NodeCtx, req: &InstallSnapshotRequest<TypeConfig>) -> Op
         req.meta.last_log_id.map(|l| l.index),
         other.id
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+
+    fn entries_after(prev: Option<u64>) -> AppendEntriesRequest<TypeConfig> {
+        let log_id = |index| LogId::new(CommittedLeaderId::new(1, ReplicaId(1)), index);
+        let next = prev.map_or(0, |p| p + 1);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, ReplicaId(1)),
+            prev_log_id: prev.map(log_id),
+            leader_commit: None,
+            entries: vec![openraft::Entry {
+                log_id: log_id(next),
+                payload: EntryPayload::Blank,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_empty_replica_answers_entries_with_a_conflict_when_it_can() {
+        // A split child's index 0: the empty replica may hold the same log
+        // id, and must still not take entries after it.
+        assert_eq!(
+            awaiting_answer(&entries_after(Some(0))),
+            AwaitingAnswer::Conflict
+        );
+        assert_eq!(
+            awaiting_answer(&entries_after(Some(6))),
+            AwaitingAnswer::Conflict
+        );
+        assert_eq!(
+            awaiting_answer(&entries_after(None)),
+            AwaitingAnswer::Refuse
+        );
+    }
+
+    #[test]
+    fn the_conflict_answer_decodes_as_openraft_s_own() {
+        let answer: Result<AppendEntriesResponse<ReplicaId>, RaftError<ReplicaId>> =
+            Ok(AppendEntriesResponse::Conflict);
+        let bytes = codec::encode("raft response", &answer).expect("encode");
+        let back: Result<AppendEntriesResponse<ReplicaId>, RaftError<ReplicaId>> =
+            codec::decode("raft response", &bytes).expect("decode");
+        assert!(matches!(back, Ok(AppendEntriesResponse::Conflict)));
+    }
 }
