@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 
+use crate::multiplex::AttemptMeta;
+
 /// How long one attempt waits for its reply, and what the server is told
 /// with it: the deadline, and the replica the previous attempt could not
 /// reach ([`atoll_proto::UNREACHABLE_METADATA`]), if any.
@@ -37,15 +39,25 @@ impl Budget {
         self.0
     }
 
-    /// `message` as a request whose gRPC deadline is this budget.
+    /// `message` as a request whose gRPC deadline is this budget. The same
+    /// facts ride along as [`AttemptMeta`], for an operation sent on the
+    /// node's stream instead ([`crate::multiplex`]).
     pub(crate) fn request<T>(self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.0);
-        if let Some(value) = self.1.and_then(|a| MetadataValue::try_from(&*a).ok()) {
+        if let Some(value) = self
+            .1
+            .as_deref()
+            .and_then(|a| MetadataValue::try_from(a).ok())
+        {
             request
                 .metadata_mut()
                 .insert(atoll_proto::UNREACHABLE_METADATA, value);
         }
+        request.extensions_mut().insert(AttemptMeta {
+            timeout: Some(self.0),
+            unreachable: self.1,
+        });
         request
     }
 }

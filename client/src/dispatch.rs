@@ -13,14 +13,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use atoll_proto::kv_client::KvClient;
 use atoll_proto::RequestHeader;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
 use crate::deadline::Budget;
 use crate::error::Error;
+use crate::multiplex::KvConn;
 use crate::pool::Pool;
 use crate::retry::{decide, may_have_applied, Action, Failure};
 use crate::route_cache::Route;
@@ -36,7 +35,7 @@ const MAX_IMMEDIATE_RETRIES: u32 = 4;
 /// deadline.
 pub(crate) struct Target {
     pub(crate) header: RequestHeader,
-    pub(crate) kv: KvClient<Channel>,
+    pub(crate) kv: KvConn,
     pub(crate) budget: Budget,
 }
 

@@ -19,6 +19,8 @@
 //! - [`session`]: write sessions (one per shard, opened on the first write
 //!   with `Kv/OpenSession`) and their `(client_id, seq)` write ids.
 //! - `pool`: one gRPC channel per node address.
+//! - `multiplex`: gets, puts, deletes and CASes to a node travel on one
+//!   `Kv.Multiplex` stream, many in flight, matched to replies by id.
 //! - `scan`: the pure paging rules of a multi-shard scan.
 //! - [`admin`]: operator calls (init, membership, compaction, status, and
 //!   the placement driver's view: [`admin::cluster_state`]).
@@ -87,6 +89,7 @@ mod deadline;
 mod dispatch;
 pub mod error;
 pub mod limits;
+mod multiplex;
 pub mod pd_view;
 mod pool;
 pub mod retry;

@@ -1,22 +1,34 @@
 //! One gRPC channel per node address, created lazily and reused by every
-//! request (a channel multiplexes concurrent RPCs over one connection).
+//! request (a channel multiplexes concurrent RPCs over one connection), and
+//! the node's KV stream task on it ([`crate::multiplex`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use atoll_proto::admin_client::AdminClient;
-use atoll_proto::kv_client::KvClient;
 use atoll_proto::pd_client::PdClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
+use crate::multiplex::{KvConn, Mux};
 
-/// Cached channels by address.
-#[derive(Debug)]
+/// The HTTP/2 flow-control window of each stream and connection, in bytes
+/// (what the node's server uses).
+const WINDOW_BYTES: u32 = 16 << 20;
+
+/// Cached channels and stream tasks by address.
 pub(crate) struct Pool {
     connect_timeout: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, (Channel, Mux)>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pool {
@@ -27,36 +39,34 @@ impl Pool {
         }
     }
 
-    /// The channel to `addr`, created on first use. Must run inside the
-    /// runtime (the channel's worker is spawned there).
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    /// The KV connection to `addr` (its stream and unary calls), created on
+    /// first use. Must run inside the runtime (the channel's worker and the
+    /// stream task are spawned there).
+    pub(crate) fn kv(&self, addr: &str) -> Result<KvConn, Error> {
+        let (channel, mux) = self.entry(addr)?;
+        Ok(KvConn::new(channel, mux))
+    }
+
+    fn entry(&self, addr: &str) -> Result<(Channel, Mux), Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+        if let Some(entry) = channels.get(addr) {
+            return Ok(entry.clone());
         }
         let channel = lazy_channel(addr, self.connect_timeout)?;
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// A Kv client on the channel to `addr`.
-    pub(crate) fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
-        Ok(kv_client(self.channel(addr)?))
+        let entry = (channel.clone(), Mux::spawn(channel));
+        channels.insert(addr.to_string(), entry.clone());
+        Ok(entry)
     }
 }
 
-/// A Kv client that accepts replies of any size: a scan page may hold up to
-/// 1000 values of up to 1 MiB each, beyond tonic's 4 MiB default.
-pub(crate) fn kv_client(channel: Channel) -> KvClient<Channel> {
-    KvClient::new(channel).max_decoding_message_size(usize::MAX)
-}
-
-/// An Admin client with the same reply-size policy as [`kv_client`].
+/// An Admin client with the same reply-size policy as
+/// [`crate::multiplex::unary`].
 pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
     AdminClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
-/// A Pd client with the same reply-size policy as [`kv_client`]: the
+/// A Pd client with the same reply-size policy as
+/// [`crate::multiplex::unary`]: the
 /// cluster state of a large cluster lists many shards.
 pub(crate) fn pd_client(channel: Channel) -> PdClient<Channel> {
     PdClient::new(channel).max_decoding_message_size(usize::MAX)
@@ -67,7 +77,14 @@ pub(crate) fn pd_client(channel: Channel) -> PdClient<Channel> {
 pub(crate) fn lazy_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, Error> {
     let endpoint = Endpoint::from_shared(uri(addr))
         .map_err(|e| Error::InvalidArgument(format!("bad endpoint {addr:?}: {e}")))?;
-    let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+    // Large HTTP/2 windows: every get, put, delete and CAS to a node shares
+    // one stream (crate::multiplex), so a large reply must not stall the
+    // small ones behind it on flow control.
+    let endpoint = endpoint
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(WINDOW_BYTES)
+        .initial_connection_window_size(WINDOW_BYTES);
     Ok(atoll_proto::connect_lazy(endpoint))
 }
 

@@ -100,6 +100,43 @@ async fn every_kv_request_carries_its_attempt_deadline() {
 }
 
 #[tokio::test]
+async fn point_operations_to_a_node_share_one_stream() {
+    let world = fake_cluster::start().await;
+    let client = client(&world).await;
+    for i in 0..5 {
+        client.put(format!("k{i}"), "v").await.expect("put");
+    }
+    client.get("k1").await.expect("get");
+    client.cas("k1", Some(b"v"), Some(b"w")).await.expect("cas");
+    client.delete("k2").await.expect("delete");
+    assert_eq!(requests(&world, "put"), vec![1; 5]);
+    assert_eq!(requests(&world, "get"), vec![1]);
+    assert_eq!(requests(&world, "cas"), vec![1]);
+    assert_eq!(requests(&world, "delete"), vec![1]);
+    assert_eq!(requests(&world, "multiplex"), vec![1]);
+    // A large value goes as a unary call, on its own.
+    let big = vec![7u8; 100 * 1024];
+    client.put("big", big.clone()).await.expect("put big");
+    assert_eq!(client.get("big").await.expect("get big"), Some(big));
+    assert_eq!(requests(&world, "multiplex"), vec![1]);
+}
+
+#[tokio::test]
+async fn a_node_without_the_stream_is_sent_unary_calls() {
+    let world = fake_cluster::start().await;
+    lock(&world).no_multiplex = true;
+    let client = client(&world).await;
+    client.put("k", "v").await.expect("put");
+    assert_eq!(client.get("k").await.expect("get"), Some(b"v".to_vec()));
+    client.delete("k").await.expect("delete");
+    assert_eq!(client.get("k").await.expect("get"), None);
+    // Asked once, then never again.
+    assert_eq!(requests(&world, "multiplex"), vec![1]);
+    assert_eq!(requests(&world, "put"), vec![1]);
+    assert_eq!(requests(&world, "get"), vec![1, 1]);
+}
+
+#[tokio::test]
 async fn follows_the_leader_after_a_leader_change() {
     let world = fake_cluster::start().await;
     let client = client(&world).await;

@@ -46,9 +46,13 @@ pub struct World {
     /// clients had opened enough sessions before the retry arrived.
     pub expire_with_lost_reply: bool,
     pub page_cap: usize,
+    /// The nodes answer `Kv.Multiplex` with `Unimplemented` (an older
+    /// version): every operation must come as a unary call.
+    pub no_multiplex: bool,
     /// Every request that reached a node: (node id, method).
     pub log: Vec<(u64, &'static str)>,
-    /// The `grpc-timeout` header of every Kv request, in arrival order.
+    /// The `grpc-timeout` header of every Kv request (an operation sent on a
+    /// `Multiplex` stream counts as one), in arrival order.
     pub kv_deadlines: Vec<Option<String>>,
     /// (node, shard): the node does not host the shard (`ShardNotFound`).
     pub not_hosted: BTreeSet<(u64, u64)>,
@@ -227,13 +231,107 @@ impl Node {
         world.log.push((self.id, method));
         Ok(world)
     }
+
+    /// [`Self::enter`] for a Kv request, after noting its deadline.
+    fn enter_kv<T>(
+        &self,
+        method: &'static str,
+        req: &Request<T>,
+    ) -> Result<MutexGuard<'_, World>, Status> {
+        let deadline = req.metadata().get("grpc-timeout");
+        let deadline = deadline.and_then(|v| v.to_str().ok()).map(str::to_string);
+        lock(&self.world).kv_deadlines.push(deadline);
+        self.enter(method)
+    }
+
+    /// One operation of a `Multiplex` stream, through the unary handler of
+    /// its kind, as a node runs it.
+    async fn streamed(&self, op: StreamedRequest) -> StreamedReply {
+        use streamed_reply::Reply as R;
+        use streamed_request::Op;
+        fn request<T>(message: T, timeout_us: u64) -> Request<T> {
+            let mut request = Request::new(message);
+            if timeout_us > 0 {
+                request.set_timeout(std::time::Duration::from_micros(timeout_us));
+            }
+            request
+        }
+        let t = op.timeout_us;
+        let reply = match op.op {
+            Some(Op::Get(r)) => self
+                .get(request(r, t))
+                .await
+                .map(|r| R::Get(r.into_inner())),
+            Some(Op::Put(r)) => self
+                .put(request(r, t))
+                .await
+                .map(|r| R::Put(r.into_inner())),
+            Some(Op::Delete(r)) => self
+                .delete(request(r, t))
+                .await
+                .map(|r| R::Delete(r.into_inner())),
+            Some(Op::Cas(r)) => self
+                .cas(request(r, t))
+                .await
+                .map(|r| R::Cas(r.into_inner())),
+            None => Err(Status::invalid_argument("no op")),
+        };
+        StreamedReply {
+            id: op.id,
+            reply: Some(reply.unwrap_or_else(|s| {
+                R::Status(StreamedStatus {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                })
+            })),
+        }
+    }
 }
+
+type Replies =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<StreamedReplies, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Kv for Node {
+    type MultiplexStream = Replies;
+
+    /// Runs each operation as its unary call, concurrently, like a node; or
+    /// answers `Unimplemented` when the world says so (a node of an older
+    /// version).
+    async fn multiplex(
+        &self,
+        req: Request<tonic::Streaming<StreamedRequests>>,
+    ) -> Result<Response<Replies>, Status> {
+        use futures::StreamExt;
+        {
+            let mut world = lock(&self.world);
+            world.log.push((self.id, "multiplex"));
+            if world.no_multiplex {
+                return Err(Status::unimplemented("fake: no Kv.Multiplex"));
+            }
+        }
+        let mut inbound = req.into_inner();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                for op in batch.ops {
+                    let (node, tx) = (node.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.unbounded_send(node.streamed(op).await);
+                    });
+                }
+            }
+        });
+        let replies = rx
+            .ready_chunks(64)
+            .map(|replies| Ok(StreamedReplies { replies }));
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let world = self.enter_kv("get", &req)?;
         let req = req.into_inner();
-        let world = self.enter("get")?;
         let leader_only = req.consistency == ReadConsistency::Linearizable as i32;
         let reply = match world.check(self.id, req.header, &[&req.key], leader_only) {
             Err(e) => GetResponse {
@@ -250,8 +348,8 @@ impl Kv for Node {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let mut world = self.enter_kv("put", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("put")?;
         if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(PutResponse { error: Some(e) }));
         }
@@ -266,8 +364,8 @@ impl Kv for Node {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let mut world = self.enter_kv("delete", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("delete")?;
         if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(DeleteResponse {
                 error: Some(e),
@@ -285,8 +383,8 @@ impl Kv for Node {
     }
 
     async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
+        let mut world = self.enter_kv("cas", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("cas")?;
         if let Err(e) = world.check_write(self.id, req.header, &[&req.key], &req.write_id) {
             return Ok(Response::new(CasResponse {
                 error: Some(e),
@@ -315,8 +413,8 @@ impl Kv for Node {
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let world = self.enter_kv("scan", &req)?;
         let req = req.into_inner();
-        let world = self.enter("scan")?;
         let shard = match world.check(self.id, req.header, &[&req.start], true) {
             Err(e) => {
                 return Ok(Response::new(ScanResponse {
@@ -355,8 +453,8 @@ impl Kv for Node {
     }
 
     async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+        let mut world = self.enter_kv("batch", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("batch")?;
         let keys: Vec<&[u8]> = req.mutations.iter().map(|m| m.key.as_slice()).collect();
         if let Err(e) = world.check_write(self.id, req.header, &keys, &req.write_id) {
             return Ok(Response::new(BatchResponse { error: Some(e) }));
@@ -374,8 +472,8 @@ impl Kv for Node {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let mut world = self.enter_kv("txn", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("txn")?;
         let compared = req.compares.iter().map(|c| c.key.as_slice());
         let keys: Vec<&[u8]> = compared
             .chain(
@@ -415,7 +513,7 @@ impl Kv for Node {
         &self,
         req: Request<OpenSessionRequest>,
     ) -> Result<Response<OpenSessionResponse>, Status> {
-        let mut world = self.enter("open_session")?;
+        let mut world = self.enter_kv("open_session", &req)?;
         let reply = match world.check(self.id, req.into_inner().header, &[], true) {
             Err(e) => OpenSessionResponse {
                 error: Some(e),
@@ -429,8 +527,11 @@ impl Kv for Node {
         Ok(Response::new(reply))
     }
 
-    async fn shards(&self, _: Request<ShardsRequest>) -> Result<Response<ShardsResponse>, Status> {
-        let world = self.enter("shards")?;
+    async fn shards(
+        &self,
+        req: Request<ShardsRequest>,
+    ) -> Result<Response<ShardsResponse>, Status> {
+        let world = self.enter_kv("shards", &req)?;
         Ok(Response::new(ShardsResponse {
             shards: world.described(),
         }))
@@ -479,8 +580,8 @@ impl Admin for Node {
         &self,
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let mut world = self.enter_kv("transfer_leader", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("transfer_leader")?;
         let header = Some(RequestHeader {
             shard_id: req.shard_id,
             epoch: None,
@@ -567,8 +668,8 @@ impl Admin for Node {
         &self,
         req: Request<SplitShardRequest>,
     ) -> Result<Response<SplitShardResponse>, Status> {
+        let mut world = self.enter_kv("split_shard", &req)?;
         let req = req.into_inner();
-        let mut world = self.enter("split_shard")?;
         let refuse = |error| {
             Ok(Response::new(SplitShardResponse {
                 error: Some(error),
@@ -676,13 +777,7 @@ pub async fn start() -> Shared {
             id: i as u64 + 1,
             world: world.clone(),
         };
-        let seen = world.clone();
-        let kv = KvServer::with_interceptor(node.clone(), move |req: Request<()>| {
-            let deadline = req.metadata().get("grpc-timeout");
-            let deadline = deadline.and_then(|v| v.to_str().ok()).map(str::to_string);
-            lock(&seen).kv_deadlines.push(deadline);
-            Ok(req)
-        });
+        let kv = KvServer::new(node.clone());
         let server = tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(AdminServer::new(node))

@@ -5,7 +5,9 @@
 //! `raft.write_timeout_ms`, or the caller's gRPC deadline if that is sooner.
 //! `OpenSession` proposes a session registration the same way; a write of
 //! an unknown session comes back as `SessionExpired`. `Txn` is a write like
-//! the others (its wire form is converted in [`super::txn`]).
+//! the others (its wire form is converted in [`super::txn`]). `Multiplex`
+//! runs gets, puts, deletes and CASes sent on one stream through the same
+//! handlers ([`super::multiplex`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use crate::raft::type_config::ReplicaId;
 use crate::shard::Replica;
 use crate::storage::keys;
 
+#[derive(Clone)]
 pub struct KvService {
     ctx: Arc<NodeCtx>,
 }
@@ -554,6 +557,18 @@ impl Kv for KvService {
                 },
             },
         ))
+    }
+
+    type MultiplexStream = super::multiplex::Replies;
+
+    async fn multiplex(
+        &self,
+        request: Request<tonic::Streaming<pb::StreamedRequests>>,
+    ) -> Reply<Self::MultiplexStream> {
+        Ok(GrpcResponse::new(super::multiplex::serve(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Reply<pb::ShardsResponse> {

@@ -3,11 +3,13 @@
 //! (the placement driver, forwarded to its leader).
 //! [`scan_page`] reads one bounded scan page; [`txn`] converts a txn to
 //! and from the wire; [`validate`] checks input;
-//! [`deadline`] bounds a KV request's wait for Raft by the caller's deadline.
+//! [`deadline`] bounds a KV request's wait for Raft by the caller's deadline;
+//! [`multiplex`] serves one client's KV operations on one stream.
 
 pub mod admin;
 pub mod deadline;
 pub mod kv;
+pub mod multiplex;
 pub mod pd;
 pub mod raft;
 pub mod scan_page;

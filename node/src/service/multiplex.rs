@@ -1,0 +1,150 @@
+//! `Kv.Multiplex`: one client's gets, puts, deletes and CASes on one HTTP/2
+//! stream, many in flight, answered by id.
+//!
+//! Each operation runs exactly as its unary call would ([`KvService`]'s own
+//! handler, given a request whose metadata carries the operation's timeout
+//! and unreachable replica), in a task of its own, so a slow write does not
+//! hold back a read behind it. Replies go out in the order they finish; all
+//! the replies ready when the stream is written leave in one message.
+//!
+//! At most [`IN_FLIGHT`] operations of one stream run at a time: the reader
+//! waits for one to finish before it takes more, so a client that sends
+//! faster than the node answers is held back by HTTP/2 flow control, as a
+//! unary caller is by the connection's stream limit.
+//!
+//! Why a stream at all: a unary call costs the node a new HTTP/2 stream, two
+//! header blocks and a trailer; at 64 writing clients the client-facing
+//! HTTP/2 server was a third of the leader's CPU (docs/benchmarks.md), and
+//! the same again on the client side. docs/decisions/0028-multiplexed-kv-stream.md.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_proto as pb;
+use atoll_proto::kv_server::Kv;
+use atoll_proto::streamed_reply::Reply as R;
+use atoll_proto::streamed_request::Op;
+use futures::channel::mpsc;
+use futures::{Stream, StreamExt};
+use tokio::sync::Semaphore;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Status};
+
+use super::kv::KvService;
+
+/// Operations of one stream that may run at once.
+pub const IN_FLIGHT: usize = 1024;
+
+/// Replies gathered into one message at most.
+const REPLIES_PER_MESSAGE: usize = 256;
+
+/// The reply stream of one `Multiplex` call.
+pub type Replies = Pin<Box<dyn Stream<Item = Result<pb::StreamedReplies, Status>> + Send>>;
+
+/// Starts serving `inbound`; the returned stream ends once the client has
+/// closed its side and every operation has been answered.
+pub fn serve(kv: KvService, mut inbound: tonic::Streaming<pb::StreamedRequests>) -> Replies {
+    let (tx, rx) = mpsc::unbounded::<pb::StreamedReply>();
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        loop {
+            let batch = match inbound.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!("a multiplexed KV stream ended: {status}");
+                    return;
+                }
+            };
+            for op in batch.ops {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (kv, tx) = (kv.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = run(&kv, op).await;
+                    drop(slot);
+                    // The client may be gone; its replies go nowhere.
+                    let _ = tx.unbounded_send(reply);
+                });
+            }
+        }
+    });
+    Box::pin(
+        rx.ready_chunks(REPLIES_PER_MESSAGE)
+            .map(|replies| Ok(pb::StreamedReplies { replies })),
+    )
+}
+
+/// One operation, through the unary handler of its kind.
+async fn run(kv: &KvService, op: pb::StreamedRequest) -> pb::StreamedReply {
+    let meta = (op.timeout_us, op.unreachable);
+    let reply = match op.op {
+        Some(Op::Get(r)) => kv
+            .get(request(r, &meta))
+            .await
+            .map(|r| R::Get(r.into_inner())),
+        Some(Op::Put(r)) => kv
+            .put(request(r, &meta))
+            .await
+            .map(|r| R::Put(r.into_inner())),
+        Some(Op::Delete(r)) => kv
+            .delete(request(r, &meta))
+            .await
+            .map(|r| R::Delete(r.into_inner())),
+        Some(Op::Cas(r)) => kv
+            .cas(request(r, &meta))
+            .await
+            .map(|r| R::Cas(r.into_inner())),
+        None => Err(Status::invalid_argument(
+            "a streamed KV request names no operation (get, put, delete or cas)",
+        )),
+    };
+    pb::StreamedReply {
+        id: op.id,
+        reply: Some(reply.unwrap_or_else(|s| {
+            R::Status(pb::StreamedStatus {
+                code: s.code() as i32,
+                message: s.message().to_string(),
+            })
+        })),
+    }
+}
+
+/// `message` as the unary request it stands for: the operation's timeout as
+/// its gRPC deadline, its unreachable replica as metadata.
+fn request<T>(message: T, (timeout_us, unreachable): &(u64, String)) -> Request<T> {
+    let mut request = Request::new(message);
+    if *timeout_us > 0 {
+        request.set_timeout(Duration::from_micros(*timeout_us));
+    }
+    if !unreachable.is_empty() {
+        if let Ok(value) = MetadataValue::try_from(unreachable.as_str()) {
+            request
+                .metadata_mut()
+                .insert(atoll_proto::UNREACHABLE_METADATA, value);
+        }
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::deadline::Deadline;
+
+    #[test]
+    fn a_streamed_operation_carries_its_timeout_and_unreachable_replica_as_metadata() {
+        let own = Duration::from_secs(5);
+        let r = request((), &(700_000, "10.0.0.1:7101".to_string()));
+        let d = Deadline::of(r.metadata(), own);
+        assert!(d.left() <= Duration::from_millis(700), "{:?}", d.left());
+        assert!(d.left() > Duration::from_millis(600), "{:?}", d.left());
+        assert!(d.found_unreachable("10.0.0.1:7101"));
+        let r = request((), &(0, String::new()));
+        let d = Deadline::of(r.metadata(), own);
+        assert!(d.left() > Duration::from_millis(4900), "{:?}", d.left());
+        assert!(!d.found_unreachable("10.0.0.1:7101"));
+    }
+}
