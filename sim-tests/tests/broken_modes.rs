@@ -296,10 +296,14 @@ fn a_replica_left_behind_after_its_removal_is_caught_within_40_seeds() {
 }
 
 /// A PD leader that never moves the PD's own group leaves it on drained
-/// nodes.
+/// nodes. The check applies only to a run in which a PD node stayed drained
+/// for 5 s (the random drains hold 3–6 s), so not every seed can catch it:
+/// one of seeds 1–5 did until the client's stream changed the runs' course;
+/// since, run with the rest of this file, seed 6 is the first.
 #[test]
-fn a_placement_driver_group_that_never_moves_is_caught() {
-    assert_caught_by_its_checks(Bug::PdGroupStays);
+fn a_placement_driver_group_that_never_moves_is_caught_within_20_seeds() {
+    let (schedule, expect) = case(Bug::PdGroupStays);
+    assert_caught(Bug::PdGroupStays, schedule, 20, expect);
 }
 
 /// The control: the healthy node passes every seed and schedule that the

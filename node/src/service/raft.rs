@@ -98,17 +98,25 @@ enum AwaitingAnswer {
     /// only repeat what the leader already counts), so a conflict never moves
     /// its count backwards.
     Conflict,
-    /// `prev_log_id` is none, so there is nothing to conflict on (openraft
-    /// takes a conflict at none as a bug): refused, and the leader builds a
-    /// newer snapshot and purges the log it covers (`shard::snapshot_refresh`),
-    /// so its next attempt is a snapshot.
+    /// Refused, and the leader builds a newer snapshot and purges the log it
+    /// covers (`shard::snapshot_refresh`), so its next attempt is a snapshot.
+    /// When `prev_log_id` is none there is nothing to conflict on (openraft
+    /// takes a conflict at none as a bug). And when the replica holds state
+    /// after all (a split child whose split this node applied after the
+    /// empty replica was created, `splits` `crashes` seed 46005): the
+    /// snapshot a conflict leads to may be no newer than the replica's own,
+    /// which openraft then takes as installed without installing it (so the
+    /// replica kept waiting, and the next conflict moved the leader's count
+    /// backwards, for ever); a newer one is installed.
     Refuse,
 }
 
-fn awaiting_answer(req: &AppendEntriesRequest<TypeConfig>) -> AwaitingAnswer {
+/// `holds_nothing`: the replica's Raft has no log, no snapshot and nothing
+/// applied.
+fn awaiting_answer(req: &AppendEntriesRequest<TypeConfig>, holds_nothing: bool) -> AwaitingAnswer {
     match req.prev_log_id {
-        Some(_) => AwaitingAnswer::Conflict,
-        None => AwaitingAnswer::Refuse,
+        Some(_) if holds_nothing => AwaitingAnswer::Conflict,
+        _ => AwaitingAnswer::Refuse,
     }
 }
 
@@ -135,7 +143,11 @@ impl RaftApi for RaftService {
         #[cfg(not(all(madsim, feature = "sim-bugs")))]
         let broken = false;
         if replica.awaiting_snapshot() && !req.entries.is_empty() && !broken {
-            return match awaiting_answer(&req) {
+            let holds_nothing = {
+                let m = replica.raft.metrics().borrow().clone();
+                m.snapshot.is_none() && m.last_log_index.is_none() && m.last_applied.is_none()
+            };
+            return match awaiting_answer(&req, holds_nothing) {
                 AwaitingAnswer::Conflict => {
                     let conflict: Result<AppendEntriesResponse<ReplicaId>, RaftError<ReplicaId>> =
                         Ok(AppendEntriesResponse::Conflict);
@@ -280,15 +292,20 @@ mod tests {
         // A split child's index 0: the empty replica may hold the same log
         // id, and must still not take entries after it.
         assert_eq!(
-            awaiting_answer(&entries_after(Some(0))),
+            awaiting_answer(&entries_after(Some(0)), true),
             AwaitingAnswer::Conflict
         );
         assert_eq!(
-            awaiting_answer(&entries_after(Some(6))),
+            awaiting_answer(&entries_after(Some(6)), true),
             AwaitingAnswer::Conflict
         );
         assert_eq!(
-            awaiting_answer(&entries_after(None)),
+            awaiting_answer(&entries_after(None), true),
+            AwaitingAnswer::Refuse
+        );
+        // A replica that holds a split child's state after all.
+        assert_eq!(
+            awaiting_answer(&entries_after(Some(0)), false),
             AwaitingAnswer::Refuse
         );
     }
