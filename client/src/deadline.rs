@@ -55,7 +55,7 @@ impl Budget {
                 .insert(atoll_proto::UNREACHABLE_METADATA, value);
         }
         request.extensions_mut().insert(AttemptMeta {
-            timeout: Some(self.0),
+            deadline: Some(tokio::time::Instant::now() + self.0),
             unreachable: self.1,
         });
         request

@@ -4,53 +4,61 @@
 //! [`KvConn`] is what one attempt sends through ([`crate::dispatch`]): the
 //! four point operations go on the node's stream, anything else (scans,
 //! batches, txns, sessions) and any request over [`STREAM_MAX_BYTES`] as its
-//! own unary call, so a megabyte value never holds up the small operations
-//! queued behind it. A node that has no `Multiplex` (an older version)
-//! answers `Unimplemented`; from then on every operation to it is a unary
-//! call.
+//! own unary call, so a megabyte value to write never holds up the small
+//! operations queued behind it. (A get's reply may carry a megabyte value on
+//! the stream; the windows are large, `crate::pool`, and the node cuts its
+//! reply messages at a few MiB.) A node that has no `Multiplex` (an older
+//! version) answers `Unimplemented`; every operation to it is then a unary
+//! call, and the stream is tried again after [`UNSUPPORTED_FOR`].
 //!
 //! A task per node ([`Mux`]) owns the stream. It opens the stream when the
 //! first operation comes, writes all the operations waiting at that moment
 //! in one message, and hands each reply to its caller. When the stream
-//! fails (the node died, restarted, or the connection broke), every
-//! operation still waiting on it fails with that status, which the caller
-//! treats as it treats a unary call that failed the same way: maybe
-//! applied (`retry::may_have_applied`), retried within its deadline under
-//! the same write id. The next operation opens a new stream.
+//! fails (the node died, restarted or stopped, the connection broke, a
+//! message was refused), every operation still waiting on it fails as
+//! `Unavailable`: maybe applied (`retry::may_have_applied`), retried within
+//! its deadline under the same write id. The next operation opens a new
+//! stream. The task never waits for the stream to take a message, so it
+//! always reads replies; an operation whose attempt's budget is spent
+//! before it is written is not sent at all.
 //!
-//! An operation's timeout and the replica its previous attempt could not
-//! reach travel in the message (what a unary call says in its metadata),
-//! from the [`AttemptMeta`] that [`crate::deadline::Budget::request`] puts
-//! on the request.
+//! What is left of an operation's attempt when it is written, and the
+//! replica its previous attempt could not reach, travel in the message
+//! (what a unary call says in its metadata), from the [`AttemptMeta`] that
+//! [`crate::deadline::Budget::request`] puts on the request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_proto as pb;
 use atoll_proto::kv_client::KvClient;
 use atoll_proto::streamed_reply::Reply as R;
 use atoll_proto::streamed_request::Op;
-use futures::SinkExt;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Requests larger than this are sent as unary calls.
 pub(crate) const STREAM_MAX_BYTES: usize = 64 * 1024;
 
-/// Messages the task may have written that the stream has not taken yet.
-const OUTBOUND_QUEUE: usize = 64;
-
 /// Operations written in one message at most.
 const OPS_PER_MESSAGE: usize = 256;
+
+/// How long a node that answered `Unimplemented` gets unary calls only.
+pub(crate) const UNSUPPORTED_FOR: Duration = Duration::from_secs(60);
+
+/// Reply slots of callers that gave up are dropped every this many
+/// operations, once there are more than this many slots.
+const PRUNE_EVERY: usize = 1024;
 
 /// What an attempt tells the node besides its message (see the module doc).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AttemptMeta {
-    pub(crate) timeout: Option<Duration>,
+    /// When the attempt's budget ends.
+    pub(crate) deadline: Option<Instant>,
     pub(crate) unreachable: Option<Arc<str>>,
 }
 
@@ -147,8 +155,8 @@ struct Call {
 #[derive(Clone)]
 pub(crate) struct Mux {
     calls: mpsc::UnboundedSender<Call>,
-    /// The node answered `Unimplemented` to `Multiplex`.
-    unsupported: Arc<AtomicBool>,
+    /// When the node last answered `Unimplemented` to `Multiplex`.
+    unsupported: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Mux {
@@ -156,13 +164,14 @@ impl Mux {
     /// runtime.
     pub(crate) fn spawn(channel: Channel) -> Mux {
         let (calls, rx) = mpsc::unbounded_channel();
-        let unsupported = Arc::new(AtomicBool::new(false));
+        let unsupported = Arc::new(Mutex::new(None));
         tokio::spawn(run(channel, rx, unsupported.clone()));
         Mux { calls, unsupported }
     }
 
     fn usable(&self) -> bool {
-        !self.unsupported.load(Ordering::Relaxed)
+        let since = *self.unsupported.lock().unwrap_or_else(|p| p.into_inner());
+        since.is_none_or(|at| at.elapsed() >= UNSUPPORTED_FOR)
     }
 
     async fn call(&self, op: Op, meta: &AttemptMeta) -> Result<R, Status> {
@@ -187,25 +196,32 @@ type Pending = HashMap<u64, oneshot::Sender<Result<R, Status>>>;
 async fn run(
     channel: Channel,
     mut calls: mpsc::UnboundedReceiver<Call>,
-    unsupported: Arc<AtomicBool>,
+    unsupported: Arc<Mutex<Option<Instant>>>,
 ) {
-    let mut next_id = 0u64;
+    let mut ids = Ids::default();
     while let Some(first) = calls.recv().await {
         let mut pending = Pending::new();
-        let Some(batch) = gather(first, &mut calls, &mut pending, &mut next_id) else {
+        let Some(batch) = gather(first, &mut calls, &mut pending, &mut ids) else {
             continue;
         };
-        let (mut out, out_rx) = futures::channel::mpsc::channel(OUTBOUND_QUEUE);
-        // Cannot fail: the queue is empty and its receiver alive.
-        let _ = out.try_send(batch);
+        // Unbounded: the task must never wait for the stream to take a
+        // message, or it would stop reading replies meanwhile. What it holds
+        // is bounded by the callers: each waits for its own reply, within
+        // its attempt's budget, and a spent attempt is not written.
+        let (out, out_rx) = futures::channel::mpsc::unbounded();
+        // Cannot fail: the receiver is alive.
+        let _ = out.unbounded_send(batch);
         let mut kv = unary(channel.clone());
         let mut inbound = match kv.multiplex(out_rx).await {
             Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                *unsupported.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                // Nothing ran: each caller goes on with a unary call.
+                fail_all(pending, Status::unimplemented(status.message()));
+                continue;
+            }
             Err(status) => {
-                if status.code() == tonic::Code::Unimplemented {
-                    unsupported.store(true, Ordering::Relaxed);
-                }
-                fail_all(pending, &status);
+                fail_all(pending, stream_failed(&status));
                 continue;
             }
         };
@@ -213,10 +229,10 @@ async fn run(
             tokio::select! {
                 call = calls.recv() => {
                     let Some(call) = call else { return };
-                    let Some(batch) = gather(call, &mut calls, &mut pending, &mut next_id) else {
+                    let Some(batch) = gather(call, &mut calls, &mut pending, &mut ids) else {
                         continue;
                     };
-                    if out.send(batch).await.is_err() {
+                    if out.unbounded_send(batch).is_err() {
                         break Status::unavailable("the KV stream to the node closed");
                     }
                 }
@@ -234,54 +250,72 @@ async fn run(
             }
         };
         tracing::debug!("a KV stream ended: {status}");
-        fail_all(pending, &status);
+        fail_all(pending, stream_failed(&status));
     }
 }
 
+/// What a caller whose operation was on a stream that failed with
+/// `status` gets: `Unavailable`, whatever the stream's own code (a message
+/// refused as too large, say, says nothing about whether the operation
+/// applied).
+fn stream_failed(status: &Status) -> Status {
+    Status::unavailable(format!(
+        "the KV stream to the node failed ({:?}: {}); the operation may have applied",
+        status.code(),
+        status.message()
+    ))
+}
+
+/// Operation ids, and how many were sent since reply slots were pruned.
+#[derive(Default)]
+struct Ids {
+    next: u64,
+    since_prune: usize,
+}
+
 /// `first` and every call already waiting, as one message; their reply
-/// senders go into `pending`. Calls whose caller has given up are dropped.
-/// `None` when none is left.
+/// slots go into `pending`. Calls whose caller has given up, or whose
+/// attempt's budget is spent, are dropped. `None` when none is left.
 fn gather(
     first: Call,
     calls: &mut mpsc::UnboundedReceiver<Call>,
     pending: &mut Pending,
-    next_id: &mut u64,
+    ids: &mut Ids,
 ) -> Option<pb::StreamedRequests> {
+    let now = Instant::now();
     let mut ops = Vec::new();
     let mut next = Some(first);
     while let Some(call) = next.take() {
-        if !call.reply.is_closed() {
-            *next_id += 1;
+        // `None`: no deadline (0 on the wire: the node's own limit).
+        let left = call.meta.deadline.map(|d| d.saturating_duration_since(now));
+        if !call.reply.is_closed() && left != Some(Duration::ZERO) {
+            ids.next += 1;
             ops.push(pb::StreamedRequest {
-                id: *next_id,
-                timeout_us: call
-                    .meta
-                    .timeout
-                    .map_or(0, |t| t.as_micros().clamp(1, u64::MAX as u128) as u64),
+                id: ids.next,
+                timeout_us: left.map_or(0, |t| t.as_micros().clamp(1, u64::MAX as u128) as u64),
                 unreachable: call.meta.unreachable.as_deref().unwrap_or("").to_string(),
                 op: Some(call.op),
             });
-            pending.insert(*next_id, call.reply);
+            pending.insert(ids.next, call.reply);
         }
         if ops.len() < OPS_PER_MESSAGE {
             next = calls.try_recv().ok();
         }
     }
     // Callers that gave up (their attempt timed out on a node that does
-    // not answer) leave their sender here until the stream ends; drop them
-    // once they are many.
-    if pending.len() > 4 * OPS_PER_MESSAGE && pending.len().is_power_of_two() {
+    // not answer) leave their slot here until the stream ends; drop those
+    // slots now and then once they are many.
+    ids.since_prune += ops.len();
+    if ids.since_prune >= PRUNE_EVERY && pending.len() > PRUNE_EVERY {
+        ids.since_prune = 0;
         pending.retain(|_, tx| !tx.is_closed());
     }
     (!ops.is_empty()).then_some(pb::StreamedRequests { ops })
 }
 
-fn fail_all(pending: Pending, status: &Status) {
+fn fail_all(pending: Pending, status: Status) {
     for (_, tx) in pending {
-        let _ = tx.send(Err(Status::new(
-            status.code(),
-            status.message().to_string(),
-        )));
+        let _ = tx.send(Err(Status::new(status.code(), status.message())));
     }
 }
 
@@ -292,7 +326,7 @@ mod tests {
     fn call(op: Op) -> (Call, oneshot::Receiver<Result<R, Status>>) {
         let (reply, rx) = oneshot::channel();
         let meta = AttemptMeta {
-            timeout: Some(Duration::from_millis(700)),
+            deadline: Some(Instant::now() + Duration::from_millis(700)),
             unreachable: Some("10.0.0.9:7101".into()),
         };
         (Call { op, meta, reply }, rx)
@@ -314,8 +348,8 @@ mod tests {
         drop(b); // its caller gave up
         tx.send(second).ok();
         tx.send(third).ok();
-        let (mut pending, mut next_id) = (Pending::new(), 0);
-        let batch = gather(first, &mut rx, &mut pending, &mut next_id).expect("a message");
+        let (mut pending, mut ids) = (Pending::new(), Ids::default());
+        let batch = gather(first, &mut rx, &mut pending, &mut ids).expect("a message");
         let keys: Vec<_> = batch
             .ops
             .iter()
@@ -325,7 +359,8 @@ mod tests {
             })
             .collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
-        assert_eq!(batch.ops[0].timeout_us, 700_000);
+        let timeout = batch.ops[0].timeout_us;
+        assert!((600_000..=700_000).contains(&timeout), "{timeout}");
         assert_eq!(batch.ops[0].unreachable, "10.0.0.9:7101");
         assert_ne!(batch.ops[0].id, batch.ops[1].id);
         assert_eq!(pending.len(), 2);
@@ -333,15 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_stream_fails_every_call_waiting_on_it_with_its_status() {
+    fn an_attempt_whose_budget_is_spent_is_not_sent() {
+        let (_tx, mut rx) = mpsc::unbounded_channel::<Call>();
+        let (mut late, _a) = call(put("a"));
+        late.meta.deadline = Some(Instant::now() - Duration::from_millis(1));
+        let (mut pending, mut ids) = (Pending::new(), Ids::default());
+        assert!(gather(late, &mut rx, &mut pending, &mut ids).is_none());
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_failed_stream_fails_every_call_waiting_on_it_as_maybe_applied() {
         let (tx, mut rx) = mpsc::unbounded_channel::<Call>();
         drop(tx);
         let (first, mut a) = call(put("a"));
-        let (mut pending, mut next_id) = (Pending::new(), 0);
-        gather(first, &mut rx, &mut pending, &mut next_id).expect("a message");
-        fail_all(pending, &Status::unavailable("connection reset"));
+        let (mut pending, mut ids) = (Pending::new(), Ids::default());
+        gather(first, &mut rx, &mut pending, &mut ids).expect("a message");
+        // Even a stream ended by a code the caller would not retry on.
+        fail_all(
+            pending,
+            stream_failed(&Status::out_of_range("message too large")),
+        );
         let got = a.try_recv().expect("answered").expect_err("failed");
         assert_eq!(got.code(), tonic::Code::Unavailable);
-        assert_eq!(got.message(), "connection reset");
+        assert!(got.message().contains("message too large"), "{got}");
+        assert!(got.message().contains("may have applied"), "{got}");
     }
 }

@@ -40,11 +40,18 @@ pub async fn bind(
     // Large HTTP/2 windows: a peer streaming megabytes of log entries must
     // not stall on flow control, nor send many small DATA frames (h2 answers
     // a flood of those with GOAWAY).
+    // Multiplexed KV streams end when the node stops; the graceful
+    // shutdown waits for every stream (service::multiplex).
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     let router = Server::builder()
         .initial_connection_window_size(WINDOW_BYTES)
         .initial_stream_window_size(WINDOW_BYTES)
         .add_service(
-            KvServer::new(KvService::new(ctx.clone()))
+            KvServer::new(KvService::new(ctx.clone(), stopping))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -580,8 +580,8 @@ impl Admin for Node {
         &self,
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        let mut world = self.enter_kv("transfer_leader", &req)?;
         let req = req.into_inner();
+        let mut world = self.enter("transfer_leader")?;
         let header = Some(RequestHeader {
             shard_id: req.shard_id,
             epoch: None,
@@ -668,8 +668,8 @@ impl Admin for Node {
         &self,
         req: Request<SplitShardRequest>,
     ) -> Result<Response<SplitShardResponse>, Status> {
-        let mut world = self.enter_kv("split_shard", &req)?;
         let req = req.into_inner();
+        let mut world = self.enter("split_shard")?;
         let refuse = |error| {
             Ok(Response::new(SplitShardResponse {
                 error: Some(error),

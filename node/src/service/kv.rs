@@ -32,6 +32,9 @@ use crate::storage::keys;
 #[derive(Clone)]
 pub struct KvService {
     ctx: Arc<NodeCtx>,
+    /// Turns true when the node stops: multiplexed streams end then
+    /// ([`super::multiplex`]).
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 type Reply<T> = Result<GrpcResponse<T>, Status>;
@@ -75,8 +78,9 @@ async fn forward(
 }
 
 impl KvService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        Self { ctx }
+    /// The service of `ctx`; `stopping` turns true when the node stops.
+    pub fn new(ctx: Arc<NodeCtx>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { ctx, stopping }
     }
 
     /// The deadline of a request arriving now.
@@ -568,6 +572,7 @@ impl Kv for KvService {
         Ok(GrpcResponse::new(super::multiplex::serve(
             self.clone(),
             request.into_inner(),
+            self.stopping.clone(),
         )))
     }
 

@@ -10,7 +10,14 @@
 //! At most [`IN_FLIGHT`] operations of one stream run at a time: the reader
 //! waits for one to finish before it takes more, so a client that sends
 //! faster than the node answers is held back by HTTP/2 flow control, as a
-//! unary caller is by the connection's stream limit.
+//! unary caller is by the connection's stream limit. A reply message holds
+//! at most [`REPLIES_PER_MESSAGE`] replies and about [`MESSAGE_BYTES`]
+//! (a get's value may be 1 MiB; one message over the encoding limit would
+//! end the stream, and every operation on it with an error).
+//!
+//! When the node stops (`server::bind`'s shutdown), each stream stops
+//! taking operations, answers those in flight, and ends, so that the
+//! server's graceful shutdown, which waits for every stream, can finish.
 //!
 //! Why a stream at all: a unary call costs the node a new HTTP/2 stream, two
 //! header blocks and a trailer; at 64 writing clients the client-facing
@@ -27,7 +34,8 @@ use atoll_proto::streamed_reply::Reply as R;
 use atoll_proto::streamed_request::Op;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
-use tokio::sync::Semaphore;
+use prost::Message;
+use tokio::sync::{watch, Semaphore};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
@@ -39,17 +47,31 @@ pub const IN_FLIGHT: usize = 1024;
 /// Replies gathered into one message at most.
 const REPLIES_PER_MESSAGE: usize = 256;
 
+/// A reply message is closed once it holds this many bytes (one reply may
+/// take it past this, never past the encoding limit: a reply is at most a
+/// value of `limits.max_value_bytes` and a key).
+const MESSAGE_BYTES: usize = 4 << 20;
+
 /// The reply stream of one `Multiplex` call.
 pub type Replies = Pin<Box<dyn Stream<Item = Result<pb::StreamedReplies, Status>> + Send>>;
 
 /// Starts serving `inbound`; the returned stream ends once the client has
-/// closed its side and every operation has been answered.
-pub fn serve(kv: KvService, mut inbound: tonic::Streaming<pb::StreamedRequests>) -> Replies {
+/// closed its side, or the node is stopping (`stopping` turns true), and
+/// every operation taken has been answered.
+pub fn serve(
+    kv: KvService,
+    mut inbound: tonic::Streaming<pb::StreamedRequests>,
+    mut stopping: watch::Receiver<bool>,
+) -> Replies {
     let (tx, rx) = mpsc::unbounded::<pb::StreamedReply>();
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         loop {
-            let batch = match inbound.message().await {
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let batch = match next {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return,
                 Err(status) => {
@@ -71,9 +93,42 @@ pub fn serve(kv: KvService, mut inbound: tonic::Streaming<pb::StreamedRequests>)
             }
         }
     });
-    Box::pin(
-        rx.ready_chunks(REPLIES_PER_MESSAGE)
-            .map(|replies| Ok(pb::StreamedReplies { replies })),
+    Box::pin(messages(rx).map(Ok))
+}
+
+/// The replies as messages: each takes the replies ready when it is
+/// written, up to [`REPLIES_PER_MESSAGE`] and [`MESSAGE_BYTES`].
+fn messages(
+    rx: mpsc::UnboundedReceiver<pb::StreamedReply>,
+) -> impl Stream<Item = pb::StreamedReplies> {
+    futures::stream::unfold(
+        (rx, None::<pb::StreamedReply>),
+        |(mut rx, carried)| async move {
+            let first = match carried {
+                Some(reply) => reply,
+                None => rx.next().await?,
+            };
+            let mut bytes = first.encoded_len();
+            let mut replies = vec![first];
+            let mut carried = None;
+            while replies.len() < REPLIES_PER_MESSAGE && bytes < MESSAGE_BYTES {
+                match rx.try_recv() {
+                    Ok(reply) => {
+                        let len = reply.encoded_len();
+                        if bytes + len > MESSAGE_BYTES {
+                            carried = Some(reply);
+                            break;
+                        }
+                        bytes += len;
+                        replies.push(reply);
+                    }
+                    // Nothing ready, or every sender is gone (the next
+                    // `next` says which).
+                    _ => break,
+                }
+            }
+            Some((pb::StreamedReplies { replies }, (rx, carried)))
+        },
     )
 }
 
@@ -133,6 +188,41 @@ fn request<T>(message: T, (timeout_us, unreachable): &(u64, String)) -> Request<
 mod tests {
     use super::*;
     use crate::service::deadline::Deadline;
+
+    fn get_reply(id: u64, value_bytes: usize) -> pb::StreamedReply {
+        pb::StreamedReply {
+            id,
+            reply: Some(R::Get(pb::GetResponse {
+                value: Some(vec![0; value_bytes]),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn reply_messages_are_cut_by_count_and_by_bytes() {
+        let (tx, rx) = mpsc::unbounded();
+        // Five 1.5 MiB values, then 300 small replies, all ready at once.
+        for id in 0..5 {
+            tx.unbounded_send(get_reply(id, 3 << 19)).expect("send");
+        }
+        for id in 5..305 {
+            tx.unbounded_send(get_reply(id, 10)).expect("send");
+        }
+        drop(tx);
+        let sizes: Vec<(usize, usize)> = messages(rx)
+            .map(|m| (m.replies.len(), m.encoded_len()))
+            .collect()
+            .await;
+        let counts: Vec<usize> = sizes.iter().map(|(n, _)| *n).collect();
+        assert_eq!(counts.iter().sum::<usize>(), 305);
+        assert!(sizes
+            .iter()
+            .all(|(n, b)| *n <= REPLIES_PER_MESSAGE && (*b <= MESSAGE_BYTES + 64 || *n == 1)));
+        // Two big values per message, the fifth with the first small ones.
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[1], 2);
+    }
 
     #[test]
     fn a_streamed_operation_carries_its_timeout_and_unreachable_replica_as_metadata() {
