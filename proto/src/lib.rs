@@ -5,6 +5,9 @@
 //! `Kv` (client API), `Raft` (openraft RPCs tagged by shard) and `Admin`
 //! (operator calls). Under `--cfg madsim` the same services are generated
 //! for madsim-tonic, so the simulation runs the real protocol.
+//! [`streamed`] runs one operation of a `Kv.Multiplex` stream through the
+//! unary handler of its kind; `batched_writes` gathers a reply's frames into
+//! one socket write.
 //!
 //! ```
 //! use atoll_proto::{GetRequest, RequestHeader};
@@ -18,6 +21,7 @@ tonic::include_proto!("atoll.v1");
 
 #[cfg(not(madsim))]
 pub mod batched_writes;
+pub mod streamed;
 
 /// A channel that dials on first use; outside the simulation the frames of
 /// one request leave in one write ([`batched_writes`]). Every client of the

@@ -243,49 +243,6 @@ impl Node {
         lock(&self.world).kv_deadlines.push(deadline);
         self.enter(method)
     }
-
-    /// One operation of a `Multiplex` stream, through the unary handler of
-    /// its kind, as a node runs it.
-    async fn streamed(&self, op: StreamedRequest) -> StreamedReply {
-        use streamed_reply::Reply as R;
-        use streamed_request::Op;
-        fn request<T>(message: T, timeout_us: u64) -> Request<T> {
-            let mut request = Request::new(message);
-            if timeout_us > 0 {
-                request.set_timeout(std::time::Duration::from_micros(timeout_us));
-            }
-            request
-        }
-        let t = op.timeout_us;
-        let reply = match op.op {
-            Some(Op::Get(r)) => self
-                .get(request(r, t))
-                .await
-                .map(|r| R::Get(r.into_inner())),
-            Some(Op::Put(r)) => self
-                .put(request(r, t))
-                .await
-                .map(|r| R::Put(r.into_inner())),
-            Some(Op::Delete(r)) => self
-                .delete(request(r, t))
-                .await
-                .map(|r| R::Delete(r.into_inner())),
-            Some(Op::Cas(r)) => self
-                .cas(request(r, t))
-                .await
-                .map(|r| R::Cas(r.into_inner())),
-            None => Err(Status::invalid_argument("no op")),
-        };
-        StreamedReply {
-            id: op.id,
-            reply: Some(reply.unwrap_or_else(|s| {
-                R::Status(StreamedStatus {
-                    code: s.code() as i32,
-                    message: s.message().to_string(),
-                })
-            })),
-        }
-    }
 }
 
 type Replies =
@@ -318,7 +275,7 @@ impl Kv for Node {
                 for op in batch.ops {
                     let (node, tx) = (node.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let _ = tx.unbounded_send(node.streamed(op).await);
+                        let _ = tx.unbounded_send(atoll_proto::streamed::run(&node, op).await);
                     });
                 }
             }

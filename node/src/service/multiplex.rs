@@ -26,18 +26,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use atoll_proto as pb;
-use atoll_proto::kv_server::Kv;
-use atoll_proto::streamed_reply::Reply as R;
-use atoll_proto::streamed_request::Op;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::{watch, Semaphore};
-use tonic::metadata::MetadataValue;
-use tonic::{Request, Status};
+use tonic::Status;
 
 use super::kv::KvService;
 
@@ -85,7 +80,7 @@ pub fn serve(
                 };
                 let (kv, tx) = (kv.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = run(&kv, op).await;
+                    let reply = atoll_proto::streamed::run(&kv, op).await;
                     drop(slot);
                     // The client may be gone; its replies go nowhere.
                     let _ = tx.unbounded_send(reply);
@@ -132,62 +127,12 @@ fn messages(
     )
 }
 
-/// One operation, through the unary handler of its kind.
-async fn run(kv: &KvService, op: pb::StreamedRequest) -> pb::StreamedReply {
-    let meta = (op.timeout_us, op.unreachable);
-    let reply = match op.op {
-        Some(Op::Get(r)) => kv
-            .get(request(r, &meta))
-            .await
-            .map(|r| R::Get(r.into_inner())),
-        Some(Op::Put(r)) => kv
-            .put(request(r, &meta))
-            .await
-            .map(|r| R::Put(r.into_inner())),
-        Some(Op::Delete(r)) => kv
-            .delete(request(r, &meta))
-            .await
-            .map(|r| R::Delete(r.into_inner())),
-        Some(Op::Cas(r)) => kv
-            .cas(request(r, &meta))
-            .await
-            .map(|r| R::Cas(r.into_inner())),
-        None => Err(Status::invalid_argument(
-            "a streamed KV request names no operation (get, put, delete or cas)",
-        )),
-    };
-    pb::StreamedReply {
-        id: op.id,
-        reply: Some(reply.unwrap_or_else(|s| {
-            R::Status(pb::StreamedStatus {
-                code: s.code() as i32,
-                message: s.message().to_string(),
-            })
-        })),
-    }
-}
-
-/// `message` as the unary request it stands for: the operation's timeout as
-/// its gRPC deadline, its unreachable replica as metadata.
-fn request<T>(message: T, (timeout_us, unreachable): &(u64, String)) -> Request<T> {
-    let mut request = Request::new(message);
-    if *timeout_us > 0 {
-        request.set_timeout(Duration::from_micros(*timeout_us));
-    }
-    if !unreachable.is_empty() {
-        if let Ok(value) = MetadataValue::try_from(unreachable.as_str()) {
-            request
-                .metadata_mut()
-                .insert(atoll_proto::UNREACHABLE_METADATA, value);
-        }
-    }
-    request
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::service::deadline::Deadline;
+    use atoll_proto::streamed_reply::Reply as R;
+    use std::time::Duration;
 
     fn get_reply(id: u64, value_bytes: usize) -> pb::StreamedReply {
         pb::StreamedReply {
@@ -227,12 +172,12 @@ mod tests {
     #[test]
     fn a_streamed_operation_carries_its_timeout_and_unreachable_replica_as_metadata() {
         let own = Duration::from_secs(5);
-        let r = request((), &(700_000, "10.0.0.1:7101".to_string()));
+        let r = atoll_proto::streamed::unary_request((), 700_000, "10.0.0.1:7101");
         let d = Deadline::of(r.metadata(), own);
         assert!(d.left() <= Duration::from_millis(700), "{:?}", d.left());
         assert!(d.left() > Duration::from_millis(600), "{:?}", d.left());
         assert!(d.found_unreachable("10.0.0.1:7101"));
-        let r = request((), &(0, String::new()));
+        let r = atoll_proto::streamed::unary_request((), 0, "");
         let d = Deadline::of(r.metadata(), own);
         assert!(d.left() > Duration::from_millis(4900), "{:?}", d.left());
         assert!(!d.found_unreachable("10.0.0.1:7101"));
