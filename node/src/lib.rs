@@ -226,7 +226,7 @@ pub async fn start_with_engine(
         cluster.claim(config.id, joined_cluster).await?;
     }
     let peers = PeerPool::new();
-    let (splits, split_children) = tokio::sync::mpsc::unbounded_channel();
+    let (splits, split_children) = state_machine::SplitSink::new();
     let book = Arc::new(shard::peer_beat::PeerBook::new());
     let deps = ReplicaDeps {
         node_id: config.id,

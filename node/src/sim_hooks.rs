@@ -118,6 +118,22 @@ pub fn snapshot_build_delay() -> Duration {
     SNAPSHOT_BUILD_DELAY.with(|d| d.get())
 }
 
+thread_local! {
+    static CHILD_OPEN_DELAY: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Makes every node whose parent replica does not lead open a split child
+/// `delay` after it applied the split (a node slow to get to it), so that
+/// the child's other members ask it to create the child first
+/// (`shard::missing_replicas`); `Duration::ZERO` restores it.
+pub fn set_child_open_delay(delay: Duration) {
+    CHILD_OPEN_DELAY.with(|d| d.set(delay));
+}
+
+pub fn child_open_delay() -> Duration {
+    CHILD_OPEN_DELAY.with(|d| d.get())
+}
+
 /// Every entry any replica applied, by (shard, index): its digest and the
 /// simulated node that applied it first. Raft's State Machine Safety says
 /// no two replicas ever apply different entries at the same index.
@@ -183,6 +199,26 @@ thread_local! {
     static CREATED_EMPTY: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Replicas that opened with both the "awaiting first snapshot" mark
+    /// and an applied state of their own: "node N shard S".
+    static AWAITING_WITH_STATE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that this node opened a replica of `shard` that awaits its
+/// first snapshot and holds an applied state (a replica's state written
+/// over another: such a replica takes the leader's snapshot as one it
+/// holds already, and waits for ever).
+pub fn record_awaiting_with_state(shard: u64) {
+    let node = madsim::plugin::node();
+    AWAITING_WITH_STATE.with(|c| c.borrow_mut().push(format!("node {node} shard {shard}")));
+}
+
+/// Every replica recorded by [`record_awaiting_with_state`] in this run.
+pub fn awaiting_with_state() -> Vec<String> {
+    AWAITING_WITH_STATE.with(|c| c.borrow().clone())
+}
+
 /// Records that this node created a replica of `shard` empty.
 pub fn record_created_empty(shard: u64) {
     CREATED_EMPTY.with(|c| c.borrow_mut().push(shard));
@@ -198,6 +234,8 @@ pub fn reset_applied() {
     APPLIED.with(|a| *a.borrow_mut() = AppliedLog::default());
     PD_STATES.with(|a| *a.borrow_mut() = AppliedLog::default());
     CREATED_EMPTY.with(|c| c.borrow_mut().clear());
+    AWAITING_WITH_STATE.with(|c| c.borrow_mut().clear());
+    CHILD_OPEN_DELAY.with(|d| d.set(Duration::ZERO));
     SLOW_DISKS.with(|m| m.borrow_mut().clear());
 }
 
@@ -270,6 +308,10 @@ pub enum Bug {
     /// before replica ids), so a node added back to a shard it left is the
     /// same Raft member again.
     ReuseReplicaIds,
+    /// A request to create a replica of a split child that the node's own
+    /// split has written but not opened yet writes an empty replica's marks
+    /// over the child's state (as before 2026-12-02).
+    CreateOverSplitChild,
 }
 
 #[cfg(feature = "sim-bugs")]

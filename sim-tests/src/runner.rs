@@ -10,8 +10,8 @@ use atoll_node::sim_hooks::{self, Bug, NetFaults};
 
 use crate::batch_groups;
 use crate::checks::{
-    applied, batch_atomicity, convergence, durability, leaders, linearizable, liveness, pd, ranges,
-    replica_ids, replication, transfers,
+    applied, awaiting, batch_atomicity, convergence, durability, leaders, linearizable, liveness,
+    pd, ranges, replica_ids, replication, transfers,
 };
 use crate::cluster::SimCluster;
 use crate::nemesis::{self, Schedule};
@@ -41,7 +41,15 @@ pub struct Scenario {
     /// The last this many of `nodes` join the running cluster 1-4 s in
     /// (`join` addresses, id from the PD) instead of bootstrapping it.
     pub joiners: u64,
+    /// Nodes whose parent replica does not lead open split children
+    /// [`LATE_CHILD_OPEN`] after applying the split, so the child's other
+    /// members ask them to create it before (`shard::missing_replicas`).
+    pub late_children: bool,
 }
+
+/// How late `Scenario::late_children` opens a split child: more than the
+/// rounds after which a member asks for a missing replica.
+pub const LATE_CHILD_OPEN: Duration = Duration::from_secs(4);
 
 impl Scenario {
     pub fn new(schedule: Schedule) -> Self {
@@ -55,6 +63,7 @@ impl Scenario {
             splits: false,
             moves: false,
             joiners: 0,
+            late_children: false,
         }
     }
 }
@@ -82,6 +91,9 @@ const FINAL_READER: u64 = 1_000;
 
 /// The scenario inside the simulation.
 pub async fn run(scenario: Scenario) -> Result<Report, String> {
+    if scenario.late_children {
+        sim_hooks::set_child_open_delay(LATE_CHILD_OPEN);
+    }
     let cluster = SimCluster::start_with(scenario.nodes, scenario.session_cap, scenario.joiners);
     let w = scenario.workload.clone();
     let rec = Arc::new(Recorder::new());
@@ -219,6 +231,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
     leaders::check_no_leadership_across_restarts(&cluster.observer)?;
     replica_ids::check_replica_ids_never_reused(&cluster.observer)?;
     applied::check_applied_entries_agree()?;
+    awaiting::check_no_replica_awaits_with_state()?;
     durability::check_acked_writes(&acked, &read_back)?;
     linearizable::check_history(&history)?;
     batch_atomicity::check_pages(&pages)?;

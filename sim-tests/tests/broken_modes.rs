@@ -14,6 +14,7 @@ fn first_failure(bug: Bug, schedule: Schedule, max_seeds: u64) -> Option<(u64, S
     let scenario = Scenario {
         bug,
         splits: SPLIT_BUGS.contains(&bug),
+        late_children: bug == Bug::CreateOverSplitChild,
         moves,
         nodes: if moves { 4 } else { 3 },
         ..Scenario::new(schedule)
@@ -48,6 +49,7 @@ const SPLIT_BUGS: &[Bug] = &[
     Bug::ChildOnlyOnParentLeader,
     Bug::JoinWithoutSnapshot,
     Bug::ReincarnationVotes,
+    Bug::CreateOverSplitChild,
 ];
 
 /// Broken replica moves: these run on four nodes with an operator draining
@@ -155,6 +157,14 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             ],
         ),
         (Bug::ReincarnationVotes, Schedule::Mixed, FINDINGS),
+        (
+            Bug::CreateOverSplitChild,
+            Schedule::Calm,
+            &[
+                "awaiting their first snapshot held an applied state",
+                "were created empty in a calm run",
+            ],
+        ),
         (
             Bug::ReuseReplicaIds,
             Schedule::Mixed,
@@ -293,6 +303,15 @@ fn a_replica_id_used_again_is_caught_within_40_seeds() {
 fn a_replica_left_behind_after_its_removal_is_caught_within_40_seeds() {
     let (schedule, expect) = case(Bug::KeepStaleReplicas);
     assert_caught(Bug::KeepStaleReplicas, schedule, 40, expect);
+}
+
+/// A node that writes an empty replica's marks over a split child it has
+/// not opened yet (asked to create it by the child's other members, with
+/// children opened late) holds a replica that awaits a snapshot with a
+/// state of its own.
+#[test]
+fn a_replica_created_over_its_split_child_is_caught_within_5_seeds() {
+    assert_caught_by_its_checks(Bug::CreateOverSplitChild);
 }
 
 /// A PD leader that never moves the PD's own group leaves it on drained

@@ -77,6 +77,32 @@ fn splits_amid_crashes_seeds_that_failed() {
     );
 }
 
+/// Splits in a calm cluster in which the nodes whose parent replica does
+/// not lead open the children late: the child's other members ask them to
+/// create it first, and they must open the child their split wrote instead
+/// of writing an empty replica over it (which then waited for a snapshot
+/// for ever, seed 46005 above).
+#[test]
+fn splits_with_children_opened_late() {
+    let scenario = Scenario {
+        splits: true,
+        late_children: true,
+        ..Scenario::new(Schedule::Calm)
+    };
+    let failures = sweep(
+        "splits",
+        "splits_with_children_opened_late",
+        &scenario,
+        &seeds(DEFAULT_SEEDS),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} seed(s) failed with children opened late: {:?}",
+        failures.len(),
+        failures.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn splits_amid_power_loss() {
     splits_under("splits_amid_power_loss", Schedule::PowerLoss);

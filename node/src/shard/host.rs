@@ -116,6 +116,25 @@ impl ShardHost {
         me: ReplicaId,
     ) -> Result<Arc<Replica>, NodeError> {
         let _guard = self.create_lock.lock().await;
+        // A split applied here has written this shard's state as its child,
+        // and `split::open_children` has not opened it yet: it is this
+        // node's replica of the shard. Opened now, so that the request is
+        // checked against it below instead of writing an empty replica's
+        // marks over the child's state.
+        #[cfg(all(madsim, feature = "sim-bugs"))]
+        let broken = crate::sim_hooks::bug(crate::sim_hooks::Bug::CreateOverSplitChild);
+        #[cfg(not(all(madsim, feature = "sim-bugs")))]
+        let broken = false;
+        if self.get(meta.id).is_none() && !broken {
+            if let Some(stored) = self.stored_meta(meta.id)? {
+                tracing::info!(
+                    node = self.node_id(),
+                    shard = meta.id,
+                    "opening a split child that a create request found before it was opened"
+                );
+                self.open_stored(stored).await?;
+            }
+        }
         let mut replaced_orphan = false;
         if let Some(r) = self.get(meta.id) {
             if r.me() == me {
@@ -168,6 +187,11 @@ impl ShardHost {
             }
             .into());
         }
+        // Checked after the overlap: a split marks its child pending
+        // before it narrows the parent.
+        if self.deps.splits.is_pending(meta.id) && !broken {
+            return Err(ReplicaError::SplitChildPending { shard: meta.id }.into());
+        }
         let mut batch = WriteBatch::new();
         let reincarnated = super::removal::prepare_create(
             &self.deps.engine,
@@ -210,19 +234,25 @@ impl ShardHost {
         if self.get(meta.id).is_some() {
             return Ok(None);
         }
-        let meta = match self
-            .deps
-            .engine
-            .get(&keys::sm_meta(meta.id, SmMeta::Shard))?
-        {
-            Some(bytes) => codec::decode("shard descriptor", &bytes).map_err(|e| {
-                NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string()))
-            })?,
-            None => meta,
+        let meta = self.stored_meta(meta.id)?.unwrap_or(meta);
+        Ok(Some(self.open_stored(meta).await?))
+    }
+
+    /// The descriptor stored for `shard`, if any.
+    fn stored_meta(&self, shard: ShardId) -> Result<Option<ShardMeta>, NodeError> {
+        let Some(bytes) = self.deps.engine.get(&keys::sm_meta(shard, SmMeta::Shard))? else {
+            return Ok(None);
         };
+        codec::decode("shard descriptor", &bytes)
+            .map(Some)
+            .map_err(|e| NodeError::Engine(crate::storage::EngineError::Corrupt(e.to_string())))
+    }
+
+    /// Opens the replica whose state the engine holds and hosts it.
+    async fn open_stored(&self, meta: ShardMeta) -> Result<Arc<Replica>, NodeError> {
         let replica = Arc::new(Replica::open(&self.deps, meta).await?);
         self.insert(replica.clone());
-        Ok(Some(replica))
+        Ok(replica)
     }
 
     /// A replica of another shard whose range overlaps `meta`'s.

@@ -68,6 +68,11 @@ pub enum ReplicaError {
         asked_at: u64,
     },
     #[error(
+        "shard {shard} is a child of a split that this node is applying; its replica here \
+         opens when the split is written, so none is created now (ask again shortly)"
+    )]
+    SplitChildPending { shard: ShardId },
+    #[error(
         "the replica of shard {shard} on this node leads the shard; move its leadership away \
          before removing it"
     )]

@@ -107,6 +107,15 @@ impl Replica {
             .engine
             .get(&keys::sm_meta(id, SmMeta::AwaitingSnapshot))?;
         let reincarnated = awaiting.as_deref() == Some(&[1]);
+        #[cfg(madsim)]
+        if awaiting.is_some()
+            && deps
+                .engine
+                .get(&keys::sm_meta(id, SmMeta::Applied))?
+                .is_some()
+        {
+            crate::sim_hooks::record_awaiting_with_state(id);
+        }
         let awaiting_snapshot = Arc::new(AtomicBool::new(awaiting.is_some()));
         let sm = sm
             .with_split_sink(deps.splits.clone())

@@ -47,7 +47,16 @@ pub async fn open_children(
         {
             continue;
         }
-        match ctx.host.open_split_child(meta).await {
+        #[cfg(madsim)]
+        {
+            let delay = crate::sim_hooks::child_open_delay();
+            if !delay.is_zero() && !ctx.host.get(parent).is_some_and(|p| p.is_leader()) {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let opened = ctx.host.open_split_child(meta).await;
+        ctx.host.deps.splits.settled(child);
+        match opened {
             Ok(Some(replica)) => {
                 let leads_parent = ctx.host.get(parent).is_some_and(|p| p.is_leader());
                 tracing::info!(

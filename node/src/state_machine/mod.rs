@@ -94,8 +94,54 @@ pub struct StateMachine {
 }
 
 /// Where a replica announces the split children it wrote, so the node
-/// opens their Raft groups (`shard::split`).
-pub type SplitSink = tokio::sync::mpsc::UnboundedSender<SplitChild>;
+/// opens their Raft groups (`shard::split`), and which children of splits
+/// applied on this node are not open yet. From just before a split narrows
+/// its parent until the node has opened the child, the child is "pending":
+/// `ShardHost::create` refuses to create a replica of it, which would
+/// otherwise see no overlapping shard (the parent is narrowed already)
+/// and write an empty replica's marks under the child's state.
+#[derive(Clone)]
+pub struct SplitSink {
+    tx: tokio::sync::mpsc::UnboundedSender<SplitChild>,
+    pending: Arc<std::sync::Mutex<std::collections::BTreeSet<ShardId>>>,
+}
+
+impl SplitSink {
+    /// The sink, and where the node receives the children to open.
+    pub fn new() -> (Self, tokio::sync::mpsc::UnboundedReceiver<SplitChild>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pending = Arc::default();
+        (Self { tx, pending }, rx)
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<ShardId>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A split applied here is about to narrow its parent for `child`.
+    pub(crate) fn begin(&self, child: ShardId) {
+        self.set().insert(child);
+    }
+
+    /// The node has opened `child`, or has given up on it (a failed write
+    /// of its split, a failed open: it opens at the next start).
+    pub fn settled(&self, child: ShardId) {
+        self.set().remove(&child);
+    }
+
+    /// Whether `child` is a split child of this node not open yet.
+    pub fn is_pending(&self, child: ShardId) -> bool {
+        self.set().contains(&child)
+    }
+
+    fn announce(&self, child: SplitChild) {
+        // The receiver lives as long as the node; a node shutting down
+        // opens the child at its next start instead.
+        if self.tx.send(child.clone()).is_err() {
+            self.settled(child.meta.id);
+        }
+    }
+}
 
 /// A split child whose initial state is in the engine.
 #[derive(Debug, Clone)]
@@ -336,6 +382,25 @@ impl StateMachine {
         let response = apply::execute(op, data).map_err(sm_write_err)?;
         self.sessions.record(&id, index, response.clone());
         Ok(response)
+    }
+
+    /// Writes what a group of entries applied: their data (in `batch`),
+    /// the split children they made, and the replica's state.
+    async fn write_applied(
+        &mut self,
+        mut batch: WriteBatch,
+        children: &mut [split::ChildInit],
+        meta_changed: bool,
+    ) -> Result<(), StorageError> {
+        for child in children.iter_mut() {
+            child.persist_into(&mut batch)?;
+        }
+        self.persist_state(&mut batch, meta_changed || !children.is_empty())?;
+        let _exclusive = self.gate.apply().await;
+        if self.gate.is_closed() {
+            return Err(sm_write_err(RemovedError(self.shard)));
+        }
+        self.engine.write(batch).map_err(sm_write_err)
     }
 
     /// Adds the persistent form of the in-memory state to `batch`.
@@ -582,27 +647,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::new();
         data.drain_into(&mut batch);
         let mut children = std::mem::take(&mut self.children);
-        for child in &mut children {
-            child.persist_into(&mut batch)?;
-        }
-        self.persist_state(&mut batch, meta_changed || !children.is_empty())?;
-        let exclusive = self.gate.apply().await;
-        if self.gate.is_closed() {
-            return Err(sm_write_err(RemovedError(self.shard)));
-        }
-        self.engine.write(batch).map_err(sm_write_err)?;
-        drop(exclusive);
+        let written = self.write_applied(batch, &mut children, meta_changed).await;
         if let Some(sink) = &self.split_sink {
             for child in children {
-                // The receiver lives as long as the node; a node shutting
-                // down opens the child at its next start instead.
-                let _ = sink.send(SplitChild {
-                    parent: child.parent,
-                    meta: child.meta,
-                });
+                match written {
+                    Ok(()) => sink.announce(SplitChild {
+                        parent: child.parent,
+                        meta: child.meta,
+                    }),
+                    Err(_) => sink.settled(child.meta.id),
+                }
             }
         }
-        Ok(responses)
+        written.map(|()| responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -75,6 +75,9 @@ impl StateMachine {
         if crate::sim_hooks::bug(crate::sim_hooks::Bug::SplitLeavesGap) {
             child_start_key.push(0);
         }
+        if let Some(sink) = &self.split_sink {
+            sink.begin(child);
+        }
         let right = ShardMeta {
             id: child,
             start: child_start_key,

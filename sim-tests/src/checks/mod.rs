@@ -1,6 +1,7 @@
 //! One invariant per file. Each returns `Err(explanation)` on violation.
 
 pub mod applied;
+pub mod awaiting;
 pub mod batch_atomicity;
 pub mod convergence;
 pub mod durability;
