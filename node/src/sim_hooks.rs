@@ -219,6 +219,22 @@ pub fn awaiting_with_state() -> Vec<String> {
     AWAITING_WITH_STATE.with(|c| c.borrow().clone())
 }
 
+thread_local! {
+    /// Split children that a create request opened before their own node
+    /// did (`ShardHost::create`).
+    static OPENED_ON_REQUEST: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that a create request opened this node's split child `shard`.
+pub fn record_opened_on_request(shard: u64) {
+    OPENED_ON_REQUEST.with(|c| c.borrow_mut().push(shard));
+}
+
+/// Split children opened by a create request in this run, in order.
+pub fn opened_on_request() -> Vec<u64> {
+    OPENED_ON_REQUEST.with(|c| c.borrow().clone())
+}
+
 /// Records that this node created a replica of `shard` empty.
 pub fn record_created_empty(shard: u64) {
     CREATED_EMPTY.with(|c| c.borrow_mut().push(shard));
@@ -235,6 +251,7 @@ pub fn reset_applied() {
     PD_STATES.with(|a| *a.borrow_mut() = AppliedLog::default());
     CREATED_EMPTY.with(|c| c.borrow_mut().clear());
     AWAITING_WITH_STATE.with(|c| c.borrow_mut().clear());
+    OPENED_ON_REQUEST.with(|c| c.borrow_mut().clear());
     CHILD_OPEN_DELAY.with(|d| d.set(Duration::ZERO));
     SLOW_DISKS.with(|m| m.borrow_mut().clear());
 }

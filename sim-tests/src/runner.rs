@@ -261,6 +261,20 @@ pub async fn run(scenario: Scenario) -> Result<Report, String> {
              moves: a split child did not start on every replica of its parent"
         ));
     }
+    // Nor is a split child opened only because a member asked for it
+    // (unless the scenario makes nodes open their children late).
+    let opened_on_request = sim_hooks::opened_on_request();
+    if scenario.schedule == Schedule::Calm
+        && !scenario.moves
+        && scenario.joiners == 0
+        && !scenario.late_children
+        && !opened_on_request.is_empty()
+    {
+        return Err(format!(
+            "split children {opened_on_request:?} were opened only when a member asked for \
+             them, in a calm run without moves: a node did not open the children of its splits"
+        ));
+    }
     let replicas_moved = cluster.tombstones();
     if scenario.moves && scenario.schedule == Schedule::Calm && replicas_moved == 0 {
         return Err("no replica moved in a calm run with drains".into());

@@ -139,6 +139,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Schedule::Calm,
             &[
                 "were created empty in a calm run",
+                "were opened only when a member asked for them",
                 "took no write",
                 "writes did not resume",
                 "the PD is not healthy",

@@ -133,6 +133,8 @@ impl ShardHost {
                     "opening a split child that a create request found before it was opened"
                 );
                 self.open_stored(stored).await?;
+                #[cfg(madsim)]
+                crate::sim_hooks::record_opened_on_request(meta.id);
             }
         }
         let mut replaced_orphan = false;
