@@ -47,7 +47,12 @@ pub async fn bind(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
+    // Keepalive as on every channel (atoll_proto::KEEPALIVE_INTERVAL): a
+    // client or peer gone silent has its streams ended, and their
+    // operations' slots freed, within seconds.
     let router = Server::builder()
+        .http2_keepalive_interval(Some(atoll_proto::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(atoll_proto::KEEPALIVE_TIMEOUT))
         .initial_connection_window_size(WINDOW_BYTES)
         .initial_stream_window_size(WINDOW_BYTES)
         .add_service(

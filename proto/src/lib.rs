@@ -23,10 +23,35 @@ tonic::include_proto!("atoll.v1");
 pub mod batched_writes;
 pub mod streamed;
 
-/// A channel that dials on first use; outside the simulation the frames of
-/// one request leave in one write ([`batched_writes`]). Every client of the
-/// protocol (the client crate, node-to-node RPCs) builds its channels here.
+/// HTTP/2 keepalive of every channel ([`connect_lazy`]) and of the node's
+/// server: a PING after this long, also on an idle connection...
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and the connection is dropped when its answer takes longer than this.
+/// A peer that went silent without closing its connection (its machine
+/// lost power, a network cut) then fails every call and stream on it
+/// within 13 s, and the next call dials again, instead of each call
+/// waiting out its own deadline until TCP gives up (minutes).
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A channel that dials on first use, with HTTP/2 keepalive
+/// ([`KEEPALIVE_INTERVAL`], [`KEEPALIVE_TIMEOUT`]); outside the simulation
+/// the frames of one request leave in one write ([`batched_writes`]).
+/// Every client of the protocol (the client crate, node-to-node RPCs)
+/// builds its channels here.
 pub fn connect_lazy(endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+    connect_lazy_with_keepalive(endpoint, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+}
+
+/// [`connect_lazy`] with other keepalive times (tests).
+pub fn connect_lazy_with_keepalive(
+    endpoint: tonic::transport::Endpoint,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) -> tonic::transport::Channel {
+    let endpoint = endpoint
+        .http2_keep_alive_interval(interval)
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true);
     #[cfg(not(madsim))]
     return endpoint.connect_with_connector_lazy(batched_writes::Connector::default());
     #[cfg(madsim)]
