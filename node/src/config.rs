@@ -228,6 +228,9 @@ impl Default for PdTuning {
     }
 }
 
+/// Largest `wal.prealloc_bytes`: zeros written in one go on the write path.
+const MAX_WAL_PREALLOC: u64 = 64 << 20;
+
 /// The write-ahead log (docs/decisions/0011-raft-wal.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -235,12 +238,18 @@ pub struct WalTuning {
     /// A segment file is closed and a new one started beyond this size;
     /// purge frees whole segments.
     pub segment_bytes: u64,
+    /// The newest segment is extended with zeros this many bytes at a time,
+    /// ahead of its records, so that syncing an append does not also commit
+    /// a new file size; 0 turns it off.
+    pub prealloc_bytes: u64,
 }
 
 impl Default for WalTuning {
     fn default() -> Self {
+        let d = crate::wal::WalOptions::default();
         Self {
-            segment_bytes: crate::wal::WalOptions::default().segment_bytes,
+            segment_bytes: d.segment_bytes,
+            prealloc_bytes: d.prealloc_bytes,
         }
     }
 }
@@ -249,6 +258,7 @@ impl WalTuning {
     pub fn options(&self) -> crate::wal::WalOptions {
         crate::wal::WalOptions {
             segment_bytes: self.segment_bytes,
+            prealloc_bytes: self.prealloc_bytes,
         }
     }
 }
@@ -392,6 +402,13 @@ impl Config {
             return Err(NodeError::Config(
                 "sessions.max_per_shard must be > 0".into(),
             ));
+        }
+        if self.wal.prealloc_bytes > MAX_WAL_PREALLOC {
+            return Err(NodeError::Config(format!(
+                "wal.prealloc_bytes ({}) must be at most {MAX_WAL_PREALLOC} (64 MiB); 0 turns \
+                 preallocation off",
+                self.wal.prealloc_bytes
+            )));
         }
         if self.pd.heartbeat_ms == 0 || self.pd.down_after_ms <= self.pd.heartbeat_ms {
             return Err(NodeError::Config(format!(

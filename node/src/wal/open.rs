@@ -82,7 +82,9 @@ pub fn open(fs: SharedFs, dir: &str, options: WalOptions) -> Result<Wal, WalErro
             fs.remove(&name).map_err(io)?;
             continue;
         }
-        if scanned.torn > 0 {
+        if scanned.torn > 0 || scanned.spare > 0 {
+            // Also the unused preallocated space: appends go on from the
+            // last record, and the writer preallocates again.
             fs.truncate(&name, scanned.valid_len).map_err(io)?;
         }
         segments.insert(id);
@@ -115,6 +117,7 @@ pub fn open(fs: SharedFs, dir: &str, options: WalOptions) -> Result<Wal, WalErro
         segments,
         active,
         active_len,
+        active_alloc: active_len,
         active_base,
         failed: None,
     };

@@ -47,6 +47,9 @@ pub struct Scanned {
     pub valid_len: u64,
     /// Bytes after `valid_len` that are a torn tail (only in the last segment).
     pub torn: u64,
+    /// Zero bytes after `valid_len`: space the WAL preallocated and never
+    /// wrote (only in the last segment; not damage).
+    pub spare: u64,
 }
 
 /// Why a segment cannot be used.
@@ -95,6 +98,11 @@ pub fn scan(buf: &[u8], last: bool) -> Result<Scanned, ScanError> {
             Frame::Incomplete => "the file ends inside a record".to_string(),
             Frame::Bad(reason) => reason,
         };
+        if last && buf[at..].iter().all(|&b| b == 0) {
+            out.valid_len = at as u64;
+            out.spare = (buf.len() - at) as u64;
+            return Ok(out);
+        }
         if last && is_torn_tail(&buf[at..]) {
             out.valid_len = at as u64;
             out.torn = (buf.len() - at) as u64;
@@ -113,7 +121,9 @@ pub fn scan(buf: &[u8], last: bool) -> Result<Scanned, ScanError> {
 /// write rather than corruption: the frame runs past the end of the file,
 /// or everything from it on is zero (space allocated, data never written),
 /// or the damaged frame reaches the end of the file and holds a zeroed
-/// 512-byte block (a sector that never made it, as etcd's WAL checks).
+/// 512-byte block (a sector that never made it, as etcd's WAL checks), or
+/// its own last byte is still zero and only zeros (or nothing) follow it
+/// (a write into preallocated space of which only a prefix made it).
 fn is_torn_tail(rest: &[u8]) -> bool {
     if rest.iter().all(|&b| b == 0) {
         return true;
@@ -124,6 +134,9 @@ fn is_torn_tail(rest: &[u8]) -> bool {
     let claimed = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
     let frame_end = record::FRAME_HEADER.saturating_add(claimed);
     if frame_end > rest.len() {
+        return true;
+    }
+    if rest[frame_end - 1] == 0 && rest[frame_end..].iter().all(|&b| b == 0) {
         return true;
     }
     frame_end == rest.len()
@@ -196,11 +209,43 @@ mod tests {
     }
 
     #[test]
-    fn zeroes_after_the_last_record_are_a_torn_tail() {
+    fn zeroes_after_the_last_record_are_spare_space() {
         let mut buf = segment(&[vote(1)]);
         let valid = buf.len();
         buf.extend([0u8; 100]);
-        let s = scan(&buf, true).expect("zero tail is torn");
-        assert_eq!((s.valid_len, s.torn), (valid as u64, 100));
+        let s = scan(&buf, true).expect("zero tail is spare space");
+        assert_eq!((s.valid_len, s.torn, s.spare), (valid as u64, 0, 100));
+        assert!(matches!(
+            scan(&buf, false),
+            Err(ScanError::Corrupt { offset, .. }) if offset == valid as u64
+        ));
+    }
+
+    #[test]
+    fn a_record_cut_short_in_preallocated_space_is_a_torn_tail() {
+        let mut buf = segment(&[vote(1)]);
+        let valid = buf.len();
+        let next = record::encode(&vote(2));
+        buf.extend(&next[..next.len() - 3]);
+        buf.extend([0u8; 100]);
+        let s = scan(&buf, true).expect("torn");
+        assert_eq!(
+            (s.valid_len, s.torn),
+            (valid as u64, (buf.len() - valid) as u64)
+        );
+        // The same damage with data after it is corruption.
+        let mut damaged = buf.clone();
+        let last = damaged.len() - 1;
+        damaged[last] = 7;
+        assert!(matches!(
+            scan(&damaged, true),
+            Err(ScanError::Corrupt { offset, .. }) if offset == valid as u64
+        ));
+        // And so is a whole record with a flipped bit whose last byte is
+        // not zero, zeros after it or not.
+        let mut flipped = segment(&[vote(1), vote(2)]);
+        flipped[valid + 10] ^= 1;
+        flipped.extend([0u8; 100]);
+        assert!(scan(&flipped, true).is_err());
     }
 }

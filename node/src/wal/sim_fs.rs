@@ -1,7 +1,9 @@
 //! The simulated file seam: segment files in memory that keep what was
 //! synced apart from what was not. [`SimFs::crash`] is a power loss: each
-//! file keeps its synced bytes plus a random prefix of its unsynced tail (a
-//! torn last write). It counts syncs, so tests can see group commit.
+//! file keeps its synced content plus a random prefix of the writes made
+//! since, in order, the last of them possibly cut short (a torn write); a
+//! write in place over preallocated zeros that is lost leaves the zeros.
+//! It counts syncs, so tests can see group commit.
 //!
 //! It outlives the simulated node that uses it, as a disk does.
 
@@ -15,8 +17,28 @@ use super::fs::WalFs;
 
 #[derive(Default, Clone)]
 struct SimFile {
+    /// What reads see.
     data: Vec<u8>,
-    synced: usize,
+    /// What a power loss keeps for sure: the content at the last sync.
+    durable: Vec<u8>,
+    /// Writes since the last sync, in order: (offset, bytes).
+    pending: Vec<(usize, Vec<u8>)>,
+}
+
+fn write_into(buf: &mut Vec<u8>, offset: usize, bytes: &[u8]) {
+    let end = offset + bytes.len();
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[offset..end].copy_from_slice(bytes);
+}
+
+impl SimFile {
+    fn sync(&mut self) {
+        for (offset, bytes) in std::mem::take(&mut self.pending) {
+            write_into(&mut self.durable, offset, &bytes);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,19 +83,24 @@ impl SimFs {
         self.crash_with(&mut rng);
     }
 
-    /// Power loss: every file keeps its synced bytes and a random prefix
-    /// (possibly empty, possibly all) of what was appended since.
+    /// Power loss: every file keeps its synced content and a random prefix
+    /// (possibly empty, possibly all) of the bytes written since, in the
+    /// order they were written.
     pub fn crash_with(&self, rng: &mut dyn RngCore) {
         let mut s = self.lock();
         for f in s.files.values_mut() {
-            let unsynced = f.data.len() - f.synced;
-            let keep = if unsynced == 0 {
+            let unsynced: usize = f.pending.iter().map(|(_, b)| b.len()).sum();
+            let mut keep = if unsynced == 0 {
                 0
             } else {
                 rng.gen_range(0..=unsynced)
             };
-            f.data.truncate(f.synced + keep);
-            f.synced = f.data.len();
+            for (offset, bytes) in std::mem::take(&mut f.pending) {
+                let n = keep.min(bytes.len());
+                write_into(&mut f.durable, offset, &bytes[..n]);
+                keep -= n;
+            }
+            f.data = f.durable.clone();
         }
     }
 
@@ -110,6 +137,8 @@ impl SimFs {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "past the end"));
         }
         f.data[offset..end].copy_from_slice(bytes);
+        f.sync();
+        write_into(&mut f.durable, offset, bytes);
         Ok(())
     }
 }
@@ -128,10 +157,12 @@ impl WalFs for SimFs {
         Ok(())
     }
 
-    fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.lock();
         let f = s.files.get_mut(name).ok_or_else(|| not_found(name))?;
-        f.data.extend_from_slice(data);
+        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        write_into(&mut f.data, offset, data);
+        f.pending.push((offset, data.to_vec()));
         Ok(())
     }
 
@@ -149,7 +180,7 @@ impl WalFs for SimFs {
             return Err(io::Error::other("simulated EIO on fdatasync"));
         }
         let f = s.files.get_mut(name).ok_or_else(|| not_found(name))?;
-        f.synced = f.data.len();
+        f.sync();
         Ok(())
     }
 
@@ -175,7 +206,8 @@ impl WalFs for SimFs {
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         f.data.truncate(len);
         // The real truncate fsyncs the file: all that is left is durable.
-        f.synced = f.data.len();
+        f.pending.clear();
+        f.durable = f.data.clone();
         Ok(())
     }
 
