@@ -21,12 +21,16 @@ fn splits_under_seeds(name: &str, s: Schedule, seeds: &[u64]) {
         splits: true,
         ..Scenario::new(s)
     };
-    let failures = sweep("splits", name, &scenario, seeds);
+    sweep_splits(name, &scenario, seeds);
+}
+
+fn sweep_splits(name: &str, scenario: &Scenario, seeds: &[u64]) {
+    let failures = sweep("splits", name, scenario, seeds);
     assert!(
         failures.is_empty(),
         "{} seed(s) failed with splits under {}: {:?}",
         failures.len(),
-        s.name(),
+        scenario.schedule.name(),
         failures.iter().map(|f| f.0).collect::<Vec<_>>()
     );
 }
@@ -89,17 +93,10 @@ fn splits_with_children_opened_late() {
         late_children: true,
         ..Scenario::new(Schedule::Calm)
     };
-    let failures = sweep(
-        "splits",
+    sweep_splits(
         "splits_with_children_opened_late",
         &scenario,
         &seeds(DEFAULT_SEEDS),
-    );
-    assert!(
-        failures.is_empty(),
-        "{} seed(s) failed with children opened late: {:?}",
-        failures.len(),
-        failures.iter().map(|f| f.0).collect::<Vec<_>>()
     );
 }
 
