@@ -343,3 +343,26 @@ async fn a_slow_snapshot_build_does_not_replace_a_newer_snapshot_record() {
         .expect("a snapshot");
     assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
 }
+
+/// A split's child is pending from the split until its node opens it (or
+/// gives up on it), so that a create request cannot write over it.
+#[test]
+fn a_split_child_is_pending_until_its_node_settles_it() {
+    let (sink, rx) = SplitSink::new();
+    let child = |id| SplitChild {
+        parent: 1,
+        meta: ShardMeta::whole_keyspace(id),
+    };
+    sink.begin(9);
+    assert!(sink.is_pending(9));
+    sink.announce(child(9));
+    assert!(sink.is_pending(9), "announced, not opened yet");
+    sink.settled(9);
+    assert!(!sink.is_pending(9));
+    // A node that is stopping (no receiver) opens the child at its next
+    // start: nothing stays pending.
+    drop(rx);
+    sink.begin(10);
+    sink.announce(child(10));
+    assert!(!sink.is_pending(10));
+}
