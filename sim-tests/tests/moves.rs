@@ -68,13 +68,15 @@ fn moves_and_splits_amid_mixed_faults() {
 /// descriptor, so its conf_ver fell one behind the other replicas'); 42051
 /// (a split child's commit waited for replicas created empty, which never got
 /// its snapshot); 44036 (the first fix of 42051 let such a replica's Raft
-/// acknowledge entries it never stored).
+/// acknowledge entries it never stored); 49007 (a replayed split wrote its
+/// child's state under a replica of the child that the PD had just had
+/// created there).
 #[test]
 fn moves_and_splits_amid_mixed_faults_seeds_that_failed() {
     moves_under_seeds(
         "moves_and_splits_amid_mixed_faults_seeds_that_failed",
         Schedule::Mixed,
         true,
-        &fixed_seeds(&[42085, 42051, 44036]),
+        &fixed_seeds(&[42085, 42051, 44036, 49007]),
     );
 }

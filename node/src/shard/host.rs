@@ -189,11 +189,6 @@ impl ShardHost {
             }
             .into());
         }
-        // Checked after the overlap: a split marks its child pending
-        // before it narrows the parent.
-        if self.deps.splits.is_pending(meta.id) && !broken {
-            return Err(ReplicaError::SplitChildPending { shard: meta.id }.into());
-        }
         let mut batch = WriteBatch::new();
         let reincarnated = super::removal::prepare_create(
             &self.deps.engine,
@@ -214,7 +209,22 @@ impl ShardHost {
             let mark = if reincarnated { vec![1] } else { Vec::new() };
             batch.put(keys::sm_meta(meta.id, SmMeta::AwaitingSnapshot), mark);
         }
-        self.deps.engine.write(batch)?;
+        // Checked after the overlap (a split marks its child pending before
+        // it narrows the parent), and written under the same lock as a
+        // split's check for a created replica (`SplitSink`), so that a
+        // split applied from now on writes no child state over this one.
+        let engine = &self.deps.engine;
+        let written = if broken {
+            Some(engine.write(batch))
+        } else {
+            self.deps
+                .splits
+                .write_unless_pending(meta.id, || engine.write(batch))
+        };
+        match written {
+            None => return Err(ReplicaError::SplitChildPending { shard: meta.id }.into()),
+            Some(result) => result?,
+        }
         self.deps.flusher.checkpoint().await?;
         #[cfg(madsim)]
         if awaiting_snapshot || reincarnated {

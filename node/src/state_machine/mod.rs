@@ -99,7 +99,12 @@ pub struct StateMachine {
 /// its parent until the node has opened the child, the child is "pending":
 /// `ShardHost::create` refuses to create a replica of it, which would
 /// otherwise see no overlapping shard (the parent is narrowed already)
-/// and write an empty replica's marks under the child's state.
+/// and write an empty replica's marks under the child's state. The other
+/// way round, a split whose child already has a replica created here on
+/// request narrows its parent but writes no child state over it (the
+/// created replica gets the child from its leader's snapshot). Both
+/// decisions and the create's write are made under one lock, so neither
+/// can slip between the other's check and write.
 #[derive(Clone)]
 pub struct SplitSink {
     tx: tokio::sync::mpsc::UnboundedSender<SplitChild>,
@@ -118,9 +123,26 @@ impl SplitSink {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A split applied here is about to narrow its parent for `child`.
-    pub(crate) fn begin(&self, child: ShardId) {
-        self.set().insert(child);
+    /// A split applied here is about to narrow its parent for `child`:
+    /// false if `created` says a replica of the child was created here on
+    /// request (write no child state), else the child is pending.
+    pub(crate) fn begin(&self, child: ShardId, created: impl FnOnce() -> bool) -> bool {
+        let mut set = self.set();
+        if created() {
+            return false;
+        }
+        set.insert(child);
+        true
+    }
+
+    /// Runs `write` (a create request writing a replica of `shard`) unless
+    /// a split here is making `shard` (`None`: refuse the request).
+    pub fn write_unless_pending<T>(&self, shard: ShardId, write: impl FnOnce() -> T) -> Option<T> {
+        let set = self.set();
+        if set.contains(&shard) {
+            return None;
+        }
+        Some(write())
     }
 
     /// The node has opened `child`, or has given up on it (a failed write

@@ -75,9 +75,23 @@ impl StateMachine {
         if crate::sim_hooks::bug(crate::sim_hooks::Bug::SplitLeavesGap) {
             child_start_key.push(0);
         }
-        if let Some(sink) = &self.split_sink {
-            sink.begin(child);
-        }
+        // A replica of the child created here on request (by a member that
+        // found it missing, or an operator's add) keeps what it has and
+        // gets the child's state from its leader: no child state is
+        // written over it. Created replicas hold a replica id record,
+        // split children none.
+        let engine = &self.engine;
+        let created = || {
+            engine
+                .get(&keys::sm_meta(child, SmMeta::ReplicaId))
+                .ok()
+                .flatten()
+                .is_some()
+        };
+        let write_child = match &self.split_sink {
+            Some(sink) => sink.begin(child, created),
+            None => !created(),
+        };
         let right = ShardMeta {
             id: child,
             start: child_start_key,
@@ -91,13 +105,22 @@ impl StateMachine {
         meta.epoch.version = version;
         let left = meta.clone();
         drop(meta);
-        let membership = StoredMembership::new(Some(child_start()), child_membership);
-        self.children.push(ChildInit {
-            parent: self.shard,
-            meta: right.clone(),
-            membership,
-            sessions: self.sessions.copy_for_split(child << 32),
-        });
+        if write_child {
+            let membership = StoredMembership::new(Some(child_start()), child_membership);
+            self.children.push(ChildInit {
+                parent: self.shard,
+                meta: right.clone(),
+                membership,
+                sessions: self.sessions.copy_for_split(child << 32),
+            });
+        } else {
+            tracing::info!(
+                shard = self.shard,
+                child,
+                "split: this node holds a replica of the child created on request; it gets \
+                 the child's state from its leader, none is written here"
+            );
+        }
         Response::Split { left, right }
     }
 }

@@ -345,7 +345,8 @@ async fn a_slow_snapshot_build_does_not_replace_a_newer_snapshot_record() {
 }
 
 /// A split's child is pending from the split until its node opens it (or
-/// gives up on it), so that a create request cannot write over it.
+/// gives up on it), so that a create request cannot write over it; and a
+/// split writes no child state over a replica created here on request.
 #[test]
 fn a_split_child_is_pending_until_its_node_settles_it() {
     let (sink, rx) = SplitSink::new();
@@ -353,16 +354,25 @@ fn a_split_child_is_pending_until_its_node_settles_it() {
         parent: 1,
         meta: ShardMeta::whole_keyspace(id),
     };
-    sink.begin(9);
+    assert!(sink.begin(9, || false));
     assert!(sink.is_pending(9));
+    assert_eq!(
+        sink.write_unless_pending(9, || "written"),
+        None,
+        "a create request must not write a pending child"
+    );
     sink.announce(child(9));
     assert!(sink.is_pending(9), "announced, not opened yet");
     sink.settled(9);
     assert!(!sink.is_pending(9));
+    assert_eq!(sink.write_unless_pending(9, || "written"), Some("written"));
+    // A child with a replica created here gets no child state from a split.
+    assert!(!sink.begin(11, || true));
+    assert!(!sink.is_pending(11));
     // A node that is stopping (no receiver) opens the child at its next
     // start: nothing stays pending.
     drop(rx);
-    sink.begin(10);
+    assert!(sink.begin(10, || false));
     sink.announce(child(10));
     assert!(!sink.is_pending(10));
 }
