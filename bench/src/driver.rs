@@ -54,6 +54,10 @@ pub struct CaseResult {
     pub servers: Vec<ProcUsage>,
     /// `/proc/loadavg` when the measured window opened.
     pub loadavg: String,
+    /// CPU time the hypervisor stole over the window, % of all CPU time
+    /// (`procstat`); `None` where the kernel does not report it.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
     /// The worst stalls: operations slower than p99 (and than 3 ms),
     /// grouped when they started within 50 ms of each other, slowest first
     /// (at most 10), to match against the servers' logs.
@@ -119,6 +123,7 @@ pub async fn run_case<K: Kv>(system: &str, conns: &[K], spec: &Spec, pids: &[u32
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let window = ProcWindow::open(pids);
     tokio::time::sleep_until(end).await;
+    let steal_pct = window.steal_pct();
     let servers = window.close();
     let tally = tally.await;
     let secs = spec.duration.as_secs_f64();
@@ -142,6 +147,7 @@ pub async fn run_case<K: Kv>(system: &str, conns: &[K], spec: &Spec, pids: &[u32
         peak_rss_mib: servers.iter().map(|s| s.peak_rss_mib).fold(0.0, f64::max),
         servers,
         loadavg: loadavg.trim().to_string(),
+        steal_pct,
         stalls: stalls(tally.slow, p99_us.max(SLOW_US)),
     }
 }

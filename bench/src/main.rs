@@ -220,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 println!(
                     "{:<6} {:<14} {:>8.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  \
-                     errors {}  cpu {:.0}%  rss {:.0} MiB",
+                     errors {}  cpu {:.0}%  rss {:.0} MiB  steal {}%",
                     result.system,
                     result.case,
                     result.ops_per_s,
@@ -229,7 +229,8 @@ async fn main() -> anyhow::Result<()> {
                     result.p999_us as f64 / 1e3,
                     result.errors,
                     result.cpu_pct,
-                    result.peak_rss_mib
+                    result.peak_rss_mib,
+                    result.steal_pct.map_or("?".to_string(), |p| format!("{p:.0}"))
                 );
                 if let Some(worst) = result.stalls.first() {
                     println!(

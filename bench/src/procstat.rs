@@ -6,6 +6,13 @@
 //! reset at the start of a case by writing `5` to `/proc/<pid>/clear_refs`
 //! (Linux ≥ 4.0; needs the right to write there, i.e. the same user or
 //! root). If the reset fails, the peak is the process's lifetime peak.
+//!
+//! Steal: the `steal` column of `/proc/stat`'s `cpu` line, the time the
+//! hypervisor ran something else while this VM wanted a CPU, as a share of
+//! all CPU time over the window. On a shared virtual machine it varies from
+//! run to run and slows a latency-bound case (write-1) by as much as it
+//! takes: a run with high steal says more about the host than about the
+//! systems under test.
 
 use std::time::Instant;
 
@@ -29,6 +36,7 @@ pub struct ProcUsage {
 pub struct ProcWindow {
     start: Instant,
     procs: Vec<(u32, Option<u64>, bool)>,
+    host: Option<HostTicks>,
 }
 
 impl ProcWindow {
@@ -43,7 +51,16 @@ impl ProcWindow {
         ProcWindow {
             start: Instant::now(),
             procs,
+            host: host_ticks(),
         }
+    }
+
+    /// The share of all CPU time (every CPU) stolen by the hypervisor since
+    /// the window opened, in %; `None` where `/proc/stat` has no steal.
+    pub fn steal_pct(&self) -> Option<f64> {
+        let (before, now) = (self.host?, host_ticks()?);
+        let total = now.total.saturating_sub(before.total);
+        (total > 0).then(|| now.steal.saturating_sub(before.steal) as f64 / total as f64 * 100.0)
     }
 
     /// Usage of every process still alive.
@@ -62,6 +79,33 @@ impl ProcWindow {
             })
             .collect()
     }
+}
+
+/// The machine's CPU time so far, in ticks: stolen, and in all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HostTicks {
+    steal: u64,
+    total: u64,
+}
+
+fn host_ticks() -> Option<HostTicks> {
+    parse_host_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq
+/// steal (guest time is inside user already).
+fn parse_host_ticks(stat: &str) -> Option<HostTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(HostTicks {
+        steal: *fields.get(7)?,
+        total: fields.iter().sum(),
+    })
 }
 
 /// `utime + stime` of `pid`, in ticks.
@@ -100,6 +144,20 @@ mod tests {
     fn cpu_ticks_are_read_after_a_command_name_with_spaces() {
         let stat = "42 (atoll (node) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
         assert_eq!(parse_cpu_ticks(stat), Some(300));
+    }
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line() {
+        let stat = "cpu  100 0 50 800 10 5 5 30 0 0\ncpu0 50 0 25 400 5 2 3 15 0 0\n";
+        assert_eq!(
+            parse_host_ticks(stat),
+            Some(HostTicks {
+                steal: 30,
+                total: 1000
+            })
+        );
+        // A kernel too old to report steal has seven fields.
+        assert_eq!(parse_host_ticks("cpu  1 2 3 4 5 6 7\n"), None);
     }
 
     #[test]

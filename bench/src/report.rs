@@ -70,6 +70,9 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The generated section: `meta` lines first (date, machine, load...).
+/// Steal (% of all CPU time) above which a case is flagged in the report.
+const STEAL_WARN_PCT: f64 = 10.0;
+
 pub fn markdown(r: &Results, meta: &[String]) -> String {
     let mut s = String::new();
     for line in meta {
@@ -98,15 +101,15 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
             .find(|c| c.system == system && c.case == case)
     };
     s.push_str(
-        "\n| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU % | peak RSS MiB | load |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU % | peak RSS MiB | load | steal % |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for case in ALL.map(|c| c.name()) {
         for system in ["atoll", "etcd"] {
             if let Some(c) = find(system, &case) {
                 let _ = writeln!(
                     s,
-                    "| {case} | {system} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+                    "| {case} | {system} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} |",
                     c.ops_per_s,
                     ms(c.p50_us),
                     ms(c.p99_us),
@@ -114,10 +117,26 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
                     c.errors,
                     c.cpu_pct,
                     c.peak_rss_mib,
-                    c.loadavg.split_whitespace().next().unwrap_or("?")
+                    c.loadavg.split_whitespace().next().unwrap_or("?"),
+                    c.steal_pct.map_or("?".to_string(), |p| format!("{p:.0}"))
                 );
             }
         }
+    }
+    let stolen: Vec<String> = r
+        .cases
+        .iter()
+        .filter(|c| c.steal_pct.is_some_and(|p| p > STEAL_WARN_PCT))
+        .map(|c| format!("{} {}", c.case, c.system))
+        .collect();
+    if !stolen.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nSteal above {STEAL_WARN_PCT:.0} % (the host took this VM's CPU) in: {}. \
+             Those cases measured the host as much as the system; compare them with \
+             other runs only where steal was as high.",
+            stolen.join(", ")
+        );
     }
     s.push_str(
         "\nRatio Atoll/etcd (ops/s: above 1 is Atoll faster; latencies and CPU per op: \
@@ -194,6 +213,47 @@ pub fn splice(doc: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn case(system: &str, steal: Option<f64>) -> CaseResult {
+        serde_json::from_value(serde_json::json!({
+            "system": system, "case": "write-1", "clients": 1, "connections": 1,
+            "duration_s": 10.0, "ops": 10000, "ops_per_s": 1000.0, "p50_us": 800,
+            "p99_us": 2000, "p999_us": 4000, "max_us": 9000, "errors": 0,
+            "error_kinds": {}, "cpu_pct": 110.0, "peak_rss_mib": 60.0, "servers": [],
+            "loadavg": "1.50 1.20 1.00", "steal_pct": steal,
+        }))
+        .expect("a case result")
+    }
+
+    #[test]
+    fn steal_is_shown_per_case_and_high_steal_is_called_out() {
+        let quiet = Results {
+            cases: vec![case("atoll", Some(1.2)), case("etcd", None)],
+            failovers: Vec::new(),
+            fsync: Vec::new(),
+        };
+        let md = markdown(&quiet, &[]);
+        assert!(
+            md.contains(
+                "| write-1 | atoll | 1000 | 0.80 | 2.00 | 4.00 | 0 | 110 | 60 | 1.50 | 1 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| write-1 | etcd | 1000 | 0.80 | 2.00 | 4.00 | 0 | 110 | 60 | 1.50 | ? |"),
+            "{md}"
+        );
+        assert!(!md.contains("Steal above"), "{md}");
+        let noisy = Results {
+            cases: vec![case("atoll", Some(24.0)), case("etcd", Some(3.0))],
+            ..quiet
+        };
+        let md = markdown(&noisy, &[]);
+        assert!(
+            md.contains("Steal above 10 % (the host took this VM's CPU) in: write-1 atoll."),
+            "{md}"
+        );
+    }
 
     #[test]
     fn splice_replaces_only_the_marked_block() {
