@@ -5,7 +5,10 @@
 //!   size (on ext4 a journal commit): what a log that appends to plain
 //!   files pays;
 //! - **preallocated**: 4 KiB writes into a file whose blocks were written
-//!   and synced beforehand, as etcd's WAL (64 MiB segments) does: data only.
+//!   and synced beforehand, as etcd's WAL (64 MiB segments) does: data only;
+//! - **replicated** ([`crate::floor`]): a leader and two followers on
+//!   loopback, each syncing its own preallocated file, done at the leader's
+//!   sync and the first follower's answer: the floor of a 3-replica write.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -21,6 +24,9 @@ pub struct FsyncResult {
     pub dir: String,
     pub append: SyncLatency,
     pub preallocated: SyncLatency,
+    /// Absent in results written before 2026-12-02.
+    #[serde(default)]
+    pub replicated: Option<SyncLatency>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -39,10 +45,12 @@ pub fn measure(dir: &Path, count: u64, budget: Duration) -> anyhow::Result<Fsync
     let append = probe(&path, count, budget, false)?;
     let preallocated = probe(&path, count, budget, true)?;
     std::fs::remove_file(&path)?;
+    let replicated = crate::floor::measure(dir, count, budget)?;
     Ok(FsyncResult {
         dir: dir.display().to_string(),
         append,
         preallocated,
+        replicated: Some(replicated),
     })
 }
 

@@ -12,6 +12,7 @@
 //!   preloading.
 //! - `procstat`: server CPU and peak RSS from `/proc` over a case's window.
 //! - `disk`: the disk's own `fdatasync` latency for a 4 KiB append.
+//! - `floor`: the same for a write replicated to three syncing replicas.
 //! - `report`: results directory → markdown tables → `docs/benchmarks.md`.
 //!
 //! # Example
@@ -26,6 +27,7 @@ mod atoll;
 mod disk;
 mod driver;
 mod etcd;
+mod floor;
 mod kv;
 mod procstat;
 mod report;
@@ -286,7 +288,11 @@ async fn main() -> anyhow::Result<()> {
             label,
         } => {
             let r = disk::measure(&dir, count, Duration::from_secs(10))?;
-            for (how, l) in [("append", &r.append), ("preallocated", &r.preallocated)] {
+            let replicated = r.replicated.iter().map(|l| ("replicated, 3 replicas", l));
+            for (how, l) in [("append", &r.append), ("preallocated", &r.preallocated)]
+                .into_iter()
+                .chain(replicated)
+            {
                 println!(
                     "fdatasync after a 4 KiB write ({how}) in {}: p50 {} µs, p99 {} µs, \
                      mean {:.0} µs ({} writes)",

@@ -94,6 +94,19 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
                 f.dir
             );
         }
+        if let Some(l) = &f.replicated {
+            let _ = writeln!(
+                s,
+                "- Replicated floor ({label}): a leader and two followers on loopback, each \
+                 `fdatasync`ing a 4 KiB write into its own preallocated file, done at the \
+                 leader's sync and the first follower's answer: p50 {} ms, p99 {} ms, \
+                 mean {:.3} ms ({} writes)",
+                ms(l.p50_us),
+                ms(l.p99_us),
+                l.mean_us / 1000.0,
+                l.writes
+            );
+        }
     }
     let find = |system: &str, case: &str| {
         r.cases
