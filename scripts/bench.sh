@@ -104,8 +104,9 @@ esac
 rm -rf "$RESULTS"; mkdir -p "$RESULTS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The disk's own limit, measured before and after the cases: under a
-# shared machine's load it moves, and write-1 is compared with it.
+# The disk's own limit and the replicated floor (bench/src/floor.rs),
+# measured before and after the cases: under a shared machine's load they
+# move, and write-1 is compared with them.
 disk_probe() {
   say "disk: fdatasync latency of a 4 KiB write in $BENCH_DIR ($1)"
   "$BIN/atoll-bench" fsync --dir "$BENCH_DIR" --count $((QUICK ? 200 : 1000)) --out "$RESULTS" --label "$1"

@@ -89,7 +89,8 @@ enum Cmd {
         timing: TimingArgs,
     },
     /// Measure the disk: fdatasync after a 4 KiB write (append, and into a
-    /// preallocated file), in --dir.
+    /// preallocated file), and the replicated floor (the same write synced by
+    /// a leader and the first of two followers over loopback), in --dir.
     Fsync {
         #[arg(long)]
         dir: PathBuf,
