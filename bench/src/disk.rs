@@ -76,10 +76,17 @@ fn probe(path: &Path, count: u64, budget: Duration, prealloc: bool) -> anyhow::R
         file.sync_data()?;
         hist.record(t.elapsed().as_micros().max(1) as u64)?;
     }
-    Ok(SyncLatency {
-        writes: hist.len(),
-        p50_us: hist.value_at_quantile(0.5),
-        p99_us: hist.value_at_quantile(0.99),
-        mean_us: hist.mean(),
-    })
+    Ok(SyncLatency::of(&hist))
+}
+
+impl SyncLatency {
+    /// The summary of a histogram of latencies in µs.
+    pub fn of(hist: &Histogram<u64>) -> SyncLatency {
+        SyncLatency {
+            writes: hist.len(),
+            p50_us: hist.value_at_quantile(0.5),
+            p99_us: hist.value_at_quantile(0.99),
+            mean_us: hist.mean(),
+        }
+    }
 }

@@ -110,12 +110,7 @@ fn run(paths: &[PathBuf], count: u64, budget: Duration) -> anyhow::Result<SyncLa
         f.join()
             .map_err(|_| anyhow::anyhow!("a probe follower panicked"))??;
     }
-    Ok(SyncLatency {
-        writes: hist.len(),
-        p50_us: hist.value_at_quantile(0.5),
-        p99_us: hist.value_at_quantile(0.99),
-        mean_us: hist.mean(),
-    })
+    Ok(SyncLatency::of(&hist))
 }
 
 /// A file of `count` blocks, written and synced, so that later writes into

@@ -69,10 +69,10 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The generated section: `meta` lines first (date, machine, load...).
 /// Steal (% of all CPU time) above which a case is flagged in the report.
 const STEAL_WARN_PCT: f64 = 10.0;
 
+/// The generated section: `meta` lines first (date, machine, load...).
 pub fn markdown(r: &Results, meta: &[String]) -> String {
     let mut s = String::new();
     for line in meta {
