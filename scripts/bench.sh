@@ -10,6 +10,7 @@
 #            --perf-case CASE (profile that case instead of write-64, e.g. write-1)
 #            --no-doc (leave docs/benchmarks.md alone)
 #   env:     BENCH_DIR (default target/bench; must be a real disk, not tmpfs)
+#            ATOLL_NODE_ARGS (extra atoll-node options, e.g. "--worker-threads 1")
 #
 # Everything it starts (3 atoll-node, 3 etcd, perf) is stopped by PID on exit.
 # Results: $BENCH_DIR/results/*.json, server logs in $BENCH_DIR/<system>/.
@@ -118,7 +119,7 @@ start_atoll() {
   for i in 1 2 3; do initial+="${initial:+,}$i=127.0.0.1:${ATOLL_PORTS[$((i-1))]}"; done
   for i in 1 2 3; do
     "$BIN/atoll-node" --id "$i" --data-dir "$dir/n$i" --listen "127.0.0.1:${ATOLL_PORTS[$((i-1))]}" \
-      --initial-cluster "$initial" --initial-cluster-token "bench-$$" >"$dir/n$i.log" 2>&1 &
+      --initial-cluster "$initial" --initial-cluster-token "bench-$$" ${ATOLL_NODE_ARGS:-} >"$dir/n$i.log" 2>&1 &
     PIDS+=($!); ATOLL_PIDS+=($!)
   done
 }

@@ -69,7 +69,8 @@ enum Cmd {
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Comma-separated case names, or "all": write-1, write-64,
-        /// write-256, read-lin-64, read-stale-64, ycsb-a, ycsb-b.
+        /// write-256, read-lin-64, read-stale-64, ycsb-a, ycsb-b (and
+        /// write-N, read-lin-N, read-stale-N for any N clients).
         #[arg(long, default_value = "all")]
         cases: String,
         #[command(flatten)]

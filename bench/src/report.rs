@@ -171,6 +171,7 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
             );
         }
     }
+    s.push_str(&lone_write_against_disk(r));
     if !r.failovers.is_empty() {
         s.push_str(
             "\nFailover: 64 writers, the leader killed with `kill -9`.\n\n\
@@ -207,6 +208,63 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
         for e in errors {
             let _ = writeln!(s, "- {e}");
         }
+    }
+    s
+}
+
+/// write-1's p50 as a multiple of each disk probe of the run (issue 8's
+/// target for a lone write: within 3× of one `fdatasync`); a range when the
+/// probes before and after differ. Empty without write-1 or probes.
+fn lone_write_against_disk(r: &Results) -> String {
+    let probes = |pick: fn(&FsyncResult) -> Option<u64>| -> Vec<u64> {
+        r.fsync
+            .iter()
+            .filter_map(|(_, f)| pick(f))
+            .filter(|&us| us > 0)
+            .collect()
+    };
+    let append = probes(|f| Some(f.append.p50_us));
+    let preallocated = probes(|f| Some(f.preallocated.p50_us));
+    let floor = probes(|f| f.replicated.as_ref().map(|l| l.p50_us));
+    let lone: Vec<&CaseResult> = ["atoll", "etcd"]
+        .iter()
+        .filter_map(|sys| {
+            r.cases
+                .iter()
+                .find(|c| c.system == *sys && c.case == "write-1")
+        })
+        .collect();
+    if lone.is_empty() || append.is_empty() {
+        return String::new();
+    }
+    // The highest probe gives the lowest multiple.
+    let times = |p50: u64, probes: &[u64]| -> String {
+        let (Some(lo), Some(hi)) = (probes.iter().max(), probes.iter().min()) else {
+            return "–".into();
+        };
+        let (a, b) = (p50 as f64 / *lo as f64, p50 as f64 / *hi as f64);
+        if format!("{a:.1}") == format!("{b:.1}") {
+            format!("{a:.1}")
+        } else {
+            format!("{a:.1}–{b:.1}")
+        }
+    };
+    let mut s = String::from(
+        "\nA lone write (write-1 p50) as a multiple of the disk limits above (issue 8's \
+         target: within 3× of one `fdatasync` of a 4 KiB append):\n\n\
+         | system | write-1 p50 ms | × append `fdatasync` | × preallocated `fdatasync` | × replicated floor |\n\
+         | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    for c in lone {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            c.system,
+            ms(c.p50_us),
+            times(c.p50_us, &append),
+            times(c.p50_us, &preallocated),
+            times(c.p50_us, &floor),
+        );
     }
     s
 }
@@ -266,6 +324,48 @@ mod tests {
             md.contains("Steal above 10 % (the host took this VM's CPU) in: write-1 atoll."),
             "{md}"
         );
+    }
+
+    fn latency(p50_us: u64) -> crate::disk::SyncLatency {
+        crate::disk::SyncLatency {
+            writes: 1000,
+            p50_us,
+            p99_us: p50_us * 2,
+            mean_us: p50_us as f64,
+        }
+    }
+
+    fn probe(append: u64, preallocated: u64, floor: Option<u64>) -> FsyncResult {
+        FsyncResult {
+            dir: "target/bench".into(),
+            append: latency(append),
+            preallocated: latency(preallocated),
+            replicated: floor.map(latency),
+        }
+    }
+
+    #[test]
+    fn a_lone_write_is_shown_as_a_multiple_of_each_disk_limit() {
+        let r = Results {
+            cases: vec![case("atoll", None), case("etcd", None)],
+            failovers: Vec::new(),
+            fsync: vec![
+                ("start".into(), probe(160, 100, Some(250))),
+                ("end".into(), probe(200, 100, None)),
+            ],
+        };
+        let md = markdown(&r, &[]);
+        // 800 µs against appends of 200 and 160, preallocated 100, floor 250.
+        assert!(
+            md.contains("| atoll | 0.80 | 4.0–5.0 | 8.0 | 3.2 |"),
+            "{md}"
+        );
+        assert!(md.contains("| etcd | 0.80 | 4.0–5.0 | 8.0 | 3.2 |"), "{md}");
+        let without_probes = Results {
+            fsync: Vec::new(),
+            ..r
+        };
+        assert!(!markdown(&without_probes, &[]).contains("A lone write"));
     }
 
     #[test]

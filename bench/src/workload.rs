@@ -11,10 +11,10 @@ use crate::kv::{Read, Target};
 pub enum Case {
     /// Puts of uniform random keys, from this many clients.
     Write(usize),
-    /// Linearizable gets of uniform random keys, 64 clients.
-    ReadLin,
-    /// Stale (Atoll) / serializable (etcd) gets, 64 clients.
-    ReadStale,
+    /// Linearizable gets of uniform random keys, from this many clients.
+    ReadLin(usize),
+    /// Stale (Atoll) / serializable (etcd) gets, from this many clients.
+    ReadStale(usize),
     /// YCSB workload A: 50 % reads, 50 % updates, zipfian keys, 64 clients.
     YcsbA,
     /// YCSB workload B: 95 % reads, 5 % updates, zipfian keys, 64 clients.
@@ -33,8 +33,8 @@ pub const ALL: [Case; 7] = [
     Case::Write(1),
     Case::Write(64),
     Case::Write(256),
-    Case::ReadLin,
-    Case::ReadStale,
+    Case::ReadLin(64),
+    Case::ReadStale(64),
     Case::YcsbA,
     Case::YcsbB,
 ];
@@ -43,34 +43,40 @@ impl Case {
     pub fn name(self) -> String {
         match self {
             Case::Write(n) => format!("write-{n}"),
-            Case::ReadLin => "read-lin-64".into(),
-            Case::ReadStale => "read-stale-64".into(),
+            Case::ReadLin(n) => format!("read-lin-{n}"),
+            Case::ReadStale(n) => format!("read-stale-{n}"),
             Case::YcsbA => "ycsb-a".into(),
             Case::YcsbB => "ycsb-b".into(),
         }
     }
 
-    /// A case of [`ALL`] by name, or `write-N` for any other number of
-    /// writers (not in the default run; for a look between 1 and 64).
+    /// A case of [`ALL`] by name, or `write-N`, `read-lin-N`,
+    /// `read-stale-N` for any other number of clients (not in the default
+    /// run; for a look between 1 and 64).
     pub fn parse(name: &str) -> Option<Case> {
-        ALL.into_iter().find(|c| c.name() == name).or_else(|| {
-            let n: usize = name.strip_prefix("write-")?.parse().ok()?;
-            (n > 0).then_some(Case::Write(n))
-        })
+        let clients = |prefix: &str| -> Option<usize> {
+            let n: usize = name.strip_prefix(prefix)?.parse().ok()?;
+            (n > 0).then_some(n)
+        };
+        ALL.into_iter()
+            .find(|c| c.name() == name)
+            .or_else(|| clients("write-").map(Case::Write))
+            .or_else(|| clients("read-lin-").map(Case::ReadLin))
+            .or_else(|| clients("read-stale-").map(Case::ReadStale))
     }
 
     pub fn clients(self) -> usize {
         match self {
-            Case::Write(n) => n,
-            Case::ReadLin | Case::ReadStale | Case::YcsbA | Case::YcsbB => 64,
+            Case::Write(n) | Case::ReadLin(n) | Case::ReadStale(n) => n,
+            Case::YcsbA | Case::YcsbB => 64,
         }
     }
 
     /// Where etcd connections point in this case.
     pub fn etcd_target(self) -> Target {
         match self {
-            Case::ReadStale => Target::All,
-            Case::Write(_) | Case::ReadLin | Case::YcsbA | Case::YcsbB => Target::Leader,
+            Case::ReadStale(_) => Target::All,
+            Case::Write(_) | Case::ReadLin(_) | Case::YcsbA | Case::YcsbB => Target::Leader,
         }
     }
 
@@ -78,7 +84,7 @@ impl Case {
     fn put_percent(self) -> u32 {
         match self {
             Case::Write(_) => 100,
-            Case::ReadLin | Case::ReadStale => 0,
+            Case::ReadLin(_) | Case::ReadStale(_) => 0,
             Case::YcsbA => 50,
             Case::YcsbB => 5,
         }
@@ -87,7 +93,7 @@ impl Case {
     fn zipfian(self) -> bool {
         match self {
             Case::YcsbA | Case::YcsbB => true,
-            Case::Write(_) | Case::ReadLin | Case::ReadStale => false,
+            Case::Write(_) | Case::ReadLin(_) | Case::ReadStale(_) => false,
         }
     }
 
@@ -104,7 +110,7 @@ impl Case {
     pub fn next_op(self, rng: &mut impl Rng) -> Op {
         if rng.gen_range(0..100) < self.put_percent() {
             Op::Put
-        } else if self == Case::ReadStale {
+        } else if matches!(self, Case::ReadStale(_)) {
             Op::Get(Read::Stale)
         } else {
             Op::Get(Read::Linearizable)
@@ -187,6 +193,9 @@ mod tests {
         assert_eq!(Case::parse("write-0"), None);
         assert_eq!(Case::parse("write-x"), None);
         assert_eq!(Case::parse("read-2"), None);
+        assert_eq!(Case::parse("read-lin-1"), Some(Case::ReadLin(1)));
+        assert_eq!(Case::parse("read-stale-8"), Some(Case::ReadStale(8)));
+        assert_eq!(Case::parse("read-stale-0"), None);
     }
 
     #[test]
@@ -196,12 +205,12 @@ mod tests {
             (0..10_000).filter(|_| case.next_op(rng) == Op::Put).count()
         };
         assert_eq!(puts(Case::Write(1), &mut rng), 10_000);
-        assert_eq!(puts(Case::ReadLin, &mut rng), 0);
+        assert_eq!(puts(Case::ReadLin(64), &mut rng), 0);
         let a = puts(Case::YcsbA, &mut rng);
         assert!((4_500..5_500).contains(&a), "{a}");
         let b = puts(Case::YcsbB, &mut rng);
         assert!((300..700).contains(&b), "{b}");
-        assert_eq!(Case::ReadStale.next_op(&mut rng), Op::Get(Read::Stale));
+        assert_eq!(Case::ReadStale(64).next_op(&mut rng), Op::Get(Read::Stale));
     }
 
     #[test]
