@@ -9,6 +9,8 @@
 #            --no-failover  --perf (perf record -g on the Atoll leader during write-64)
 #            --perf-case CASE (profile that case instead of write-64, e.g. write-1)
 #            --no-doc (leave docs/benchmarks.md alone)
+#            --paired-rounds N (write-1 slices between disk probes, systems alternated;
+#                               default 6, --quick 2, 0 = none)  --paired-slice S (default 3)
 #   env:     BENCH_DIR (default target/bench; must be a real disk, not tmpfs)
 #            ATOLL_NODE_ARGS (extra atoll-node options, e.g. "--worker-threads 1")
 #
@@ -18,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=10 WARMUP=3 KEYS=100000 SYSTEMS=atoll,etcd CASES=all
-FAILOVER=1 PERF=0 PERF_CASE=write-64 DOC=1 QUICK=0
+FAILOVER=1 PERF=0 PERF_CASE=write-64 DOC=1 QUICK=0 PAIRED_ROUNDS=6 PAIRED_SLICE=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift ;;
@@ -30,8 +32,10 @@ while [ $# -gt 0 ]; do
     --perf) PERF=1 ;;
     --perf-case) PERF=1; PERF_CASE=$2; shift ;;
     --no-doc) DOC=0 ;;
-    --quick) QUICK=1 DURATION=2 WARMUP=1 KEYS=5000 DOC=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --paired-rounds) PAIRED_ROUNDS=$2; shift ;;
+    --paired-slice) PAIRED_SLICE=$2; shift ;;
+    --quick) QUICK=1 DURATION=2 WARMUP=1 KEYS=5000 DOC=0 PAIRED_ROUNDS=2 PAIRED_SLICE=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -205,6 +209,16 @@ run_case() {
     --warmup "$WARMUP" --duration "$DURATION" --out "$RESULTS"
 }
 
+# Round $2 of write-1 between two append-fdatasync probes on system $1
+# (bench/src/paired.rs): issue 8's lone-write target against the disk of
+# the same second.
+paired_round() {
+  local system=$1 round=$2
+  # shellcheck disable=SC2046
+  "$BIN/atoll-bench" paired $(common_args "$system") --dir "$BENCH_DIR" --round "$round" \
+    --probe-count $((QUICK ? 100 : 300)) --slice "$PAIRED_SLICE" --out "$RESULTS"
+}
+
 # Perf, failover (it kills a node), then stop the cluster; keep its logs.
 finish_system() {
   local system=$1 dir=$BENCH_DIR/$1 pids
@@ -238,6 +252,16 @@ for i in "${!case_list[@]}"; do
   fi
   for s in "${order[@]}"; do run_case "$s" "${case_list[$i]}"; done
 done
+if [ "$PAIRED_ROUNDS" -gt 0 ]; then
+  say "a lone write paired with the disk: $PAIRED_ROUNDS rounds of probe, write-1 ${PAIRED_SLICE}s, probe"
+  for ((r = 1; r <= PAIRED_ROUNDS; r++)); do
+    order=("${systems[@]}")
+    if [ $((r % 2)) = 0 ]; then
+      order=(); for ((j = ${#systems[@]} - 1; j >= 0; j--)); do order+=("${systems[$j]}"); done
+    fi
+    for s in "${order[@]}"; do paired_round "$s" "$r"; done
+  done
+fi
 disk_probe end
 for s in "${systems[@]}"; do finish_system "$s"; done
 

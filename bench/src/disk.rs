@@ -54,6 +54,16 @@ pub fn measure(dir: &Path, count: u64, budget: Duration) -> anyhow::Result<Fsync
     })
 }
 
+/// The append probe alone (`count` writes or at most `budget`), in its own
+/// scratch file under `dir`: the disk limit a paired round compares with.
+pub fn append_probe(dir: &Path, count: u64, budget: Duration) -> anyhow::Result<SyncLatency> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("fsync-paired-probe.dat");
+    let latency = probe(&path, count, budget, false)?;
+    std::fs::remove_file(&path)?;
+    Ok(latency)
+}
+
 fn probe(path: &Path, count: u64, budget: Duration, prealloc: bool) -> anyhow::Result<SyncLatency> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -13,6 +13,8 @@
 //! - `procstat`: server CPU and peak RSS from `/proc` over a case's window.
 //! - `disk`: the disk's own `fdatasync` latency for a 4 KiB append.
 //! - `floor`: the same for a write replicated to three syncing replicas.
+//! - `paired`: write-1 slices between two append probes (issue 8's target
+//!   measured against the disk of the same second).
 //! - `report`: results directory → markdown tables → `docs/benchmarks.md`.
 //!
 //! # Example
@@ -29,6 +31,7 @@ mod driver;
 mod etcd;
 mod floor;
 mod kv;
+mod paired;
 mod procstat;
 mod report;
 mod workload;
@@ -102,6 +105,26 @@ enum Cmd {
         /// What the measurement is called in the report (file fsync-LABEL.json).
         #[arg(long, default_value = "disk")]
         label: String,
+    },
+    /// One paired round: an append-`fdatasync` probe in --dir, write-1 for
+    /// --slice seconds, the probe again; writes paired-SYSTEM-ROUND.json.
+    Paired {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+        /// Syncs per probe.
+        #[arg(long, default_value_t = 300)]
+        probe_count: u64,
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+        /// Measured seconds of write-1.
+        #[arg(long, default_value_t = 3.0)]
+        slice: f64,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the names of --cases ("all" or a list), one per line.
     Cases {
@@ -302,6 +325,48 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             write_json(&out, &format!("fsync-{label}.json"), &r)?;
+        }
+        Cmd::Paired {
+            cluster,
+            dir,
+            round,
+            probe_count,
+            warmup,
+            slice,
+            out,
+        } => {
+            let spec = paired::RoundSpec {
+                round,
+                dir: &dir,
+                probe_count,
+                keys: cluster.keys,
+                value_size: cluster.value_size,
+                warmup: Duration::from_secs_f64(warmup),
+                slice: Duration::from_secs_f64(slice),
+            };
+            let name = cluster.system.name();
+            let r = match cluster.system {
+                System::Atoll => {
+                    let conns = atoll_conns(&cluster, 1).await?;
+                    paired::round(name, &conns, &spec, &cluster.pids).await?
+                }
+                System::Etcd => {
+                    let target = Case::Write(1).etcd_target();
+                    let conns = etcd_conns(&cluster, 1, target).await?;
+                    paired::round(name, &conns, &spec, &cluster.pids).await?
+                }
+            };
+            println!(
+                "{name:<6} paired round {round}: append fdatasync p50 {} / {} µs, write-1 p50 {} µs \
+                 ({:.0} ops/s, steal {}%): {}",
+                r.probe_before.p50_us,
+                r.probe_after.p50_us,
+                r.write_1.p50_us,
+                r.write_1.ops_per_s,
+                r.write_1.steal_pct.map_or("?".to_string(), |p| format!("{p:.0}")),
+                r.multiple().map_or("–".to_string(), |m| format!("{m:.2}×"))
+            );
+            write_json(&out, &format!("paired-{name}-{round}.json"), &r)?;
         }
         Cmd::Cases { cases } => {
             for case in parse_cases(&cases)? {

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::disk::FsyncResult;
 use crate::driver::{CaseResult, FailoverResult};
+use crate::paired::{median, PairedRound};
 use crate::workload::{Case, ALL};
 
 pub const BEGIN: &str =
@@ -22,6 +23,8 @@ pub struct Results {
     pub failovers: Vec<FailoverResult>,
     /// Disk probes by label, e.g. `before-atoll`.
     pub fsync: Vec<(String, FsyncResult)>,
+    /// write-1 slices paired with disk probes (`paired-*.json`).
+    pub paired: Vec<PairedRound>,
 }
 
 pub fn load(dir: &Path) -> anyhow::Result<Results> {
@@ -29,6 +32,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
         cases: Vec::new(),
         failovers: Vec::new(),
         fsync: Vec::new(),
+        paired: Vec::new(),
     };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("results dir {}", dir.display()))?
@@ -46,6 +50,9 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
         {
             let r = serde_json::from_str(&text).with_context(what)?;
             out.fsync.push((label.to_string(), r));
+        } else if name.starts_with("paired-") {
+            out.paired
+                .push(serde_json::from_str(&text).with_context(what)?);
         } else if name.contains("failover") {
             out.failovers
                 .push(serde_json::from_str(&text).with_context(what)?);
@@ -168,6 +175,7 @@ pub fn markdown(r: &Results, meta: &[String]) -> String {
         }
     }
     s.push_str(&lone_write_against_disk(r));
+    s.push_str(&lone_write_paired(r));
     if !r.failovers.is_empty() {
         s.push_str(
             "\nFailover: 64 writers, the leader killed with `kill -9`.\n\n\
@@ -269,6 +277,61 @@ fn lone_write_against_disk(r: &Results) -> String {
     s
 }
 
+/// The paired rounds per system: write-1's p50 over the append probes taken
+/// just before and after it, as a median over rounds and a range. Empty
+/// without rounds.
+fn lone_write_paired(r: &Results) -> String {
+    if r.paired.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\nA lone write paired with the disk (issue 8's target, measured within the same \
+         second): each round probes the append `fdatasync` (4 KiB, p50), runs write-1, \
+         and probes again; the multiple is write-1's p50 over the mean of the two probes. \
+         The systems' rounds alternate.\n\n\
+         | system | rounds | write-1 p50 ms, median | append `fdatasync` p50 ms, median | \
+         × per round, median | × per round, range | rounds within 3× | steal %, max |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for system in ["atoll", "etcd"] {
+        let rounds: Vec<&PairedRound> = r.paired.iter().filter(|p| p.system == system).collect();
+        if rounds.is_empty() {
+            continue;
+        }
+        let mut multiples: Vec<f64> = rounds.iter().filter_map(|p| p.multiple()).collect();
+        let within = multiples.iter().filter(|&&m| m <= 3.0).count();
+        let (lo, hi) = multiples
+            .iter()
+            .fold((f64::INFINITY, 0.0_f64), |(lo, hi), &m| {
+                (lo.min(m), hi.max(m))
+            });
+        let mut writes: Vec<f64> = rounds.iter().map(|p| p.write_1.p50_us as f64).collect();
+        let mut probes: Vec<f64> = rounds.iter().map(|p| p.probe_p50_us()).collect();
+        let steal = rounds
+            .iter()
+            .filter_map(|p| p.write_1.steal_pct)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let fmt_ms =
+            |us: Option<f64>| us.map_or("–".to_string(), |us| format!("{:.2}", us / 1e3));
+        let _ = writeln!(
+            s,
+            "| {system} | {} | {} | {} | {} | {} | {within} of {} | {} |",
+            rounds.len(),
+            fmt_ms(median(&mut writes)),
+            fmt_ms(median(&mut probes)),
+            median(&mut multiples).map_or("–".to_string(), |m| format!("{m:.2}")),
+            if multiples.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{lo:.2}–{hi:.2}")
+            },
+            multiples.len(),
+            steal.map_or("?".to_string(), |p| format!("{p:.0}")),
+        );
+    }
+    s
+}
+
 /// Replaces the text between the markers of `doc` with `section` (or
 /// appends the markers and the section when the doc has none).
 pub fn splice(doc: &str, section: &str) -> String {
@@ -302,6 +365,7 @@ mod tests {
             cases: vec![case("atoll", Some(1.2)), case("etcd", None)],
             failovers: Vec::new(),
             fsync: Vec::new(),
+            paired: Vec::new(),
         };
         let md = markdown(&quiet, &[]);
         assert!(
@@ -353,6 +417,7 @@ mod tests {
                 ("start".into(), probe(160, 100, Some(250))),
                 ("end".into(), probe(200, 100, None)),
             ],
+            paired: Vec::new(),
         };
         let md = markdown(&r, &[]);
         // 800 µs against appends of 200 and 160, preallocated 100, floor 250.
@@ -366,6 +431,48 @@ mod tests {
             ..r
         };
         assert!(!markdown(&without_probes, &[]).contains("A lone write"));
+    }
+
+    fn round(system: &str, n: u32, before: u64, after: u64, write_p50: u64) -> PairedRound {
+        let mut write_1 = case(system, Some(n as f64));
+        write_1.p50_us = write_p50;
+        PairedRound {
+            system: system.into(),
+            round: n,
+            probe_before: latency(before),
+            probe_after: latency(after),
+            write_1,
+        }
+    }
+
+    #[test]
+    fn paired_rounds_give_a_median_multiple_and_a_count_within_3x() {
+        let r = Results {
+            cases: Vec::new(),
+            failovers: Vec::new(),
+            fsync: Vec::new(),
+            paired: vec![
+                // 600 over (180+220)/2 = 3.0; 700 over 200 = 3.5; 500 over 250 = 2.0.
+                round("atoll", 1, 180, 220, 600),
+                round("atoll", 2, 200, 200, 700),
+                round("atoll", 3, 250, 250, 500),
+                round("etcd", 1, 200, 200, 800),
+            ],
+        };
+        let md = markdown(&r, &[]);
+        assert!(
+            md.contains("| atoll | 3 | 0.60 | 0.20 | 3.00 | 2.00–3.50 | 2 of 3 | 3 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| etcd | 1 | 0.80 | 0.20 | 4.00 | 4.00–4.00 | 0 of 1 | 1 |"),
+            "{md}"
+        );
+        let none = Results {
+            paired: Vec::new(),
+            ..r
+        };
+        assert!(!markdown(&none, &[]).contains("paired with the disk"));
     }
 
     #[test]
