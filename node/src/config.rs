@@ -28,6 +28,30 @@ pub struct Limits {
     pub max_scan_bytes: usize,
 }
 
+impl Limits {
+    fn validate(&self) -> Result<(), NodeError> {
+        if !(1..=MAX_KEY_BYTES_LIMIT).contains(&self.max_key_bytes) {
+            return Err(NodeError::Config(format!(
+                "limits.max_key_bytes ({}) must be from 1 to {MAX_KEY_BYTES_LIMIT} (the storage \
+                 engine's longest key, less the one-byte prefix Atoll stores keys behind)",
+                self.max_key_bytes
+            )));
+        }
+        for (name, n) in [
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_batch_bytes", self.max_batch_bytes),
+        ] {
+            if n > MAX_WRITE_BYTES_LIMIT {
+                return Err(NodeError::Config(format!(
+                    "limits.{name} ({n}) must be at most {MAX_WRITE_BYTES_LIMIT} (32 MiB): a write \
+                     travels in one message of at most 64 MiB"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -228,6 +252,16 @@ impl Default for PdTuning {
     }
 }
 
+/// Largest `limits.max_key_bytes`: the storage engine takes keys of at most
+/// 65 535 bytes, and a user key is stored behind a one-byte prefix
+/// (`storage::keys`). A longer key would panic the engine when applied.
+pub const MAX_KEY_BYTES_LIMIT: usize = u16::MAX as usize - 1;
+
+/// Largest `limits.max_value_bytes` and `limits.max_batch_bytes`: a write
+/// travels in one gRPC message and one Raft entry (64 MiB at most,
+/// `raft::peer_pool::MAX_MESSAGE_BYTES`), with room for its framing.
+pub const MAX_WRITE_BYTES_LIMIT: usize = 32 << 20;
+
 /// Largest `wal.prealloc_bytes`: zeros written in one go on the write path.
 const MAX_WAL_PREALLOC: u64 = 64 << 20;
 
@@ -398,6 +432,7 @@ impl Config {
                 self.raft.proposals_in_flight
             )));
         }
+        self.limits.validate()?;
         if self.sessions.max_per_shard == 0 {
             return Err(NodeError::Config(
                 "sessions.max_per_shard must be > 0".into(),
@@ -514,5 +549,26 @@ mod tests {
         c.raft.proposals_in_flight = 0;
         let e = c.validate().expect_err("zero").to_string();
         assert!(e.contains("raft.proposals_in_flight (0)"), "{e}");
+    }
+
+    #[test]
+    fn limits_beyond_what_the_engine_and_a_message_carry_are_refused() {
+        let with = |toml_limits: &str| {
+            let c: Config = toml::from_str(&format!("id = 1\n[limits]\n{toml_limits}\n")).unwrap();
+            c.validate()
+        };
+        assert!(with(&format!("max_key_bytes = {MAX_KEY_BYTES_LIMIT}")).is_ok());
+        for bad in ["max_key_bytes = 65535", "max_key_bytes = 0"] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("limits.max_key_bytes") && e.contains("65534"),
+                "{e}"
+            );
+        }
+        assert!(with(&format!("max_value_bytes = {MAX_WRITE_BYTES_LIMIT}")).is_ok());
+        for bad in ["max_value_bytes = 67108864", "max_batch_bytes = 40000000"] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(e.contains("at most 33554432 (32 MiB)"), "{e}");
+        }
     }
 }

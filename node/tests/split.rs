@@ -118,6 +118,18 @@ async fn splits_under_load_lose_nothing_and_surface_no_error() {
         "{e}"
     );
 
+    // A key over the key limit (4096 bytes by default) would become a
+    // shard bound: refused as a client's key is.
+    let long = "k".repeat(70_000);
+    let e = split(&c, 1, Some(&long))
+        .await
+        .expect_err("a 70 000-byte split key");
+    assert!(
+        matches!(&e, atoll_client::Error::InvalidArgument(m)
+            if m.contains("split key is 70000 bytes; the limit is 4096 bytes")),
+        "{e}"
+    );
+
     // The PD's ranges tile the key space: ["", m) [m, middle) [middle, +inf).
     c.wait_until("the PD knows both splits", SECS(20), || async {
         pd_ranges(&c).await.is_some_and(|r| {

@@ -369,6 +369,18 @@ impl AdminService {
                 self.ctx.node_id()
             )));
         }
+        // The bounds are stored and scanned as keys: longer ones than the
+        // engine stores could never be scanned, deleted or snapshotted.
+        for (what, bound) in [("start", &desc.start), ("end", &desc.end)] {
+            if bound.len() > crate::config::MAX_KEY_BYTES_LIMIT {
+                return Err(KvError::InvalidArgument(format!(
+                    "shard {} {what} is {} bytes; keys are at most {} bytes",
+                    desc.id,
+                    bound.len(),
+                    crate::config::MAX_KEY_BYTES_LIMIT
+                )));
+            }
+        }
         self.ctx
             .host
             .create(to_meta(&desc), req.awaiting_snapshot, me)

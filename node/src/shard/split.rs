@@ -97,6 +97,15 @@ pub async fn split(
     leader_or_redirect(&replica)?;
     replica.touch();
     let meta = replica.meta();
+    if let Some(k) = &key {
+        // The split key becomes a shard bound, stored and scanned like a
+        // user key: the same limits (an over-long one would reach the
+        // storage engine's key-length assertion on every replica).
+        crate::service::validate::key(&ctx.config.limits, k).map_err(|e| match e {
+            KvError::InvalidArgument(m) => KvError::InvalidArgument(format!("split {m}")),
+            e => e,
+        })?;
+    }
     let key = match key {
         Some(k) if inside(&meta, &k) => k,
         Some(k) => {

@@ -29,7 +29,7 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 
 use self::apply::Overlay;
 use self::dedup::{Check, Sessions};
-use self::snapshot::Header;
+use self::snapshot::{Header, SnapshotError};
 use self::snapshot_store::{SnapshotBuf, SnapshotStore, StoredSnapshot};
 use self::view::ApplyGate;
 use crate::broken::{self, Mode};
@@ -195,6 +195,19 @@ pub fn forget_snapshot(engine: &SharedEngine, store: &SnapshotStore, shard: Shar
 
 /// Runs blocking work (engine scans and writes of a whole shard, file I/O)
 /// off the async workers; inline in the simulation, which has no threads.
+/// The local file name of a snapshot received for `shard` under the
+/// sender's `id`: the shard first, so that no id a peer sends can name
+/// another shard's file, and only letters, digits and '-' of the id (no
+/// path separators).
+fn received_name(shard: ShardId, id: &str) -> String {
+    let id: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(96)
+        .collect();
+    format!("{shard}-received-{id}")
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     #[cfg(not(madsim))]
     {
@@ -743,9 +756,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let previous = self.current_record()?;
         let stored = self
             .store
-            .keep_received(*snapshot, &meta.snapshot_id)
+            .keep_received(*snapshot, &received_name(self.shard, &meta.snapshot_id))
             .await
             .map_err(|e| err(&e))?;
+        // Read it whole before anything is deleted: a corrupt, truncated or
+        // foreign snapshot is refused here, and the replica keeps what it
+        // has. Past the marker below it would be installed again at every
+        // start, and the node could not start.
+        let source = self.store.reader(&stored).map_err(|e| err(&e))?;
+        let shard = self.shard;
+        let checked = blocking(move || match snapshot::verify(source) {
+            Ok(h) if h.shard.id != shard => Err(SnapshotError::Corrupt(format!(
+                "snapshot of shard {} offered to shard {shard}",
+                h.shard.id
+            ))),
+            other => other.map(drop),
+        })
+        .await;
+        if let Err(e) = checked {
+            tracing::error!(shard, snapshot = %meta.snapshot_id, error = %e, "refusing a received snapshot");
+            if previous.as_ref().is_none_or(|(_, old)| *old != stored) {
+                self.store.remove(&stored);
+            }
+            return Err(err(&e));
+        }
         // From here a crash finishes the install at the next start.
         let marker: SnapshotRecord = (meta.clone(), stored.clone());
         let mut batch = WriteBatch::new();

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dedup::SessionsSnapshot;
 use crate::codec;
+use crate::config::MAX_KEY_BYTES_LIMIT;
 use crate::shard::meta::ShardMeta;
 use crate::storage::engine::{EngineError, Kv, ReadView};
 use crate::storage::keys;
@@ -134,11 +135,37 @@ pub fn peek_shard(first: &[u8]) -> Option<ShardMeta> {
     Reader::open(first).ok().map(|(header, _)| header.shard)
 }
 
-/// Reads a snapshot written by [`write`].
+/// Reads a snapshot written by [`write`], and checks what it reads: every
+/// key fits the storage engine and lies in the header's shard range.
 pub struct Reader<R> {
     inner: R,
     crc: crc32fast::Hasher,
     finished: bool,
+    /// The header's shard range, that every key must lie in.
+    range: ShardMeta,
+}
+
+/// Reads the whole snapshot in `source` (in bounded memory) and checks it:
+/// format, header, the checksum at its end, and every key's length and
+/// range. A replica runs this on a received snapshot before it deletes
+/// anything of its own, so a corrupt or truncated file is refused whole.
+pub fn verify(source: impl Read) -> Result<Header, SnapshotError> {
+    let (header, mut reader) = Reader::open(source)?;
+    while !reader.next_chunk(VERIFY_CHUNK_BYTES)?.is_empty() {}
+    Ok(header)
+}
+
+/// Key + value bytes held at a time by [`verify`].
+const VERIFY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// `Err(Corrupt)` for a key longer than any key Atoll stores.
+fn check_key_len(what: &str, len: usize) -> Result<(), SnapshotError> {
+    if len > MAX_KEY_BYTES_LIMIT {
+        return Err(SnapshotError::Corrupt(format!(
+            "{what} of {len} bytes; keys are at most {MAX_KEY_BYTES_LIMIT} bytes"
+        )));
+    }
+    Ok(())
 }
 
 impl<R: Read> Reader<R> {
@@ -148,6 +175,7 @@ impl<R: Read> Reader<R> {
             inner,
             crc: crc32fast::Hasher::new(),
             finished: false,
+            range: ShardMeta::whole_keyspace(0),
         };
         let mut magic = [0u8; 8];
         r.take(&mut magic)?;
@@ -171,6 +199,9 @@ impl<R: Read> Reader<R> {
         } else {
             codec::decode("snapshot header", &head).map_err(corrupt)?
         };
+        check_key_len("a shard start", header.shard.start.len())?;
+        check_key_len("a shard end", header.shard.end.as_ref().map_or(0, Vec::len))?;
+        r.range = header.shard.clone();
         Ok((header, r))
     }
 
@@ -217,7 +248,20 @@ impl<R: Read> Reader<R> {
                 self.finished = true;
                 break;
             }
+            check_key_len("a key", klen as usize)?;
             let key = self.take_vec(klen)?;
+            if !self.range.contains(&key) {
+                return Err(SnapshotError::Corrupt(format!(
+                    "key {} outside the snapshot's shard {} [{}, {})",
+                    crate::error::show(&key),
+                    self.range.id,
+                    crate::error::show(&self.range.start),
+                    self.range
+                        .end
+                        .as_deref()
+                        .map_or("+inf".into(), crate::error::show),
+                )));
+            }
             let vlen = self.take_u32()?;
             let value = self.take_vec(vlen)?;
             bytes += key.len() + value.len();
@@ -341,5 +385,44 @@ mod tests {
             read_all(b"garbage!garbage!"),
             Err(SnapshotError::BadMagic)
         ));
+    }
+
+    /// The header's length field is at bytes 12..16; the first record
+    /// follows the header.
+    fn first_record_at(bytes: &[u8]) -> usize {
+        16 + u32::from_be_bytes(bytes[12..16].try_into().unwrap()) as usize
+    }
+
+    #[test]
+    fn verify_reads_it_all_and_refuses_bad_keys_before_the_checksum() {
+        let engine = engine_with(10);
+        let bytes = write(Vec::new(), &*whole(&engine), &header()).unwrap();
+        assert_eq!(verify(bytes.as_slice()).unwrap(), header());
+        // A flipped bit near the end: only the checksum can tell.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 0x01;
+        let e = verify(flipped.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // A key length no key has (but under the item limit).
+        let mut long = bytes.clone();
+        let at = first_record_at(&long);
+        long[at..at + 4].copy_from_slice(&0x00FF_FFFFu32.to_be_bytes());
+        let e = verify(long.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("a key of 16777215 bytes"), "{e}");
+        // The same records under a narrower shard: its keys are outside.
+        let mut narrow = header();
+        narrow.shard.end = Some(b"k00005".to_vec());
+        let other = write(Vec::new(), &*whole(&engine_with(0)), &narrow).unwrap();
+        let spliced = [
+            &other[..first_record_at(&other)],
+            &bytes[first_record_at(&bytes)..],
+        ]
+        .concat();
+        let e = verify(spliced.as_slice()).unwrap_err().to_string();
+        assert!(
+            e.contains("key \"k00005\" outside the snapshot's shard 3"),
+            "{e}"
+        );
     }
 }

@@ -23,6 +23,7 @@ use super::dedup::Sessions;
 use super::{sm_write_err, StateMachine};
 use crate::codec;
 use crate::command::{Rejection, Response};
+use crate::config::MAX_KEY_BYTES_LIMIT;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::raft::type_config::{LogId, ReplicaId, StorageError, StoredMembership};
@@ -62,7 +63,10 @@ impl StateMachine {
                 current: meta.epoch.version,
             });
         }
-        if !meta.contains(&key) || key == meta.start {
+        // The key length is checked again here, for entries proposed before
+        // the split command checked it: a bound the engine cannot store
+        // would fail every replica's apply.
+        if !meta.contains(&key) || key == meta.start || key.len() > MAX_KEY_BYTES_LIMIT {
             return Response::Rejected(Rejection::BadSplitKey { key });
         }
         if child == self.shard || child == crate::pd::PD_SHARD {

@@ -376,3 +376,88 @@ fn a_split_child_is_pending_until_its_node_settles_it() {
     sink.announce(child(10));
     assert!(!sink.is_pending(10));
 }
+
+#[tokio::test]
+async fn a_split_at_a_key_longer_than_the_engine_stores_is_rejected_at_apply() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    let version = sm
+        .meta
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .epoch
+        .version;
+    let split = |key: Vec<u8>| Request::Split {
+        expected_version: version,
+        key,
+        child: 2,
+        child_replicas: Vec::new(),
+    };
+    let long = vec![b'k'; crate::config::MAX_KEY_BYTES_LIMIT + 1];
+    assert_eq!(
+        apply_one(&mut sm, 1, split(long.clone())).await,
+        Response::Rejected(Rejection::BadSplitKey { key: long })
+    );
+    let meta = sm.meta.read().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(
+        (meta.end, meta.epoch.version),
+        (None, version),
+        "the shard changed"
+    );
+    // The longest key a client may be allowed still splits.
+    let longest = vec![b'k'; crate::config::MAX_KEY_BYTES_LIMIT];
+    assert!(matches!(
+        apply_one(&mut sm, 2, split(longest.clone())).await,
+        Response::Split { .. }
+    ));
+    let meta = sm.meta.read().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(meta.end, Some(longest));
+}
+
+#[tokio::test]
+async fn a_corrupt_received_snapshot_is_refused_before_anything_is_deleted() {
+    let engine: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut sm = open(&engine);
+    apply_one(&mut sm, 1, register(10)).await;
+    apply_one(&mut sm, 2, put(1, 1, b"from-snapshot")).await;
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let Some((_, StoredSnapshot::Bytes(bytes))) = sm.current_record().unwrap() else {
+        panic!("a memory store keeps bytes");
+    };
+
+    let other: SharedEngine = Arc::new(MemoryEngine::new());
+    let mut batch = WriteBatch::new();
+    batch.put(keys::data(b"k"), b"mine".to_vec());
+    other.write(batch).unwrap();
+    let mut replica = open(&other);
+    let buf = |b: Vec<u8>| Box::new(SnapshotBuf::Memory(std::io::Cursor::new(b)));
+    let mut flipped = bytes.clone();
+    let at = flipped.len() - 12;
+    flipped[at] ^= 0x01;
+    for bad in [flipped, bytes[..bytes.len() - 9].to_vec()] {
+        replica
+            .install_snapshot(&snap.meta, buf(bad))
+            .await
+            .expect_err("a corrupt snapshot");
+        assert_eq!(
+            value(&other),
+            Some(b"mine".to_vec()),
+            "its data was touched"
+        );
+        assert_eq!(
+            other.get(&keys::sm_meta(1, SmMeta::Installing)).unwrap(),
+            None,
+            "a marker would install it again at every start"
+        );
+    }
+    replica
+        .install_snapshot(&snap.meta, buf(bytes))
+        .await
+        .expect("the intact snapshot");
+    assert_eq!(value(&other), Some(b"from-snapshot".to_vec()));
+}

@@ -10,6 +10,27 @@ pub enum EngineError {
     Io(String),
     #[error("corrupt data in storage: {0}")]
     Corrupt(String),
+    /// A key (or a scan bound) longer than the engine stores: a request
+    /// that escaped the node's limits, or a corrupt snapshot or log entry.
+    /// Refused instead of reaching the engine's own assertion.
+    #[error(
+        "a key of {0} bytes reached the storage engine, which stores keys of at most \
+         {MAX_ENGINE_KEY} bytes"
+    )]
+    KeyTooLong(usize),
+}
+
+/// The longest key the storage engine stores (fjall / lsm-tree: a `u16`
+/// length). User keys are stored behind a one-byte prefix
+/// (`storage::keys`), so `config::MAX_KEY_BYTES_LIMIT` is one less.
+pub const MAX_ENGINE_KEY: usize = u16::MAX as usize;
+
+/// `Err(KeyTooLong)` unless every key in `keys` fits the engine.
+pub fn check_key_lengths<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Result<(), EngineError> {
+    match keys.into_iter().find(|k| k.len() > MAX_ENGINE_KEY) {
+        Some(k) => Err(EngineError::KeyTooLong(k.len())),
+        None => Ok(()),
+    }
 }
 
 impl From<EngineError> for std::io::Error {
@@ -47,6 +68,13 @@ impl WriteBatch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The key of every operation, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops.iter().map(|op| match op {
+            BatchOp::Put(k, _) | BatchOp::Delete(k) => k.as_slice(),
+        })
     }
 
     /// Applies the batch to an in-memory key-value map, in order (the
@@ -153,5 +181,56 @@ pub(crate) mod contract {
         ];
         assert_eq!(view.scan(b"a", b"z", 10).unwrap(), then);
         assert_eq!(e.get(b"a").unwrap(), Some(b"changed".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FjallEngine, MemoryEngine};
+
+    /// Both engines refuse a key longer than fjall stores, in writes and in
+    /// scan bounds, with an error instead of fjall's assertion (a panic).
+    #[test]
+    fn over_long_keys_are_refused_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fjall = FjallEngine::open(dir.path()).expect("open");
+        let memory = MemoryEngine::new();
+        let engines: [&dyn Engine; 2] = [&fjall, &memory];
+        let long = vec![b'k'; MAX_ENGINE_KEY + 1];
+        let longest = vec![b'k'; MAX_ENGINE_KEY];
+        for e in engines {
+            let mut b = WriteBatch::new();
+            b.put(b"a".to_vec(), b"1".to_vec());
+            b.put(long.clone(), b"2".to_vec());
+            assert!(matches!(e.write(b), Err(EngineError::KeyTooLong(n)) if n == long.len()));
+            assert_eq!(
+                e.get(b"a").expect("get"),
+                None,
+                "nothing of the batch is written"
+            );
+            let mut b = WriteBatch::new();
+            b.put(longest.clone(), b"3".to_vec());
+            e.write(b).expect("the longest key fits");
+            assert!(matches!(
+                e.scan(b"a", &long, 10),
+                Err(EngineError::KeyTooLong(_))
+            ));
+            assert!(matches!(
+                e.scan_keys(&long, &[0xff; 2], 10),
+                Err(EngineError::KeyTooLong(_))
+            ));
+            assert!(matches!(
+                e.last_in(b"a", &long),
+                Err(EngineError::KeyTooLong(_))
+            ));
+            assert_eq!(e.get(&long).expect("get"), None);
+            let view = e.read_view(b"a", b"z").expect("view");
+            assert!(matches!(
+                view.scan(b"a", &long, 10),
+                Err(EngineError::KeyTooLong(_))
+            ));
+            assert_eq!(e.scan(b"a", b"l", 10).expect("scan").len(), 1);
+        }
     }
 }

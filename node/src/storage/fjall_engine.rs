@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
-use super::engine::{BatchOp, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
+use super::engine::{
+    check_key_lengths, BatchOp, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch,
+};
 
 /// The one keyspace that holds every key of the node.
 const KEYSPACE: &str = "state";
@@ -160,6 +162,7 @@ impl FjallEngine {
                     EngineError::Io(r) => {
                         EngineError::Io(format!("cannot open database at {}: {r}", dir.display()))
                     }
+                    other @ EngineError::KeyTooLong(_) => other,
                 })
             }
         }
@@ -178,6 +181,7 @@ impl ReadView for FjallView {
         if start >= end {
             return Ok(Vec::new());
         }
+        check_key_lengths([start, end])?;
         let mut out = Vec::new();
         for item in self.snapshot.range(&self.state, start..end).take(limit) {
             let (k, v) = item.into_inner().map_err(err)?;
@@ -189,6 +193,9 @@ impl ReadView for FjallView {
 
 impl Engine for FjallEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        if key.len() > super::engine::MAX_ENGINE_KEY {
+            return Ok(None); // no stored key is that long
+        }
         Ok(self.state.get(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
@@ -196,6 +203,7 @@ impl Engine for FjallEngine {
         if start >= end {
             return Ok(Vec::new());
         }
+        check_key_lengths([start, end])?;
         let mut out = Vec::new();
         for item in self.state.range(start..end).take(limit) {
             let (k, v) = item.into_inner().map_err(err)?;
@@ -213,6 +221,7 @@ impl Engine for FjallEngine {
         if start >= end {
             return Ok(Vec::new());
         }
+        check_key_lengths([start, end])?;
         let mut out = Vec::new();
         for item in self.state.range(start..end).take(limit) {
             out.push(item.key().map_err(err)?.to_vec());
@@ -224,6 +233,7 @@ impl Engine for FjallEngine {
         if start >= end {
             return Ok(None);
         }
+        check_key_lengths([start, end])?;
         match self.state.range(start..end).next_back() {
             None => Ok(None),
             Some(item) => {
@@ -241,6 +251,7 @@ impl Engine for FjallEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        check_key_lengths(batch.keys())?;
         let mut b = self.db.batch();
         for op in batch.ops {
             match op {

@@ -118,10 +118,11 @@ pub fn parse_session(key: &[u8]) -> Option<SessionKey> {
 }
 
 pub fn sessions_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
-    (
-        shard_prefix(SESSION, shard),
-        shard_prefix(SESSION, shard + 1),
-    )
+    let end = match shard.checked_add(1) {
+        Some(next) => shard_prefix(SESSION, next),
+        None => vec![SESSION + 1],
+    };
+    (shard_prefix(SESSION, shard), end)
 }
 
 pub fn data(user_key: &[u8]) -> Vec<u8> {
@@ -155,6 +156,15 @@ mod tests {
         let (lo, hi) = data_range(b"", None);
         assert!(data(b"") >= lo && data(&[0xff; 100]) < hi);
         assert!(session(u64::MAX, u64::MAX) < lo);
+    }
+
+    #[test]
+    fn the_last_shard_id_has_a_sessions_range_too() {
+        let (lo, hi) = sessions_range(u64::MAX);
+        assert!(lo < hi);
+        assert!(lo <= session(u64::MAX, 7) && session(u64::MAX, 7) < hi);
+        let (_, below) = sessions_range(u64::MAX - 1);
+        assert_eq!(below, lo);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use super::engine::{Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
+use super::engine::{check_key_lengths, Engine, EngineError, Kv, ReadView, SharedView, WriteBatch};
 
 #[derive(Default)]
 struct State {
@@ -66,15 +66,23 @@ impl MemoryEngine {
     }
 }
 
-/// Entries of `map` with `start <= key < end`, ascending, at most `limit`.
-fn scan_map(map: &BTreeMap<Vec<u8>, Vec<u8>>, start: &[u8], end: &[u8], limit: usize) -> Vec<Kv> {
+/// Entries of `map` with `start <= key < end`, ascending, at most `limit`;
+/// bounds longer than the real engine takes are refused as it refuses them.
+fn scan_map(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<Vec<Kv>, EngineError> {
     if start >= end {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+    check_key_lengths([start, end])?;
+    Ok(map
+        .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
         .take(limit)
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .collect())
 }
 
 /// A copy of one key range, taken under the engine's lock.
@@ -82,7 +90,7 @@ struct CopiedRange(BTreeMap<Vec<u8>, Vec<u8>>);
 
 impl ReadView for CopiedRange {
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError> {
-        Ok(scan_map(&self.0, start, end, limit))
+        scan_map(&self.0, start, end, limit)
     }
 }
 
@@ -92,11 +100,11 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Kv>, EngineError> {
-        Ok(scan_map(&self.lock().current, start, end, limit))
+        scan_map(&self.lock().current, start, end, limit)
     }
 
     fn read_view(&self, start: &[u8], end: &[u8]) -> Result<SharedView, EngineError> {
-        let copy = scan_map(&self.lock().current, start, end, usize::MAX);
+        let copy = scan_map(&self.lock().current, start, end, usize::MAX)?;
         Ok(Arc::new(CopiedRange(copy.into_iter().collect())))
     }
 
@@ -104,6 +112,7 @@ impl Engine for MemoryEngine {
         if start >= end {
             return Ok(None);
         }
+        check_key_lengths([start, end])?;
         let s = self.lock();
         let mut range = s
             .current
@@ -112,6 +121,7 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        check_key_lengths(batch.keys())?;
         let mut s = self.lock();
         batch.clone().apply_to(&mut s.current);
         s.unflushed.push(batch);
