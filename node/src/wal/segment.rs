@@ -103,7 +103,7 @@ pub fn scan(buf: &[u8], last: bool) -> Result<Scanned, ScanError> {
             out.spare = (buf.len() - at) as u64;
             return Ok(out);
         }
-        if last && is_torn_tail(&buf[at..]) {
+        if last && is_torn_tail(&buf[at..]) && !length_field_damaged(&buf[at..]) {
             out.valid_len = at as u64;
             out.torn = (buf.len() - at) as u64;
             return Ok(out);
@@ -143,6 +143,48 @@ fn is_torn_tail(rest: &[u8]) -> bool {
         && rest
             .chunks(512)
             .any(|c| c.len() == 512 && c.iter().all(|&b| b == 0))
+}
+
+/// Whether the damaged frame at `rest[0]` is a whole, checksummed record
+/// under a damaged length field: for some other length its checksum
+/// matches and what follows is the next valid record or unwritten zeros.
+/// A torn write cannot leave that: its length field is either written
+/// (then the frame is whole at that length) or still zero, and its
+/// payload is cut short. A bit flip in the length can: without this
+/// check one that pointed past the end of the file passed for a torn tail
+/// and every record after it, synced and acknowledged, was cut off. The
+/// checksum covers type and payload, not the length, so each length is
+/// tried (linear in the rest of the segment; it runs only on damage, at
+/// recovery).
+fn length_field_damaged(rest: &[u8]) -> bool {
+    let Some(header) = rest.get(..record::FRAME_HEADER) else {
+        return false;
+    };
+    let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let claimed = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&rest[8..record::FRAME_HEADER]); // the type byte
+    let payload = &rest[record::FRAME_HEADER..];
+    for len in 0..=payload.len().min(record::MAX_PAYLOAD) {
+        if len > 0 {
+            crc.update(&payload[len - 1..len]);
+        }
+        if len == claimed || crc.clone().finalize() != stored_crc {
+            continue;
+        }
+        // The checksum matches at `len`: a whole record if it decodes, and
+        // not a chance match if the next frame is valid or all is zero.
+        let mut frame = (len as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&rest[4..record::FRAME_HEADER + len]);
+        let after = &rest[record::FRAME_HEADER + len..];
+        if matches!(record::decode(&frame), record::Frame::Record(..))
+            && (after.iter().all(|&b| b == 0)
+                || matches!(record::decode(after), record::Frame::Record(..)))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -196,6 +238,34 @@ mod tests {
                 reason: "checksum mismatch".into()
             })
         );
+    }
+
+    #[test]
+    fn a_damaged_length_is_corruption_even_when_it_points_past_the_end() {
+        let records = [vote(1), vote(2), vote(3)];
+        let second = HEADER_LEN + record::encode(&vote(1)).len();
+        for zeros_after in [0, 100] {
+            for bit in [12, 20, 31] {
+                let mut buf = segment(&records);
+                buf.extend(vec![0u8; zeros_after]);
+                buf[second + bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    matches!(
+                        scan(&buf, true),
+                        Err(ScanError::Corrupt { offset, .. }) if offset == second as u64
+                    ),
+                    "bit {bit}, {zeros_after} zeros after: {:?}",
+                    scan(&buf, true)
+                );
+            }
+        }
+        // The last record's length damaged, nothing after it: still whole
+        // at its true length, so corruption, not a torn tail.
+        let mut buf = segment(&records);
+        let third = second + record::encode(&vote(2)).len();
+        buf[third + 2] ^= 0x10;
+        buf.extend([0u8; 64]);
+        assert!(scan(&buf, true).is_err());
     }
 
     #[test]
