@@ -241,11 +241,23 @@ async fn a_follower_that_was_down_catches_up_by_snapshot_after_log_purge() {
             },
         )
         .await;
-    let st = cluster.status(follower).await.unwrap();
-    assert!(
-        st.shards[0].snapshot_index >= purged,
-        "follower caught up without a snapshot? {st:?}"
-    );
+    // Its data is readable a moment before openraft's metrics show the
+    // install (the install's last fsync comes between): the follower may
+    // first have installed an older snapshot the leader had begun to send
+    // while it was down, so wait for the metric rather than read it once.
+    let status = &cluster;
+    cluster
+        .wait_until(
+            "the follower's snapshot to reach the leader's purge point",
+            SECS(10),
+            || async move {
+                status
+                    .status(follower)
+                    .await
+                    .is_some_and(|st| st.shards[0].snapshot_index >= purged)
+            },
+        )
+        .await;
     assert_eq!(
         stale_get(&addr, b"before").await.as_deref(),
         Some(&b"1"[..])
