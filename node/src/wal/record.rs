@@ -248,6 +248,8 @@ fn parse(kind: u8, payload: &[u8]) -> Option<Record> {
     let r = match kind {
         ENTRIES => {
             let (shard, first, n) = (c.u64()?, c.u64()?, c.u32()?);
+            // Indexes past u64::MAX are damage, not a log.
+            first.checked_add(u64::from(n))?;
             let mut entries = Vec::new();
             for _ in 0..n {
                 entries.push(c.bytes()?);
@@ -384,5 +386,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn entries_whose_indexes_would_pass_u64_max_are_bad() {
+        let entries = |first: u64| Record::Entries {
+            shard: 1,
+            first,
+            entries: vec![b"a".to_vec(), b"b".to_vec()],
+        };
+        let fits = encode(&entries(u64::MAX - 2));
+        assert!(matches!(decode(&fits), Frame::Record(..)));
+        let overflows = encode(&entries(u64::MAX - 1));
+        assert!(matches!(decode(&overflows), Frame::Bad(_)));
     }
 }
