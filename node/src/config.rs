@@ -255,7 +255,7 @@ impl Default for PdTuning {
 /// Largest `limits.max_key_bytes`: the storage engine takes keys of at most
 /// 65 535 bytes, and a user key is stored behind a one-byte prefix
 /// (`storage::keys`). A longer key would panic the engine when applied.
-pub const MAX_KEY_BYTES_LIMIT: usize = u16::MAX as usize - 1;
+pub const MAX_KEY_BYTES_LIMIT: usize = crate::storage::engine::MAX_ENGINE_KEY - 1;
 
 /// Largest `limits.max_value_bytes` and `limits.max_batch_bytes`: a write
 /// travels in one gRPC message and one Raft entry (64 MiB at most,

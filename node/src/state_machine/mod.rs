@@ -193,8 +193,6 @@ pub fn forget_snapshot(engine: &SharedEngine, store: &SnapshotStore, shard: Shar
     }
 }
 
-/// Runs blocking work (engine scans and writes of a whole shard, file I/O)
-/// off the async workers; inline in the simulation, which has no threads.
 /// The local file name of a snapshot received for `shard` under the
 /// sender's `id`: the shard first, so that no id a peer sends can name
 /// another shard's file, and only letters, digits and '-' of the id (no
@@ -208,6 +206,8 @@ fn received_name(shard: ShardId, id: &str) -> String {
     format!("{shard}-received-{id}")
 }
 
+/// Runs blocking work (engine scans and writes of a whole shard, file I/O)
+/// off the async workers; inline in the simulation, which has no threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     #[cfg(not(madsim))]
     {
